@@ -1,0 +1,157 @@
+//! Word count, in-process or across worker processes.
+//!
+//! ```text
+//! wordcount run    [--input PATH]... [--output DIR] [--workers N] [--reducers R]
+//!                  [--shard-size BYTES] [--report FILE]
+//! wordcount worker --listen ADDR
+//! wordcount master --worker ADDR [--worker ADDR]... --input PATH... --output DIR
+//!                  [--reducers R] [--shard-size BYTES] [--task-timeout SECS] [--report FILE]
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use mapreduce::wordcount::{WordCount, generate_corpus, read_output};
+use mapreduce::{Cluster, DEFAULT_SHARD_SIZE, JobReport, JobSpec, Registry};
+
+#[derive(Parser)]
+#[command(name = "wordcount", about = "Counts words with mapreduce-rs", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the job on workers in this process (on a generated sample if no --input).
+    Run {
+        /// Input files or directories (repeatable). Default: a generated sample corpus.
+        #[arg(long = "input")]
+        inputs: Vec<PathBuf>,
+        /// Output directory; must not exist or be empty. Default: a new temporary directory.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Number of in-process workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[command(flatten)]
+        shape: Shape,
+        /// Write the job report as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Serves as a worker on ADDR until killed.
+    Worker {
+        /// Address to listen on, e.g. 127.0.0.1:7001.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Drives remote workers through the job.
+    Master {
+        /// A worker's address, host:port or http://host:port (repeatable).
+        #[arg(long = "worker", required = true)]
+        workers: Vec<String>,
+        /// Input files or directories (repeatable).
+        #[arg(long = "input", required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output directory; must not exist or be empty.
+        #[arg(long)]
+        output: PathBuf,
+        #[command(flatten)]
+        shape: Shape,
+        /// Deadline of one task attempt, in seconds (doubled per worker after a miss).
+        #[arg(long, default_value_t = 60.0)]
+        task_timeout: f64,
+        /// Write the job report as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct Shape {
+    /// Number of reduce tasks (output files).
+    #[arg(long, default_value_t = 4)]
+    reducers: u32,
+    /// Target bytes of input per map task.
+    #[arg(long, default_value_t = DEFAULT_SHARD_SIZE)]
+    shard_size: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wordcount: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Worker { listen } => {
+            eprintln!("wordcount: worker listening on {listen}");
+            mapreduce::worker::serve(listen, Registry::new().register::<WordCount>()).await?;
+            Ok(())
+        }
+        Command::Run { inputs, output, workers, shape, report } => {
+            let sample = tempfile::tempdir().context("creating a directory for the sample corpus")?;
+            let inputs = if inputs.is_empty() {
+                let path = sample.path().join("sample.txt");
+                generate_corpus(&path, 4 << 20, 20_000, 42).context("generating the sample corpus")?;
+                eprintln!("wordcount: no --input, counting a generated 4 MiB sample corpus");
+                vec![path]
+            } else {
+                inputs
+            };
+            let output = match output {
+                Some(o) => o,
+                None => tempfile::Builder::new().prefix("wordcount-out-").tempdir()?.keep(),
+            };
+            let cluster = Cluster::local(workers).await?;
+            let spec = JobSpec::new(WordCount, inputs, &output).reducers(shape.reducers).shard_size(shape.shard_size);
+            finish(cluster.run(spec).await?, &output, report.as_deref())
+        }
+        Command::Master { workers, inputs, output, shape, task_timeout, report } => {
+            if !(task_timeout > 0.0 && task_timeout.is_finite()) {
+                bail!("--task-timeout must be a positive number of seconds, got {task_timeout}");
+            }
+            let cluster = Cluster::connect(&workers).await?.with_task_timeout(Duration::from_secs_f64(task_timeout));
+            let spec = JobSpec::new(WordCount, inputs, &output).reducers(shape.reducers).shard_size(shape.shard_size);
+            finish(cluster.run(spec).await?, &output, report.as_deref())
+        }
+    }
+}
+
+fn finish(report: JobReport, output: &Path, report_file: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(file) = report_file {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(file, json + "\n").with_context(|| format!("writing report {}", file.display()))?;
+    }
+    let counts = read_output(output).with_context(|| format!("reading output {}", output.display()))?;
+    let mut top: Vec<(&String, &u64)> = counts.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let top: Vec<String> = top.iter().take(5).map(|(w, c)| format!("{w} {c}")).collect();
+    println!(
+        "wordcount: {} distinct words from {} input bytes in {} ms ({} map, {} reduce tasks, {} attempts); output in {}",
+        report.output_records,
+        report.input_bytes,
+        report.elapsed_ms,
+        report.map_tasks,
+        report.reduce_tasks,
+        report.attempts.launched,
+        output.display()
+    );
+    println!("wordcount: most frequent: {}", top.join(", "));
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The map side's in-memory buffer: combines equal keys as records arrive, tracks an
+//! estimate of its memory, and drains sorted by `(partition, key)` when it is full or the
+//! task ends (like Hadoop's sort buffer, with the combiner applied on insert).
+
+use std::hash::BuildHasherDefault;
+
+use rustc_hash::FxHasher;
+use serde::Serialize;
+
+use crate::job::{Key, Value};
+
+type Table<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Fixed bytes counted per buffered record besides its encoded size: the record's inline
+/// size plus the hash table's control bytes and slack.
+const ENTRY_OVERHEAD: u64 = 24;
+
+/// A combining buffer of map output.
+#[derive(Debug)]
+pub struct MapBuffer<K, V> {
+    /// One entry per distinct key: the values folded together by the combiner.
+    table: Table<K, V>,
+    /// Values the combiner handed back (no combiner, or it declined).
+    extra: Vec<(K, V)>,
+    /// Set once the combiner declines: from then on every record goes to `extra` without a
+    /// hash lookup, so a job without a combiner pays nothing for it.
+    no_combiner: bool,
+    bytes: u64,
+    records_in: u64,
+    scratch: Vec<u8>,
+}
+
+impl<K: Key, V: Value> Default for MapBuffer<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Key, V: Value> MapBuffer<K, V> {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        MapBuffer {
+            table: Table::default(),
+            extra: Vec::new(),
+            no_combiner: false,
+            bytes: 0,
+            records_in: 0,
+            scratch: Vec::with_capacity(64),
+        }
+    }
+
+    /// Adds one record, folding it into the value already held for `key` with `combine`
+    /// (see [`crate::Reducer::combine`] for its contract).
+    pub fn insert(&mut self, key: K, value: V, combine: impl FnOnce(&K, &mut V, V) -> Option<V>) {
+        self.records_in += 1;
+        if self.no_combiner {
+            self.bytes += estimate(&mut self.scratch, &key, &value);
+            self.extra.push((key, value));
+            return;
+        }
+        if let Some(acc) = self.table.get_mut(&key) {
+            if let Some(value) = combine(&key, acc, value) {
+                self.no_combiner = true;
+                self.bytes += estimate(&mut self.scratch, &key, &value);
+                self.extra.push((key, value));
+            }
+        } else {
+            self.bytes += estimate(&mut self.scratch, &key, &value);
+            self.table.insert(key, value);
+        }
+    }
+
+    /// Estimated memory held, in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Records inserted since the buffer was created (before combining).
+    pub fn records_in(&self) -> u64 {
+        self.records_in
+    }
+
+    /// Whether the buffer holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty() && self.extra.is_empty()
+    }
+
+    /// Empties the buffer into a vector sorted by `(partition, key)`, with the partition
+    /// of each record computed once per distinct key.
+    pub fn drain_sorted(&mut self, mut partition: impl FnMut(&K) -> u32) -> Vec<(u32, K, V)> {
+        let mut out = Vec::with_capacity(self.table.len() + self.extra.len());
+        out.extend(self.table.drain().map(|(k, v)| (partition(&k), k, v)));
+        out.extend(self.extra.drain(..).map(|(k, v)| (partition(&k), k, v)));
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        self.bytes = 0;
+        out
+    }
+}
+
+fn estimate<K: Serialize, V: Serialize>(scratch: &mut Vec<u8>, key: &K, value: &V) -> u64 {
+    scratch.clear();
+    let encoded = if postcard::to_io(&(key, value), &mut *scratch).is_ok() { scratch.len() } else { 0 };
+    (std::mem::size_of::<(K, V)>() + encoded) as u64 + ENTRY_OVERHEAD
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum(_: &String, acc: &mut u64, v: u64) -> Option<u64> {
+        *acc += v;
+        None
+    }
+
+    fn keep(_: &String, _: &mut u64, v: u64) -> Option<u64> {
+        Some(v)
+    }
+
+    #[test]
+    fn combines_on_insert_and_drains_sorted_by_partition_then_key() {
+        let mut b = MapBuffer::new();
+        for w in ["b", "a", "c", "a", "b", "a"] {
+            b.insert(w.to_string(), 1, sum);
+        }
+        assert_eq!(b.records_in(), 6);
+        let before = b.bytes();
+        b.insert("a".into(), 1, sum);
+        assert_eq!(b.bytes(), before, "folding into a held key costs no memory");
+        let got = b.drain_sorted(|k| u32::from(k != "b"));
+        let got: Vec<(u32, &str, u64)> = got.iter().map(|(p, k, v)| (*p, k.as_str(), *v)).collect();
+        assert_eq!(got, vec![(0, "b", 2), (1, "a", 4), (1, "c", 1)]);
+        assert!(b.is_empty());
+        assert_eq!(b.bytes(), 0);
+    }
+
+    #[test]
+    fn without_a_combiner_every_value_is_kept() {
+        let mut b = MapBuffer::new();
+        for (w, v) in [("x", 1), ("y", 2), ("x", 3), ("x", 4)] {
+            b.insert(w.to_string(), v, keep);
+        }
+        let mut got: Vec<(String, u64)> = b.drain_sorted(|_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
+        got.sort();
+        assert_eq!(got, vec![("x".into(), 1), ("x".into(), 3), ("x".into(), 4), ("y".into(), 2)]);
+    }
+
+    #[test]
+    fn memory_estimate_grows_with_distinct_keys() {
+        let mut b = MapBuffer::new();
+        for i in 0..1000u64 {
+            b.insert(format!("key-{i}"), i, sum);
+        }
+        assert!(b.bytes() >= 1000 * (std::mem::size_of::<(String, u64)>() as u64 + 6), "{}", b.bytes());
+    }
+}

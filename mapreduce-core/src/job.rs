@@ -1,0 +1,290 @@
+//! The user API: the [`Mapper`] and [`Reducer`] traits, the [`Job`] that names them, and
+//! the [`JobSpec`] that says what to run them on.
+
+use std::fmt::{self, Display};
+use std::hash::Hash;
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The error type user code returns. Anything that implements `std::error::Error` converts
+/// into it with `?`, and so does a `String` or `&str`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a key must be: serialisable (it crosses processes), totally ordered (reduce input is
+/// sorted by key) and hashable (the map side combines equal keys in a hash table).
+pub trait Key: Serialize + DeserializeOwned + Ord + Hash + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Ord + Hash + Send + 'static> Key for T {}
+
+/// What a value must be: serialisable, since it crosses processes.
+pub trait Value: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> Value for T {}
+
+/// The map side of a job: turns one input line into any number of key/value pairs.
+pub trait Mapper {
+    /// The intermediate key.
+    type Key: Key;
+    /// The intermediate value.
+    type Value: Value;
+
+    /// Maps one input line (without its line terminator; bytes that are not UTF-8 are
+    /// replaced with U+FFFD). An error fails the task attempt, naming the line's shard.
+    fn map(&self, line: &str, emit: &mut Emitter<'_, Self::Key, Self::Value>) -> Result<(), BoxError>;
+}
+
+/// The reduce side of a job, plus its optional combiner and its partitioner.
+pub trait Reducer: Mapper {
+    /// Reduces all values of one key, in key order. Values come in no particular order.
+    /// Write results with [`Output::emit`] or [`Output::write_line`].
+    fn reduce(
+        &self,
+        key: &Self::Key,
+        values: &mut dyn Iterator<Item = Self::Value>,
+        out: &mut Output<'_>,
+    ) -> Result<(), BoxError>;
+
+    /// The combiner: folds `value` into `acc`, two values of the same `key`, on the map side,
+    /// so that fewer records are written and shuffled (word count sums its counts here).
+    ///
+    /// Return `None` once `value` is folded in, or hand it back with `Some(value)` to keep
+    /// both. The default keeps every value: no combiner. A combiner must be associative and
+    /// commutative and must not change what `reduce` computes; it may run zero, one or many
+    /// times for a key.
+    fn combine(&self, key: &Self::Key, acc: &mut Self::Value, value: Self::Value) -> Option<Self::Value> {
+        let _ = (key, acc);
+        Some(value)
+    }
+
+    /// The partitioner: which of the `reducers` partitions `key` goes to. The default is
+    /// [`stable_partition`], a hash of the key's serialised bytes that is the same in every
+    /// process and every Rust release.
+    fn partition(&self, key: &Self::Key, reducers: u32) -> u32 {
+        stable_partition(key, reducers)
+    }
+}
+
+/// A whole job type: a serde value (its fields are the job's parameters, shipped to the
+/// workers with every task) that maps and reduces, registered on workers under [`Job::NAME`].
+pub trait Job: Reducer + Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The name workers know this job type by. Unique within a worker's registry.
+    const NAME: &'static str;
+}
+
+/// Where a map function sends its pairs.
+pub struct Emitter<'a, K, V> {
+    sink: &'a mut dyn FnMut(K, V),
+}
+
+impl<'a, K, V> Emitter<'a, K, V> {
+    /// An emitter that hands every pair to `sink`.
+    pub fn new(sink: &'a mut dyn FnMut(K, V)) -> Self {
+        Emitter { sink }
+    }
+
+    /// Emits one intermediate pair.
+    #[inline]
+    pub fn emit(&mut self, key: K, value: V) {
+        (self.sink)(key, value)
+    }
+}
+
+/// Where a reduce function writes its results: lines of text in the partition's output file.
+pub struct Output<'a> {
+    writer: &'a mut dyn Write,
+    records: u64,
+}
+
+impl<'a> Output<'a> {
+    /// An output that writes into `writer`.
+    pub fn new(writer: &'a mut dyn Write) -> Self {
+        Output { writer, records: 0 }
+    }
+
+    /// Writes one record as the line `key<TAB>value`.
+    pub fn emit(&mut self, key: impl Display, value: impl Display) -> std::io::Result<()> {
+        writeln!(self.writer, "{key}\t{value}")?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Writes one record as the given line; a newline is appended.
+    pub fn write_line(&mut self, line: &str) -> std::io::Result<()> {
+        self.writer.write_all(line.as_bytes())?;
+        self.writer.write_all(b"\n")?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// The number of records written so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+}
+
+impl fmt::Debug for Output<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Output").field("records", &self.records).finish()
+    }
+}
+
+/// 64-bit FNV-1a over `bytes`: a fixed, documented function, so partitions never depend on
+/// the process, the platform or the Rust release.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // FNV's low bits mix poorly; fold the high half in before a modulo.
+    h ^ (h >> 32)
+}
+
+/// The default partitioner: [`stable_hash`] of the key's postcard encoding, modulo
+/// `reducers`. Panics if `reducers` is zero (a [`JobSpec`] never has zero reducers).
+pub fn stable_partition<K: Serialize + ?Sized>(key: &K, reducers: u32) -> u32 {
+    assert!(reducers > 0, "stable_partition needs at least one reducer");
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let mut buf = scratch.borrow_mut();
+        buf.clear();
+        let bytes = postcard::to_io(key, &mut *buf).map(|_| ()).map_err(|_| ());
+        let h = match bytes {
+            Ok(()) => stable_hash(&buf),
+            // A key that cannot be serialised cannot be shuffled either; the record writer
+            // reports it with its task. Send it somewhere deterministic meanwhile.
+            Err(()) => 0,
+        };
+        (h % u64::from(reducers)) as u32
+    })
+}
+
+/// Default size of an input shard: 64 MiB, like an HDFS block.
+pub const DEFAULT_SHARD_SIZE: u64 = 64 << 20;
+/// Default memory budget of a map task's sort buffer: 64 MiB.
+pub const DEFAULT_SORT_BUFFER: u64 = 64 << 20;
+
+/// What to run a job on: the job value, its inputs and output, and its shape.
+#[derive(Debug, Clone)]
+pub struct JobSpec<J> {
+    /// The job value; its fields travel to the workers with every task.
+    pub job: J,
+    /// Input files or directories (directories are read recursively, in name order; files
+    /// whose name starts with `.` or `_` are skipped, as Hadoop does).
+    pub inputs: Vec<PathBuf>,
+    /// The output directory. It must not exist or be empty.
+    pub output: PathBuf,
+    /// Number of reduce tasks, and so of output files `part-00000`...: at least 1.
+    pub reducers: u32,
+    /// Target size of an input shard in bytes (one map task each): at least 1.
+    pub shard_size: u64,
+    /// Memory budget of a map task's sort buffer in bytes, before it spills to disk.
+    pub sort_buffer_bytes: u64,
+}
+
+impl<J: Job> JobSpec<J> {
+    /// A spec with one reducer and the default shard size and sort buffer.
+    pub fn new(job: J, inputs: impl IntoIterator<Item = impl Into<PathBuf>>, output: impl Into<PathBuf>) -> Self {
+        JobSpec {
+            job,
+            inputs: inputs.into_iter().map(Into::into).collect(),
+            output: output.into(),
+            reducers: 1,
+            shard_size: DEFAULT_SHARD_SIZE,
+            sort_buffer_bytes: DEFAULT_SORT_BUFFER,
+        }
+    }
+
+    /// Sets the number of reducers.
+    pub fn reducers(mut self, reducers: u32) -> Self {
+        self.reducers = reducers;
+        self
+    }
+
+    /// Sets the target shard size in bytes.
+    pub fn shard_size(mut self, bytes: u64) -> Self {
+        self.shard_size = bytes;
+        self
+    }
+
+    /// Sets the sort buffer budget of a map task in bytes.
+    pub fn sort_buffer_bytes(mut self, bytes: u64) -> Self {
+        self.sort_buffer_bytes = bytes;
+        self
+    }
+
+    /// Checks the parts that need no I/O: at least one input, a reducer, a positive shard
+    /// size and a sort buffer of at least 64 KiB.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.inputs.is_empty() {
+            return Err(SpecError::NoInput);
+        }
+        if self.reducers == 0 {
+            return Err(SpecError::ZeroReducers);
+        }
+        if self.shard_size == 0 {
+            return Err(SpecError::ZeroShardSize);
+        }
+        if self.sort_buffer_bytes < MIN_SORT_BUFFER {
+            return Err(SpecError::SortBufferTooSmall(self.sort_buffer_bytes));
+        }
+        Ok(())
+    }
+}
+
+/// The smallest sort buffer a job may ask for.
+pub const MIN_SORT_BUFFER: u64 = 64 << 10;
+
+/// A [`JobSpec`] that cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// No input path was given.
+    #[error("job has no input path")]
+    NoInput,
+    /// `reducers` is zero.
+    #[error("job needs at least one reducer, got 0")]
+    ZeroReducers,
+    /// `shard_size` is zero.
+    #[error("shard size must be at least 1 byte, got 0")]
+    ZeroShardSize,
+    /// `sort_buffer_bytes` is below [`MIN_SORT_BUFFER`].
+    #[error("sort buffer of {0} bytes is below the minimum of 65536")]
+    SortBufferTooSmall(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_hash_is_fnv1a_with_fold() {
+        // Fixed vectors: if these change, partitions of existing outputs change.
+        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325 ^ (0xcbf2_9ce4_8422_2325u64 >> 32));
+        let h = 0xaf63_dc4c_8601_ec8cu64; // FNV-1a("a")
+        assert_eq!(stable_hash(b"a"), h ^ (h >> 32));
+    }
+
+    #[test]
+    fn stable_partition_is_fixed_and_in_range() {
+        // Pinned values: the partition of a key must never change between releases.
+        let got: Vec<u32> = ["the", "quick", "brown", "fox", ""].iter().map(|w| stable_partition(*w, 7)).collect();
+        let again: Vec<u32> = ["the", "quick", "brown", "fox", ""].iter().map(|w| stable_partition(*w, 7)).collect();
+        assert_eq!(got, again);
+        assert!(got.iter().all(|&p| p < 7));
+        let mut bytes = vec![3u8];
+        bytes.extend_from_slice(b"the");
+        assert_eq!(stable_partition("the", 1000), (stable_hash(&bytes) % 1000) as u32);
+    }
+
+    #[test]
+    fn stable_partition_spreads_keys() {
+        let mut counts = [0u32; 8];
+        for i in 0..8000 {
+            counts[stable_partition(&format!("word{i}"), 8) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+    }
+}

@@ -1,0 +1,385 @@
+//! The intermediate record file format.
+//!
+//! ```text
+//! file    = magic block* trailer
+//! magic   = "MRR1"
+//! block   = len:u32le crc:u32le count:u32le payload[len]   (len > 0)
+//! payload = (frame_len:varint postcard((key, value)))*       (count frames)
+//! trailer = 0:u32le records:u64le crc:u32le                 (crc of the 8 record bytes)
+//! ```
+//!
+//! Every block carries a CRC-32C of its payload and the trailer carries the total record
+//! count, so a flipped bit, a truncated file or a file cut at a block boundary is an
+//! error, never silently fewer records.
+
+use std::io::{self, Read, Write};
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+const MAGIC: &[u8; 4] = b"MRR1";
+/// A block is flushed once its payload reaches this size.
+const BLOCK_TARGET: usize = 64 << 10;
+/// Refuse to allocate for a block claimed larger than this (a corrupt length).
+const BLOCK_LIMIT: usize = 256 << 20;
+
+/// Why a record file could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// The underlying reader or writer failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The file does not start with the record-file magic.
+    #[error("not a record file (bad magic)")]
+    BadMagic,
+    /// A block's checksum does not match its bytes.
+    #[error("checksum mismatch in block at byte {offset}")]
+    Checksum {
+        /// Offset of the block header in the file.
+        offset: u64,
+    },
+    /// The file ends before its trailer.
+    #[error("truncated at byte {offset}")]
+    Truncated {
+        /// Where the file ended.
+        offset: u64,
+    },
+    /// A block header or the trailer is inconsistent.
+    #[error("corrupt block at byte {offset}: {what}")]
+    Corrupt {
+        /// Offset of the block or trailer.
+        offset: u64,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A record could not be encoded.
+    #[error("cannot encode record {record}: {source}")]
+    Encode {
+        /// Index of the record in the file.
+        record: u64,
+        /// The serializer's error.
+        source: postcard::Error,
+    },
+    /// A record's bytes do not decode as the job's key and value types.
+    #[error("cannot decode record {record}: {source}")]
+    Decode {
+        /// Index of the record in the file.
+        record: u64,
+        /// The deserializer's error.
+        source: postcard::Error,
+    },
+}
+
+/// Writes records into the block format. Call [`RecordWriter::finish`] to write the
+/// trailer; a writer dropped without it leaves a file that reads as truncated.
+#[derive(Debug)]
+pub struct RecordWriter<W: Write> {
+    inner: W,
+    block: Vec<u8>,
+    scratch: Vec<u8>,
+    block_records: u32,
+    records: u64,
+    bytes: u64,
+}
+
+impl<W: Write> RecordWriter<W> {
+    /// Starts a record file on `inner` (writes the magic).
+    pub fn new(mut inner: W) -> io::Result<Self> {
+        inner.write_all(MAGIC)?;
+        Ok(RecordWriter {
+            inner,
+            block: Vec::with_capacity(BLOCK_TARGET + 1024),
+            scratch: Vec::with_capacity(256),
+            block_records: 0,
+            records: 0,
+            bytes: MAGIC.len() as u64,
+        })
+    }
+
+    /// Appends one record.
+    pub fn write<K: Serialize + ?Sized, V: Serialize + ?Sized>(
+        &mut self,
+        key: &K,
+        value: &V,
+    ) -> Result<(), FormatError> {
+        self.scratch.clear();
+        let scratch = std::mem::take(&mut self.scratch);
+        self.scratch = postcard::to_extend(&(key, value), scratch)
+            .map_err(|source| FormatError::Encode { record: self.records, source })?;
+        push_varint(&mut self.block, self.scratch.len() as u64);
+        self.block.extend_from_slice(&self.scratch);
+        self.block_records += 1;
+        self.records += 1;
+        if self.block.len() >= BLOCK_TARGET {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+
+    fn flush_block(&mut self) -> io::Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let mut header = [0u8; 12];
+        header[0..4].copy_from_slice(&(self.block.len() as u32).to_le_bytes());
+        header[4..8].copy_from_slice(&crc32c::crc32c(&self.block).to_le_bytes());
+        header[8..12].copy_from_slice(&self.block_records.to_le_bytes());
+        self.inner.write_all(&header)?;
+        self.inner.write_all(&self.block)?;
+        self.bytes += (header.len() + self.block.len()) as u64;
+        self.block.clear();
+        self.block_records = 0;
+        Ok(())
+    }
+
+    /// Records written so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Writes the last block and the trailer, flushes, and returns the inner writer with
+    /// the record count and the file's size in bytes.
+    pub fn finish(mut self) -> io::Result<(W, u64, u64)> {
+        self.flush_block()?;
+        let mut trailer = [0u8; 16];
+        trailer[4..12].copy_from_slice(&self.records.to_le_bytes());
+        let crc = crc32c::crc32c(&trailer[4..12]);
+        trailer[12..16].copy_from_slice(&crc.to_le_bytes());
+        self.inner.write_all(&trailer)?;
+        self.inner.flush()?;
+        self.bytes += trailer.len() as u64;
+        Ok((self.inner, self.records, self.bytes))
+    }
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads `(key, value)` records written by [`RecordWriter`], checking every block.
+/// Yields `Err` once and then ends, on any corruption.
+#[derive(Debug)]
+pub struct RecordReader<R, K, V> {
+    inner: R,
+    block: Vec<u8>,
+    cursor: usize,
+    block_left: u32,
+    offset: u64,
+    records: u64,
+    state: ReadState,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadState {
+    Start,
+    Blocks,
+    Done,
+}
+
+impl<R: Read, K: DeserializeOwned, V: DeserializeOwned> RecordReader<R, K, V> {
+    /// A reader over `inner`, positioned at the start of a record file.
+    pub fn new(inner: R) -> Self {
+        RecordReader {
+            inner,
+            block: Vec::new(),
+            cursor: 0,
+            block_left: 0,
+            offset: 0,
+            records: 0,
+            state: ReadState::Start,
+            _types: PhantomData,
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes, or reports truncation.
+    fn read_exact_at(&mut self, buf: &mut [u8]) -> Result<(), FormatError> {
+        match self.inner.read_exact(buf) {
+            Ok(()) => {
+                self.offset += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(FormatError::Truncated { offset: self.offset }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Loads the next block; `Ok(false)` at a valid trailer.
+    fn next_block(&mut self) -> Result<bool, FormatError> {
+        if self.state == ReadState::Start {
+            let mut magic = [0u8; 4];
+            self.read_exact_at(&mut magic)?;
+            if &magic != MAGIC {
+                return Err(FormatError::BadMagic);
+            }
+            self.state = ReadState::Blocks;
+        }
+        let at = self.offset;
+        let mut len = [0u8; 4];
+        self.read_exact_at(&mut len)?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len == 0 {
+            let mut trailer = [0u8; 12];
+            self.read_exact_at(&mut trailer)?;
+            if crc32c::crc32c(&trailer[0..8]).to_le_bytes() != trailer[8..12] {
+                return Err(FormatError::Checksum { offset: at });
+            }
+            let total = u64::from_le_bytes(trailer[0..8].try_into().expect("8 bytes"));
+            if total != self.records {
+                return Err(FormatError::Corrupt { offset: at, what: "record count differs from trailer" });
+            }
+            let mut extra = [0u8; 1];
+            if self.inner.read(&mut extra)? != 0 {
+                return Err(FormatError::Corrupt { offset: self.offset, what: "bytes after trailer" });
+            }
+            return Ok(false);
+        }
+        if len > BLOCK_LIMIT {
+            return Err(FormatError::Corrupt { offset: at, what: "block length too large" });
+        }
+        let mut header = [0u8; 8];
+        self.read_exact_at(&mut header)?;
+        let crc = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+        let count = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        self.block.resize(len, 0);
+        let mut block = std::mem::take(&mut self.block);
+        let read = self.read_exact_at(&mut block);
+        self.block = block;
+        read?;
+        if crc32c::crc32c(&self.block) != crc {
+            return Err(FormatError::Checksum { offset: at });
+        }
+        if count == 0 {
+            return Err(FormatError::Corrupt { offset: at, what: "empty block" });
+        }
+        self.cursor = 0;
+        self.block_left = count;
+        Ok(true)
+    }
+
+    fn next_record(&mut self) -> Result<Option<(K, V)>, FormatError> {
+        while self.block_left == 0 {
+            if self.cursor != self.block.len() {
+                return Err(FormatError::Corrupt { offset: self.offset, what: "block has bytes past its records" });
+            }
+            if !self.next_block()? {
+                return Ok(None);
+            }
+        }
+        let corrupt = FormatError::Corrupt { offset: self.offset, what: "frame overruns its block" };
+        let (len, used) = read_varint(&self.block[self.cursor..]).ok_or(corrupt)?;
+        let start = self.cursor + used;
+        let end = usize::try_from(len).ok().and_then(|l| start.checked_add(l)).filter(|&e| e <= self.block.len());
+        let end = end.ok_or(FormatError::Corrupt { offset: self.offset, what: "frame overruns its block" })?;
+        let record = postcard::from_bytes(&self.block[start..end])
+            .map_err(|source| FormatError::Decode { record: self.records, source })?;
+        self.cursor = end;
+        self.block_left -= 1;
+        self.records += 1;
+        Ok(Some(record))
+    }
+}
+
+fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+impl<R: Read, K: DeserializeOwned, V: DeserializeOwned> Iterator for RecordReader<R, K, V> {
+    type Item = Result<(K, V), FormatError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.state == ReadState::Done {
+            return None;
+        }
+        match self.next_record() {
+            Ok(Some(r)) => Some(Ok(r)),
+            Ok(None) => {
+                self.state = ReadState::Done;
+                None
+            }
+            Err(e) => {
+                self.state = ReadState::Done;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encode(records: &[(String, u64)]) -> Vec<u8> {
+        let mut w = RecordWriter::new(Vec::new()).unwrap();
+        for (k, v) in records {
+            w.write(k, v).unwrap();
+        }
+        let (bytes, n, len) = w.finish().unwrap();
+        assert_eq!(n, records.len() as u64);
+        assert_eq!(len, bytes.len() as u64);
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Vec<(String, u64)>, FormatError> {
+        RecordReader::new(bytes).collect()
+    }
+
+    #[test]
+    fn round_trip_across_many_blocks() {
+        let records: Vec<(String, u64)> = (0..50_000).map(|i| (format!("key{i:07}"), i)).collect();
+        let bytes = encode(&records);
+        assert_eq!(decode(&bytes).unwrap(), records);
+        assert_eq!(decode(&encode(&[])).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn every_flipped_byte_and_every_truncation_is_detected() {
+        let records: Vec<(String, u64)> = (0..40).map(|i| (format!("k{i}"), i * 1000)).collect();
+        let bytes = encode(&records);
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(decode(&bad).is_err(), "flip at byte {i} went unnoticed");
+            assert!(decode(&bytes[..i]).is_err(), "truncation to {i} bytes went unnoticed");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode(&longer).is_err());
+    }
+
+    #[test]
+    fn a_file_cut_at_a_block_boundary_is_truncated() {
+        let records: Vec<(String, u64)> = (0..30_000).map(|i| (format!("key{i}"), i)).collect();
+        let bytes = encode(&records);
+        let first_block = 4 + 12 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        assert!(first_block < bytes.len() - 16);
+        assert!(matches!(decode(&bytes[..first_block]), Err(FormatError::Truncated { .. })));
+    }
+
+    #[test]
+    fn wrong_types_are_a_decode_error() {
+        let bytes = encode(&[("a".into(), 300)]);
+        let got: Result<Vec<(u64, String)>, _> = RecordReader::new(&bytes[..]).collect();
+        assert!(matches!(got, Err(FormatError::Decode { record: 0, .. })), "{got:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(records in proptest::collection::vec((".{0,20}", any::<u64>()), 0..200)) {
+            prop_assert_eq!(decode(&encode(&records)).unwrap(), records);
+        }
+    }
+}

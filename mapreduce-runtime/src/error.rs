@@ -1,0 +1,179 @@
+//! Errors of the runtime, one enum per operation. Messages name the file, task or worker.
+
+use std::path::PathBuf;
+
+use mapreduce_core::record::FormatError;
+use mapreduce_core::scheduler::ConfigError;
+use mapreduce_core::{JobError, SpecError};
+
+/// Why [`crate::Cluster::run`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The job spec is invalid.
+    #[error("invalid job: {0}")]
+    Spec(#[from] SpecError),
+    /// The scheduler configuration is invalid.
+    #[error("invalid scheduler configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// An input path cannot be read.
+    #[error("cannot read input {}: {source}", path.display())]
+    Input {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The output directory already holds files.
+    #[error("output directory {} already exists and is not empty; refusing to overwrite it", path.display())]
+    OutputExists {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The output directory cannot be created or written.
+    #[error("cannot prepare output directory {}: {source}", path.display())]
+    Output {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The job value cannot be encoded for the workers.
+    #[error("cannot encode job {job}: {source}")]
+    EncodeJob {
+        /// The job's name.
+        job: &'static str,
+        /// Why.
+        source: postcard::Error,
+    },
+    /// No worker answered before the job started.
+    #[error("no reachable worker: {}", .0.join("; "))]
+    NoReachableWorker(Vec<String>),
+    /// The job failed while running.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// The accepted outputs could not be committed.
+    #[error("cannot commit output {}: {source}", path.display())]
+    Commit {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Why a cluster could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A worker address is not a valid URI.
+    #[error("invalid worker address {addr:?}: {reason}")]
+    BadAddress {
+        /// The address as given.
+        addr: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// No worker address was given.
+    #[error("a cluster needs at least one worker")]
+    NoWorkers,
+    /// A local worker could not bind its port.
+    #[error("cannot start local worker: {0}")]
+    Bind(#[source] std::io::Error),
+}
+
+/// Why a worker server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listening address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("worker server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Why a task attempt failed on a worker. Sent to the master as a gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The request is malformed or unsafe (path outside the data root, absurd sizes).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The worker has no job of this name.
+    #[error("job {0:?} is not registered on this worker")]
+    UnknownJob(String),
+    /// The job's fields do not decode as the registered type.
+    #[error("cannot decode the fields of job {job:?}: {source}")]
+    BadPayload {
+        /// The job's name.
+        job: String,
+        /// Why.
+        source: postcard::Error,
+    },
+    /// An input file cannot be read.
+    #[error("cannot read input {}: {source}", path.display())]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An intermediate record file is corrupt, truncated or unreadable.
+    #[error("bad intermediate file {}: {source}", path.display())]
+    Intermediate {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: FormatError,
+    },
+    /// A file cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// User code returned an error.
+    #[error("{at}: {message}")]
+    User {
+        /// Where: the task and record.
+        at: String,
+        /// The user's error.
+        message: String,
+    },
+    /// User code panicked.
+    #[error("{at}: panicked: {message}")]
+    Panic {
+        /// Where: the task and record.
+        at: String,
+        /// The panic message.
+        message: String,
+    },
+}
+
+impl From<TaskError> for tonic::Status {
+    fn from(e: TaskError) -> Self {
+        let msg = e.to_string();
+        match e {
+            TaskError::InvalidRequest(_) => tonic::Status::invalid_argument(msg),
+            TaskError::UnknownJob(_) => tonic::Status::not_found(msg),
+            TaskError::BadPayload { .. } => tonic::Status::failed_precondition(msg),
+            _ => tonic::Status::aborted(msg),
+        }
+    }
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}

@@ -1,0 +1,196 @@
+//! The filesystem side of a job: listing inputs, preparing and committing the output
+//! directory, and the names of intermediate and attempt files.
+//!
+//! Layout of an output directory while a job runs and after it succeeds:
+//! ```text
+//! out/_temporary/m00003-a17-p00001   map task 3, attempt 17, partition 1 (record file)
+//! out/_temporary/r00001-a42          reduce of partition 1, attempt 42 (text)
+//! out/part-00000 ... part-{R-1}      committed by the master, one per partition
+//! out/_SUCCESS                       written last
+//! ```
+//! Workers write every file under a temporary name and rename it into place, so a name
+//! above always holds a complete file. `_temporary` is removed when the job ends.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use mapreduce_core::shard::InputFile;
+
+use crate::error::RunError;
+
+/// Name of the work directory inside the output directory.
+pub const TEMPORARY: &str = "_temporary";
+/// Name of the marker written last into a complete output directory.
+pub const SUCCESS: &str = "_SUCCESS";
+
+/// The committed name of partition `r`'s output.
+pub fn part_name(partition: u32) -> String {
+    format!("part-{partition:05}")
+}
+
+/// The name of map task `task`'s output for `partition`, written by `attempt`.
+pub fn map_file_name(task: u32, attempt: u64, partition: u32) -> String {
+    format!("m{task:05}-a{attempt}-p{partition:05}")
+}
+
+/// The name of reduce attempt `attempt`'s output for `partition`.
+pub fn reduce_file_name(partition: u32, attempt: u64) -> String {
+    format!("r{partition:05}-a{attempt}")
+}
+
+/// Whether a file or directory name is hidden from input listing (as in Hadoop).
+fn hidden(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with('.') || name.starts_with('_')
+}
+
+/// Lists the input files under `paths` (directories recursively, in name order), with
+/// absolute paths and their lengths, checking that each can be opened.
+pub fn list_inputs(paths: &[PathBuf]) -> Result<Vec<InputFile>, RunError> {
+    let mut files = Vec::new();
+    for path in paths {
+        let abs = std::path::absolute(path).map_err(|source| RunError::Input { path: path.clone(), source })?;
+        collect(&abs, &mut files)?;
+    }
+    Ok(files)
+}
+
+fn collect(path: &Path, out: &mut Vec<InputFile>) -> Result<(), RunError> {
+    let err = |source| RunError::Input { path: path.to_path_buf(), source };
+    let meta = fs::metadata(path).map_err(err)?;
+    if meta.is_dir() {
+        let mut entries = fs::read_dir(path)
+            .map_err(err)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        entries.sort();
+        for entry in entries {
+            if !entry.file_name().is_some_and(hidden) {
+                collect(&entry, out)?;
+            }
+        }
+        return Ok(());
+    }
+    fs::File::open(path).map_err(err)?;
+    let path_str =
+        path.to_str().ok_or_else(|| err(io::Error::new(io::ErrorKind::InvalidInput, "path is not valid UTF-8")))?;
+    out.push(InputFile { path: path_str.to_string(), len: meta.len() });
+    Ok(())
+}
+
+/// An output directory being written by a job.
+#[derive(Debug)]
+pub struct OutputDir {
+    /// The output directory (absolute).
+    pub root: PathBuf,
+    /// Its `_temporary` directory.
+    pub work: PathBuf,
+    created: bool,
+}
+
+impl OutputDir {
+    /// Refuses an output directory that holds anything (as Hadoop does), else creates it
+    /// and its work directory.
+    pub fn prepare(path: &Path) -> Result<Self, RunError> {
+        let root = std::path::absolute(path).map_err(|source| RunError::Output { path: path.to_path_buf(), source })?;
+        let err = |source| RunError::Output { path: root.clone(), source };
+        let created = match fs::read_dir(&root) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(RunError::OutputExists { path: root });
+                }
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&root).map_err(err)?;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Err(RunError::OutputExists { path: root }),
+            Err(e) => return Err(err(e)),
+        };
+        let work = root.join(TEMPORARY);
+        fs::create_dir(&work).map_err(|source| RunError::Output { path: work.clone(), source })?;
+        if root.to_str().is_none() {
+            return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "path is not valid UTF-8")));
+        }
+        Ok(OutputDir { root, work, created })
+    }
+
+    /// The work directory as a string, for requests.
+    pub fn work_str(&self) -> &str {
+        self.work.to_str().expect("checked in prepare")
+    }
+
+    /// Commits the accepted reduce outputs as `part-NNNNN` in partition order, writes
+    /// `_SUCCESS` and removes the work directory. Returns the committed paths.
+    pub fn commit(&self, outputs: &[String]) -> Result<Vec<String>, RunError> {
+        let mut committed = Vec::with_capacity(outputs.len());
+        for (r, from) in outputs.iter().enumerate() {
+            let to = self.root.join(part_name(r as u32));
+            fs::rename(from, &to).map_err(|source| RunError::Commit { path: PathBuf::from(from), source })?;
+            committed.push(to.to_string_lossy().into_owned());
+        }
+        fs::remove_dir_all(&self.work).map_err(|source| RunError::Commit { path: self.work.clone(), source })?;
+        let success = self.root.join(SUCCESS);
+        fs::write(&success, b"").map_err(|source| RunError::Commit { path: success, source })?;
+        Ok(committed)
+    }
+
+    /// Cleans up after a failed job: removes the work directory, and the output
+    /// directory too if this job created it and nothing else is in it.
+    pub fn abort(&self) {
+        if let Err(e) = fs::remove_dir_all(&self.work) {
+            tracing::warn!(path = %self.work.display(), error = %e, "cannot remove work directory");
+        }
+        if self.created {
+            let _ = fs::remove_dir(&self.root);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_directories_recursively_in_order_skipping_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::write(dir.path().join("b.txt"), "bb").unwrap();
+        fs::write(dir.path().join("sub/a.txt"), "a").unwrap();
+        fs::write(dir.path().join(".hidden"), "x").unwrap();
+        fs::write(dir.path().join("_SUCCESS"), "").unwrap();
+        let files = list_inputs(&[dir.path().to_path_buf()]).unwrap();
+        let names: Vec<(&str, u64)> = files.iter().map(|f| (f.path.rsplit('/').next().unwrap(), f.len)).collect();
+        assert_eq!(names, vec![("b.txt", 2), ("a.txt", 1)]);
+        assert!(files.iter().all(|f| Path::new(&f.path).is_absolute()));
+    }
+
+    #[test]
+    fn a_missing_input_names_the_path() {
+        let err = list_inputs(&[PathBuf::from("/definitely/not/here.txt")]).unwrap_err();
+        assert!(err.to_string().contains("/definitely/not/here.txt"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_non_empty_output_and_commits_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("old"), "x").unwrap();
+        assert!(matches!(OutputDir::prepare(dir.path()), Err(RunError::OutputExists { .. })));
+
+        let out = OutputDir::prepare(&dir.path().join("out")).unwrap();
+        let a = out.work.join(reduce_file_name(0, 3));
+        let b = out.work.join(reduce_file_name(1, 4));
+        fs::write(&a, "x\t1\n").unwrap();
+        fs::write(&b, "").unwrap();
+        let committed = out.commit(&[a.to_string_lossy().into(), b.to_string_lossy().into()]).unwrap();
+        assert_eq!(committed.len(), 2);
+        let mut names: Vec<String> =
+            fs::read_dir(&out.root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, vec!["_SUCCESS", "part-00000", "part-00001"]);
+        assert_eq!(fs::read_to_string(out.root.join("part-00000")).unwrap(), "x\t1\n");
+    }
+}

@@ -1,0 +1,261 @@
+//! The worker: a tonic server running map and reduce attempts for registered job types.
+//!
+//! User code runs on tokio's blocking pool, never on the async threads, and a panic in it
+//! is caught and answered as a failed attempt: a worker survives any task.
+
+mod task;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use mapreduce_core::Job;
+use mapreduce_core::shard::Segment;
+use mapreduce_rpc::pb;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::error::{ServeError, TaskError, panic_message};
+use task::{MapResult, MapTask, ReduceResult, ReduceTask};
+
+/// Longest Wait a worker accepts.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Most reducers a request may name.
+const MAX_REDUCERS: u32 = 1 << 20;
+/// Largest sort buffer a request may ask for (64 GiB).
+const MAX_SORT_BUFFER: u64 = 64 << 30;
+
+/// A job type erased behind the worker's two operations.
+trait ErasedJob: Send + Sync {
+    fn map(&self, task: &MapTask) -> Result<MapResult, TaskError>;
+    fn reduce(&self, task: &ReduceTask) -> Result<ReduceResult, TaskError>;
+}
+
+struct Typed<J>(J);
+
+impl<J: Job> ErasedJob for Typed<J> {
+    fn map(&self, task: &MapTask) -> Result<MapResult, TaskError> {
+        task::run_map(&self.0, task)
+    }
+    fn reduce(&self, task: &ReduceTask) -> Result<ReduceResult, TaskError> {
+        task::run_reduce(&self.0, task)
+    }
+}
+
+type Decoder = fn(&[u8]) -> Result<Arc<dyn ErasedJob>, postcard::Error>;
+
+fn decode<J: Job>(bytes: &[u8]) -> Result<Arc<dyn ErasedJob>, postcard::Error> {
+    Ok(Arc::new(Typed(postcard::from_bytes::<J>(bytes)?)))
+}
+
+/// The job types a worker can run, by [`Job::NAME`]. The master ships each task with its
+/// job's fields, which the worker decodes into the registered type.
+#[derive(Clone, Default)]
+pub struct Registry {
+    jobs: HashMap<&'static str, Decoder>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.jobs.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers job type `J` under `J::NAME` (replacing any type of that name).
+    pub fn register<J: Job>(mut self) -> Self {
+        self.insert::<J>();
+        self
+    }
+
+    pub(crate) fn insert<J: Job>(&mut self) {
+        self.jobs.insert(J::NAME, decode::<J>);
+    }
+
+    /// Whether a job type of this name is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.jobs.contains_key(name)
+    }
+}
+
+/// A worker's registry, shared with an in-process cluster that adds job types to it.
+pub(crate) type SharedRegistry = Arc<RwLock<Registry>>;
+
+/// Runs a worker on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<(), ServeError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    Worker::new(registry).serve_with_shutdown(listener, std::future::pending()).await
+}
+
+/// A worker server, with its options.
+#[derive(Debug)]
+pub struct Worker {
+    service: WorkerService,
+}
+
+impl Worker {
+    /// A worker that runs the job types of `registry`.
+    pub fn new(registry: Registry) -> Self {
+        Self::with_shared(Arc::new(RwLock::new(registry)))
+    }
+
+    pub(crate) fn with_shared(registry: SharedRegistry) -> Self {
+        Worker { service: WorkerService { registry, root: None } }
+    }
+
+    /// Confines the worker to files under `root`: a request naming any path outside it is
+    /// refused. Without a root, any absolute path is accepted.
+    pub fn with_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.service.root = Some(root.into());
+        self
+    }
+
+    /// The gRPC service, for embedding in a server of your own (or wrapping in tests).
+    pub fn into_service(self) -> WorkerService {
+        self.service
+    }
+
+    /// Serves on an already-bound `listener` until `shutdown` completes.
+    pub async fn serve_with_shutdown(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let incoming = TcpListenerStream::new(listener);
+        tonic::transport::Server::builder()
+            .add_service(pb::worker_server::WorkerServer::new(self.service).max_decoding_message_size(64 << 20))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The worker's gRPC service (`mapreduce.v1.Worker`).
+#[derive(Debug, Clone)]
+pub struct WorkerService {
+    registry: SharedRegistry,
+    root: Option<PathBuf>,
+}
+
+impl WorkerService {
+    fn job(&self, spec: Option<&pb::JobSpec>) -> Result<(Arc<dyn ErasedJob>, u32, u64), TaskError> {
+        let spec = spec.ok_or_else(|| TaskError::InvalidRequest("missing job".into()))?;
+        if !(1..=MAX_REDUCERS).contains(&spec.reducers) {
+            return Err(TaskError::InvalidRequest(format!(
+                "reducers must be in 1..={MAX_REDUCERS}, got {}",
+                spec.reducers
+            )));
+        }
+        if !(mapreduce_core::job::MIN_SORT_BUFFER..=MAX_SORT_BUFFER).contains(&spec.sort_buffer_bytes) {
+            return Err(TaskError::InvalidRequest(format!(
+                "sort buffer of {} bytes is out of range",
+                spec.sort_buffer_bytes
+            )));
+        }
+        let decoder = {
+            let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+            registry.jobs.get(spec.name.as_str()).copied()
+        };
+        let decoder = decoder.ok_or_else(|| TaskError::UnknownJob(spec.name.clone()))?;
+        let job = decoder(&spec.payload).map_err(|source| TaskError::BadPayload { job: spec.name.clone(), source })?;
+        Ok((job, spec.reducers, spec.sort_buffer_bytes))
+    }
+
+    /// Checks that `path` is absolute, has no `..`, and lies under the root if one is set.
+    fn path(&self, path: &str) -> Result<PathBuf, TaskError> {
+        let p = Path::new(path);
+        if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
+            return Err(TaskError::InvalidRequest(format!("path {path:?} must be absolute without '..'")));
+        }
+        if let Some(root) = &self.root {
+            if !p.starts_with(root) {
+                return Err(TaskError::InvalidRequest(format!(
+                    "path {path:?} is outside the data root {}",
+                    root.display()
+                )));
+            }
+        }
+        Ok(p.to_path_buf())
+    }
+}
+
+/// Runs blocking user code off the async threads; a panic that escapes becomes an error.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TaskError> + Send + 'static,
+) -> Result<T, TaskError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => Err(TaskError::Panic { at: "task".into(), message: panic_message(&*e.into_panic()) }),
+        Err(e) => Err(TaskError::InvalidRequest(format!("task cancelled: {e}"))),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::worker_server::Worker for WorkerService {
+    async fn wait(&self, request: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
+        let wait = Duration::from_millis(request.into_inner().millis);
+        if wait > MAX_WAIT {
+            return Err(TaskError::InvalidRequest(format!("wait of {wait:?} exceeds {MAX_WAIT:?}")).into());
+        }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(Response::new(pb::WaitResponse {}))
+    }
+
+    async fn map(&self, request: Request<pb::MapRequest>) -> Result<Response<pb::MapResponse>, Status> {
+        let req = request.into_inner();
+        let (job, reducers, sort_buffer) = self.job(req.job.as_ref())?;
+        let task = u32::try_from(req.task).map_err(|_| TaskError::InvalidRequest("task index too large".into()))?;
+        let segments = req
+            .segments
+            .iter()
+            .map(|s| {
+                if s.start > s.end {
+                    return Err(TaskError::InvalidRequest(format!("segment of {} starts after it ends", s.path)));
+                }
+                self.path(&s.path)?;
+                Ok(Segment { path: s.path.clone(), start: s.start, end: s.end })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let work_dir = self.path(&req.work_dir)?;
+        let t = MapTask { task, attempt: req.attempt, segments, work_dir, reducers, sort_buffer };
+        tracing::debug!(task, attempt = req.attempt, "map");
+        let result =
+            blocking(move || job.map(&t)).await.inspect_err(|e| tracing::warn!(task, error = %e, "map failed"))?;
+        Ok(Response::new(pb::MapResponse {
+            files: result
+                .files
+                .into_iter()
+                .map(|f| pb::PartitionFile { partition: f.partition, path: f.path, bytes: f.bytes, records: f.records })
+                .collect(),
+            input_records: result.input_records,
+        }))
+    }
+
+    async fn reduce(&self, request: Request<pb::ReduceRequest>) -> Result<Response<pb::ReduceResponse>, Status> {
+        let req = request.into_inner();
+        let (job, reducers, _) = self.job(req.job.as_ref())?;
+        if req.partition >= reducers {
+            return Err(TaskError::InvalidRequest(format!("partition {} of {reducers} reducers", req.partition)).into());
+        }
+        let inputs = req.inputs.iter().map(|p| self.path(p)).collect::<Result<Vec<_>, _>>()?;
+        let work_dir = self.path(&req.work_dir)?;
+        let partition = req.partition;
+        let t = ReduceTask { attempt: req.attempt, partition, inputs, work_dir };
+        tracing::debug!(partition, attempt = req.attempt, "reduce");
+        let result = blocking(move || job.reduce(&t))
+            .await
+            .inspect_err(|e| tracing::warn!(partition, error = %e, "reduce failed"))?;
+        Ok(Response::new(pb::ReduceResponse { path: result.path, records: result.records, bytes: result.bytes }))
+    }
+}
