@@ -1,1 +1,90 @@
-fn main() {}
+//! Word count through `Cluster::local(2)` beside a single-threaded sequential word count
+//! of the same generated corpus, in the same run.
+//!
+//! ```text
+//! cargo bench --bench wordcount -- [--size-mb N] [--runs N] [--workers N]
+//! ```
+//! Prints the median time of each, their ratio, MB/s and the process's peak RSS.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mapreduce::wordcount::{WordCount, count_sequential, generate_corpus, read_output};
+use mapreduce::{Cluster, JobSpec};
+
+struct Args {
+    size_mb: u64,
+    runs: usize,
+    workers: usize,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args { size_mb: 256, runs: 3, workers: 2 };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{arg} needs a value"));
+        match arg.as_str() {
+            "--size-mb" => a.size_mb = value()?.parse()?,
+            "--runs" => a.runs = value()?.parse()?,
+            "--workers" => a.workers = value()?.parse()?,
+            "--bench" => {}
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("corpus.txt");
+    generate_corpus(&input, a.size_mb << 20, 200_000, 2024)?;
+    let bytes = std::fs::metadata(&input)?.len();
+    let inputs: Vec<PathBuf> = vec![input.clone()];
+    println!("wordcount bench: {:.0} MiB corpus, 200k-word Zipf vocabulary, {} runs", bytes as f64 / 1048576.0, a.runs);
+
+    let mut seq_times = Vec::new();
+    let mut expected = None;
+    for _ in 0..a.runs {
+        let t = Instant::now();
+        let counts = count_sequential(&inputs)?;
+        seq_times.push(t.elapsed());
+        expected = Some(counts);
+    }
+
+    let cluster = Cluster::local(a.workers).await?;
+    let mut mr_times = Vec::new();
+    for run in 0..a.runs {
+        let out = dir.path().join(format!("out-{run}"));
+        let t = Instant::now();
+        cluster.run(JobSpec::new(WordCount, &inputs, &out).reducers(a.workers as u32)).await?;
+        mr_times.push(t.elapsed());
+        if run == 0 {
+            anyhow::ensure!(Some(read_output(&out)?) == expected, "framework output differs from the sequential count");
+        }
+        std::fs::remove_dir_all(&out)?;
+    }
+
+    let (seq, mr) = (median(seq_times), median(mr_times));
+    let mbs = |d: Duration| bytes as f64 / 1048576.0 / d.as_secs_f64();
+    println!("sequential (1 thread):      {:>8.3} s  {:>7.1} MB/s", seq.as_secs_f64(), mbs(seq));
+    println!("Cluster::local({}):          {:>8.3} s  {:>7.1} MB/s", a.workers, mr.as_secs_f64(), mbs(mr));
+    println!("speedup (sequential / cluster): {:.2}x", seq.as_secs_f64() / mr.as_secs_f64());
+    if let Some(rss) = peak_rss_mb() {
+        println!("peak RSS of this process: {rss:.0} MiB");
+    }
+    Ok(())
+}

@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use mapreduce::wordcount::{WordCount, generate_corpus, read_output};
+use mapreduce::worker::Worker;
 use mapreduce::{Cluster, DEFAULT_SHARD_SIZE, JobReport, JobSpec, Registry};
 
 #[derive(Parser)]
@@ -100,8 +101,12 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Worker { listen } => {
-            eprintln!("wordcount: worker listening on {listen}");
-            mapreduce::worker::serve(listen, Registry::new().register::<WordCount>()).await?;
+            let listener =
+                tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            // The bound address (the OS picks the port for :0), for whoever started us.
+            println!("wordcount: worker listening on {}", listener.local_addr()?);
+            let worker = Worker::new(Registry::new().register::<WordCount>());
+            worker.serve_with_shutdown(listener, std::future::pending()).await?;
             Ok(())
         }
         Command::Run { inputs, output, workers, shape, report } => {

@@ -1,1 +1,6 @@
-fn main() {}
+//! Integration tests, compiled into one binary so the workspace links once.
+
+mod errors;
+mod processes;
+mod support;
+mod wordcount;

@@ -20,14 +20,14 @@
 //! - A failed attempt returns its task to TODO only when no other attempt of it runs.
 //! - Failures that are the task's (an error, a deadline passed) count against its budget
 //!   of [`SchedulerConfig::max_attempts`]; past it the job fails naming the task. An
-//!   unreachable worker is not the task's fault, but a task lost that way more than
+//!   unreachable worker is not the task's fault, but a task lost that way
 //!   `4 × max_attempts` times also fails the job, so a job always ends.
 //! - Each worker's deadline is `task_timeout × 2^k` after `k` deadlines missed in a row,
 //!   capped at `max_task_timeout`; a success resets `k`. After a missed deadline the
 //!   worker is probed with a zero Wait before it gets work again.
 //! - An unreachable worker is retried after `retry_base × 2^k`, capped at `retry_cap`, and
-//!   used again once it answers. If no worker has answered for `no_worker_timeout`, the
-//!   job fails.
+//!   used again once it answers. If every worker is unreachable and none has answered
+//!   for `no_worker_timeout` since the last one fell silent, the job fails.
 //! - A worker whose attempts fail `probation_after` times in a row (across tasks) is on
 //!   probation, given no task for `probation_base × 2^n` (n: its earlier probations,
 //!   capped at `retry_cap × 8`), as Hadoop blacklists nodes.
@@ -36,7 +36,9 @@
 //!   a ready worker takes a backup attempt of the oldest running task that has a single
 //!   attempt, if that task has run longer than `max(speculation_min, speculation_factor ×
 //!   median duration of the phase's finished tasks)`, and fewer than `max_backups` backups
-//!   run. The first success wins; the others are discarded when they reply.
+//!   run. A task gets one backup at most (until it fails back to TODO). The first success
+//!   wins; the others are discarded when they reply.
+//! - `WorkerIdle` and `Unreachable` are accepted only for a worker with a Wait in flight.
 
 mod report;
 #[cfg(test)]
@@ -192,6 +194,7 @@ impl SchedulerConfig {
             ("retry_cap", self.retry_cap),
             ("no_worker_timeout", self.no_worker_timeout),
             ("probation_base", self.probation_base),
+            ("idle_wait", self.idle_wait),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
@@ -200,7 +203,7 @@ impl SchedulerConfig {
         if self.max_attempts == 0 {
             return Err(ConfigError::ZeroAttempts);
         }
-        if !(self.speculation_factor >= 1.0) {
+        if self.speculation_factor.is_nan() || self.speculation_factor < 1.0 {
             return Err(ConfigError::BadSpeculationFactor);
         }
         Ok(())
@@ -420,8 +423,10 @@ enum WorkerState {
     Ready,
     /// Needs a zero Wait (a probe) before it gets work.
     NeedsProbe,
-    /// An RPC is in flight.
+    /// A task attempt is in flight.
     Busy,
+    /// A Wait (or a probe) is in flight.
+    Waiting,
     /// Not to be called before `until`, then probed.
     Resting { until: Instant },
 }
@@ -433,6 +438,8 @@ struct Worker {
     timeouts: u32,
     /// Failed calls to an unreachable worker in a row.
     unreachable: u32,
+    /// When it last stopped answering (set while `unreachable > 0`).
+    silent_since: Option<Instant>,
     /// Failed attempts in a row (any task).
     failures: u32,
     /// Times it was put on probation.
@@ -491,8 +498,6 @@ pub struct Scheduler {
     next_attempt: u64,
     actions: VecDeque<Action>,
     started: Option<Instant>,
-    /// Last time any worker answered.
-    last_reachable: Option<Instant>,
     last_unreachable: String,
     report: JobReport,
     finished: bool,
@@ -524,7 +529,14 @@ impl Scheduler {
             done_in_phase: 0,
             durations: Vec::new(),
             workers: (0..plan.workers)
-                .map(|_| Worker { state: WorkerState::Ready, timeouts: 0, unreachable: 0, failures: 0, probations: 0 })
+                .map(|_| Worker {
+                    state: WorkerState::Ready,
+                    timeouts: 0,
+                    unreachable: 0,
+                    silent_since: None,
+                    failures: 0,
+                    probations: 0,
+                })
                 .collect(),
             ready: (0..plan.workers).map(WorkerId).collect(),
             resting: BTreeSet::new(),
@@ -534,7 +546,6 @@ impl Scheduler {
             next_attempt: 0,
             actions: VecDeque::new(),
             started: None,
-            last_reachable: None,
             last_unreachable: String::new(),
             report,
             finished: false,
@@ -557,15 +568,13 @@ impl Scheduler {
         }
         match event {
             Event::WorkerIdle(w) => {
-                let worker = &mut self.workers[w.0 as usize];
-                if worker.state == WorkerState::Busy {
-                    worker.unreachable = 0;
-                    self.last_reachable = Some(now);
+                if self.workers[w.0 as usize].state == WorkerState::Waiting {
+                    self.answered(w);
                     self.make_ready(w, WorkerState::Ready);
                 }
             }
             Event::Unreachable(w) => {
-                if self.workers[w.0 as usize].state == WorkerState::Busy {
+                if self.workers[w.0 as usize].state == WorkerState::Waiting {
                     self.last_unreachable = format!("{w} did not answer a wait");
                     self.rest_unreachable(now, w);
                 }
@@ -594,14 +603,17 @@ impl Scheduler {
         let probe = worker.state == WorkerState::NeedsProbe;
         worker.state = WorkerState::Busy;
         let deadline = self.deadline(w);
+        if !probe {
+            if let Some(task) = self.todo.pop_front() {
+                return Some(self.launch(now, w, task, false));
+            }
+            if let Some(task) = self.backup_candidate(now) {
+                return Some(self.launch(now, w, task, true));
+            }
+        }
+        self.workers[w.0 as usize].state = WorkerState::Waiting;
         if probe {
             return Some(Action::Wait { worker: w, for_: Duration::ZERO, deadline });
-        }
-        if let Some(task) = self.todo.pop_front() {
-            return Some(self.launch(now, w, task, false));
-        }
-        if let Some(task) = self.backup_candidate(now) {
-            return Some(self.launch(now, w, task, true));
         }
         let for_ = self.config.idle_wait;
         Some(Action::Wait { worker: w, for_, deadline: for_ + deadline })
@@ -638,7 +650,6 @@ impl Scheduler {
     fn start_clock(&mut self, now: Instant) {
         if self.started.is_none() {
             self.started = Some(now);
-            self.last_reachable = Some(now);
         }
     }
 
@@ -676,6 +687,7 @@ impl Scheduler {
         let worker = &mut self.workers[w.0 as usize];
         let delay = backoff(worker.unreachable, self.config.retry_base, self.config.retry_cap);
         worker.unreachable = worker.unreachable.saturating_add(1);
+        worker.silent_since = Some(now);
         self.rest(w, now + delay);
     }
 
@@ -689,24 +701,26 @@ impl Scheduler {
         }
     }
 
-    fn no_worker_deadline(&self) -> Option<Instant> {
-        let all_resting = self.workers.iter().all(|w| matches!(w.state, WorkerState::Resting { .. }))
-            && self.workers.iter().any(|w| w.unreachable > 0);
-        if !all_resting {
-            return None;
-        }
-        self.last_reachable.map(|t| t + self.config.no_worker_timeout)
+    /// A worker answered: it is reachable again.
+    fn answered(&mut self, w: WorkerId) {
+        let worker = &mut self.workers[w.0 as usize];
+        worker.unreachable = 0;
+        worker.silent_since = None;
     }
 
-    /// Fails the job if no worker has answered for too long. Probing workers count as
-    /// unanswered until they answer.
+    /// When the job gives up if no worker answers before: `no_worker_timeout` after the
+    /// last worker fell silent, while every worker is silent.
+    fn no_worker_deadline(&self) -> Option<Instant> {
+        let mut last_silent = None;
+        for w in &self.workers {
+            last_silent = last_silent.max(Some(w.silent_since?));
+        }
+        last_silent.map(|t| t + self.config.no_worker_timeout)
+    }
+
+    /// Fails the job if no worker has answered for `no_worker_timeout`.
     fn check_no_workers(&mut self, now: Instant) -> bool {
-        let silent = self.workers.iter().all(|w| {
-            w.unreachable > 0
-                && matches!(w.state, WorkerState::Resting { .. } | WorkerState::NeedsProbe | WorkerState::Busy)
-        });
-        let since = self.last_reachable.unwrap_or(now);
-        if silent && now.saturating_duration_since(since) >= self.config.no_worker_timeout {
+        if self.no_worker_deadline().is_some_and(|deadline| now >= deadline) {
             let err = JobError::NoWorkers(self.config.no_worker_timeout, self.last_unreachable.clone());
             self.finish(Err(err));
             return true;
@@ -807,8 +821,7 @@ impl Scheduler {
         let worker = &mut self.workers[a.worker.0 as usize];
         worker.timeouts = 0;
         worker.failures = 0;
-        worker.unreachable = 0;
-        self.last_reachable = Some(now);
+        self.answered(a.worker);
         self.make_ready(a.worker, WorkerState::Ready);
         self.report.attempts.succeeded += 1;
 
@@ -873,7 +886,7 @@ impl Scheduler {
             }
             Failure::Task(_) => {
                 self.report.attempts.failed += 1;
-                self.last_reachable = Some(now);
+                self.answered(a.worker);
             }
         }
         // Where the worker goes next.

@@ -251,7 +251,7 @@ impl pb::worker_server::Worker for WorkerService {
         let inputs = req.inputs.iter().map(|p| self.path(p)).collect::<Result<Vec<_>, _>>()?;
         let work_dir = self.path(&req.work_dir)?;
         let partition = req.partition;
-        let t = ReduceTask { attempt: req.attempt, partition, inputs, work_dir };
+        let t = ReduceTask { attempt: req.attempt, partition, inputs, work_dir, fanin: task::MERGE_FANIN };
         tracing::debug!(partition, attempt = req.attempt, "reduce");
         let result = blocking(move || job.reduce(&t))
             .await

@@ -19,6 +19,9 @@ use crate::storage;
 const READ_BUFFER: usize = 256 << 10;
 const WRITE_BUFFER: usize = 256 << 10;
 const MERGE_READ_BUFFER: usize = 64 << 10;
+/// Most files a reduce merges at once (Hadoop's `io.sort.factor`), so a reduce over any
+/// number of map outputs holds a bounded number of files and buffers.
+pub(crate) const MERGE_FANIN: usize = 100;
 
 /// A validated map request.
 #[derive(Debug)]
@@ -45,6 +48,8 @@ pub(crate) struct ReduceTask {
     pub(crate) partition: u32,
     pub(crate) inputs: Vec<PathBuf>,
     pub(crate) work_dir: PathBuf,
+    /// Most files merged at once.
+    pub(crate) fanin: usize,
 }
 
 /// What a reduce attempt wrote.
@@ -56,8 +61,44 @@ pub(crate) struct ReduceResult {
 }
 
 type Writer = RecordWriter<BufWriter<NamedTempFile>>;
-/// One spill: an anonymous temporary file per partition (deleted when dropped).
-type Spill = Vec<File>;
+
+/// One spill of the sort buffer: an anonymous temporary file (deleted when dropped)
+/// holding one record stream per partition, back to back, with their byte ranges. One
+/// file per spill, not per partition, so the open files do not grow with the reducers.
+struct Spill {
+    file: File,
+    ranges: Vec<(u64, u64)>,
+}
+
+/// Reads `[pos, end)` of a file with positioned reads, so that readers of several ranges
+/// of one file do not disturb each other.
+struct RangeReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl std::io::Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = (self.end - self.pos).min(buf.len() as u64) as usize;
+        if left == 0 {
+            return Ok(0);
+        }
+        let n = read_at(self.file, &mut buf[..left], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+}
 
 fn write_err(path: &Path) -> impl Fn(std::io::Error) -> TaskError + '_ {
     move |source| TaskError::Write { path: path.to_path_buf(), source }
@@ -132,50 +173,40 @@ fn drain<J: Job>(
     }
 }
 
-fn spill<J: Job>(
-    job: &J,
-    buffer: &mut MapBuffer<J::Key, J::Value>,
-    t: &MapTask,
-    name: &str,
-) -> Result<Spill, TaskError> {
+fn spill<J: Job>(job: &J, buffer: &mut MapBuffer<J::Key, J::Value>, t: &MapTask, name: &str) -> Result<Spill, TaskError> {
     let sorted = drain(job, buffer, t.reducers, name)?;
     let werr = write_err(&t.work_dir);
-    let mut writers = (0..t.reducers)
-        .map(|_| {
-            let file = tempfile::tempfile_in(&t.work_dir)?;
-            RecordWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(&werr)?;
-    for (p, k, v) in &sorted {
-        writers[*p as usize]
-            .write(k, v)
-            .map_err(|e| TaskError::Intermediate { path: t.work_dir.clone(), source: e })?;
+    let format_err = |source| TaskError::Intermediate { path: t.work_dir.clone(), source };
+    let file = tempfile::tempfile_in(&t.work_dir).map_err(&werr)?;
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+    let mut ranges = Vec::with_capacity(t.reducers as usize);
+    let mut offset = 0;
+    let mut records = sorted.iter().peekable();
+    for p in 0..t.reducers {
+        let mut w = RecordWriter::new(&mut out).map_err(&werr)?;
+        while let Some((_, k, v)) = records.next_if(|r| r.0 == p) {
+            w.write(k, v).map_err(format_err)?;
+        }
+        let (_, _, bytes) = w.finish().map_err(&werr)?;
+        ranges.push((offset, bytes));
+        offset += bytes;
     }
     drop(sorted);
-    let mut files = Vec::with_capacity(writers.len());
-    for w in writers {
-        let (buf, _, _) = w.finish().map_err(&werr)?;
-        let mut file = buf.into_inner().map_err(|e| werr(e.into_error()))?;
-        file.seek(SeekFrom::Start(0)).map_err(&werr)?;
-        files.push(file);
-    }
-    tracing::debug!(task = name, spill = files.len(), "spilled sort buffer");
-    Ok(files)
+    let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
+    tracing::debug!(task = name, bytes = offset, "spilled sort buffer");
+    Ok(Spill { file, ranges })
 }
 
 /// Merges the spills partition by partition, combining equal keys, into the final files.
 fn merge_spills<J: Job>(job: &J, t: &MapTask, spills: Vec<Spill>) -> Result<Vec<PartitionFile>, TaskError> {
     let mut files = Vec::with_capacity(t.reducers as usize);
-    let mut runs: Vec<std::vec::IntoIter<File>> = spills.into_iter().map(Vec::into_iter).collect();
     for p in 0..t.reducers {
-        let readers: Vec<RecordReader<_, J::Key, J::Value>> = runs
-            .iter_mut()
-            .map(|r| {
-                RecordReader::new(BufReader::with_capacity(
-                    MERGE_READ_BUFFER,
-                    r.next().expect("one file per partition"),
-                ))
+        let readers: Vec<RecordReader<_, J::Key, J::Value>> = spills
+            .iter()
+            .map(|s| {
+                let (pos, len) = s.ranges[p as usize];
+                let range = RangeReader { file: &s.file, pos, end: pos + len };
+                RecordReader::new(BufReader::with_capacity(MERGE_READ_BUFFER, range))
             })
             .collect();
         let spill_err = |e: MergeError<FormatError>| match e {
@@ -256,39 +287,103 @@ fn write_final<K: serde::Serialize, V: serde::Serialize>(
     Ok(files)
 }
 
+/// An input of a reduce merge: a map output, or a run of an earlier merge pass.
+enum Input {
+    Path(PathBuf),
+    Run(File),
+}
+
+impl Input {
+    fn open(self) -> Result<(File, PathBuf), TaskError> {
+        match self {
+            Input::Path(path) => match File::open(&path) {
+                Ok(f) => Ok((f, path)),
+                Err(e) => Err(TaskError::Intermediate { path, source: FormatError::Io(e) }),
+            },
+            Input::Run(f) => Ok((f, PathBuf::from("(merge pass run)"))),
+        }
+    }
+}
+
+type Reader<K, V> = RecordReader<BufReader<File>, K, V>;
+
+fn open_all<K: serde::de::DeserializeOwned, V: serde::de::DeserializeOwned>(
+    inputs: Vec<Input>,
+) -> Result<(Vec<Reader<K, V>>, Vec<PathBuf>), TaskError> {
+    let mut readers = Vec::with_capacity(inputs.len());
+    let mut names = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let (file, name) = input.open()?;
+        readers.push(RecordReader::new(BufReader::with_capacity(MERGE_READ_BUFFER, file)));
+        names.push(name);
+    }
+    Ok((readers, names))
+}
+
+fn merge_error(names: &[PathBuf]) -> impl Fn(MergeError<FormatError>) -> TaskError + '_ {
+    move |e| match e {
+        MergeError::Source { input, error } => TaskError::Intermediate { path: names[input].clone(), source: error },
+        MergeError::Unsorted { input } => TaskError::Intermediate {
+            path: names[input].clone(),
+            source: FormatError::Corrupt { offset: 0, what: "records not sorted by key" },
+        },
+    }
+}
+
+/// Merges inputs in passes of at most `fanin` files (like Hadoop's `io.sort.factor`), so
+/// that a reduce over any number of map outputs keeps a bounded number of files open.
+fn merge_passes<K: mapreduce_core::Key, V: mapreduce_core::Value>(
+    mut level: Vec<Input>,
+    fanin: usize,
+    work_dir: &Path,
+) -> Result<Vec<Input>, TaskError> {
+    let werr = write_err(work_dir);
+    while level.len() > fanin {
+        let mut next = Vec::with_capacity(level.len().div_ceil(fanin));
+        let mut rest = level.into_iter();
+        loop {
+            let chunk: Vec<Input> = rest.by_ref().take(fanin).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let (readers, names) = open_all::<K, V>(chunk)?;
+            let mut merge = Merge::new(readers).map_err(merge_error(&names))?;
+            let file = tempfile::tempfile_in(work_dir).map_err(&werr)?;
+            let mut w = RecordWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file)).map_err(&werr)?;
+            while let Some((k, v)) = merge.next().map_err(merge_error(&names))? {
+                w.write(&k, &v).map_err(|source| TaskError::Intermediate { path: work_dir.to_path_buf(), source })?;
+            }
+            let (buf, _, _) = w.finish().map_err(&werr)?;
+            let mut file = buf.into_inner().map_err(|e| werr(e.into_error()))?;
+            file.seek(SeekFrom::Start(0)).map_err(&werr)?;
+            next.push(Input::Run(file));
+        }
+        level = next;
+    }
+    Ok(level)
+}
+
 /// Runs one reduce attempt: a streaming merge of the partition's map outputs, grouped by
 /// key, through the user's reduce into a text file renamed to its attempt-unique name.
 pub(crate) fn run_reduce<J: Job>(job: &J, t: &ReduceTask) -> Result<ReduceResult, TaskError> {
     let name = format!("reduce-{:05}", t.partition);
-    let readers = t
-        .inputs
-        .iter()
-        .map(|path| {
-            File::open(path)
-                .map(|f| RecordReader::<_, J::Key, J::Value>::new(BufReader::with_capacity(MERGE_READ_BUFFER, f)))
-                .map_err(|e| TaskError::Intermediate { path: path.clone(), source: FormatError::Io(e) })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let merge_err = |e: MergeError<FormatError>| match e {
-        MergeError::Source { input, error } => TaskError::Intermediate { path: t.inputs[input].clone(), source: error },
-        MergeError::Unsorted { input } => TaskError::Intermediate {
-            path: t.inputs[input].clone(),
-            source: FormatError::Corrupt { offset: 0, what: "records not sorted by key" },
-        },
-    };
+    let inputs = t.inputs.iter().cloned().map(Input::Path).collect();
+    let inputs = merge_passes::<J::Key, J::Value>(inputs, t.fanin.max(2), &t.work_dir)?;
+    let (readers, names) = open_all::<J::Key, J::Value>(inputs)?;
+    let merge_err = merge_error(&names);
     let werr = write_err(&t.work_dir);
     let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&t.work_dir).map_err(&werr)?;
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER, tmp);
     let mut out = Output::new(&mut writer);
     let mut keys = 0u64;
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<Result<(), BoxError>, TaskError> {
-        let mut merge = Merge::new(readers).map_err(merge_err)?;
+        let mut merge = Merge::new(readers).map_err(&merge_err)?;
         merge
             .for_each_group(|key, values| {
                 keys += 1;
                 job.reduce(key, values, &mut out)
             })
-            .map_err(merge_err)
+            .map_err(&merge_err)
     }));
     let at = || format!("{name}, key #{keys}");
     match result {
@@ -304,4 +399,138 @@ pub(crate) fn run_reduce<J: Job>(job: &J, t: &ReduceTask) -> Result<ReduceResult
     let path = t.work_dir.join(storage::reduce_file_name(t.partition, t.attempt));
     tmp.persist_noclobber(&path).map_err(|e| write_err(&path)(e.error))?;
     Ok(ReduceResult { path: path.to_string_lossy().into_owned(), records, bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mapreduce_core::{Mapper, Reducer};
+    use serde::{Deserialize, Serialize};
+
+    /// Counts words; `combine` is switchable to test the no-combiner path.
+    #[derive(Serialize, Deserialize)]
+    struct Count {
+        combine: bool,
+    }
+
+    impl Mapper for Count {
+        type Key = String;
+        type Value = u64;
+        fn map(&self, line: &str, emit: &mut Emitter<'_, String, u64>) -> Result<(), BoxError> {
+            line.split_whitespace().for_each(|w| emit.emit(w.to_string(), 1));
+            Ok(())
+        }
+    }
+
+    impl Reducer for Count {
+        fn reduce(&self, k: &String, vs: &mut dyn Iterator<Item = u64>, out: &mut Output<'_>) -> Result<(), BoxError> {
+            out.emit(k, vs.sum::<u64>())?;
+            Ok(())
+        }
+        fn combine(&self, _: &String, acc: &mut u64, v: u64) -> Option<u64> {
+            if self.combine {
+                *acc += v;
+                None
+            } else {
+                Some(v)
+            }
+        }
+    }
+
+    impl Job for Count {
+        const NAME: &'static str = "count";
+    }
+
+    fn corpus(dir: &Path, lines: usize) -> PathBuf {
+        let path = dir.join("in.txt");
+        let text: String = (0..lines).map(|i| format!("w{} w{} common\n", i % 997, i % 13)).collect();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn map_all(job: &Count, input: &Path, work: &Path, sort_buffer: u64, reducers: u32) -> Vec<PartitionFile> {
+        let len = std::fs::metadata(input).unwrap().len();
+        let seg = Segment { path: input.to_string_lossy().into(), start: 0, end: len };
+        let t = MapTask { task: 0, attempt: sort_buffer, segments: vec![seg], work_dir: work.into(), reducers, sort_buffer };
+        run_map(job, &t).unwrap().files
+    }
+
+    fn read(path: &str) -> Vec<(String, u64)> {
+        RecordReader::new(BufReader::new(File::open(path).unwrap())).collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn spilling_map_output_equals_the_in_memory_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = corpus(dir.path(), 20_000);
+        for combine in [true, false] {
+            let job = Count { combine };
+            let work = dir.path().join(format!("work-{combine}"));
+            std::fs::create_dir(&work).unwrap();
+            let big = map_all(&job, &input, &work, 1 << 30, 3);
+            let small = map_all(&job, &input, &work, 64 << 10, 3); // spills several times
+            assert_eq!(big.len(), 3);
+            for (a, b) in big.iter().zip(&small) {
+                let (ra, rb) = (read(&a.path), read(&b.path));
+                assert!(ra.windows(2).all(|w| w[0].0 <= w[1].0), "sorted");
+                if combine {
+                    assert_eq!(ra, rb, "combined spills merge to the same records");
+                    assert!(ra.windows(2).all(|w| w[0].0 < w[1].0), "one record per key");
+                } else {
+                    let mut sa = ra.clone();
+                    let mut sb = rb.clone();
+                    sa.sort();
+                    sb.sort();
+                    assert_eq!(sa, sb);
+                    assert_eq!(ra.len() as u64, a.records);
+                }
+            }
+            let keys: usize = big.iter().map(|f| read(&f.path).len()).sum();
+            assert_eq!(keys, if combine { 997 + 1 } else { 60_000 });
+            // Only the final files remain: spills were anonymous and are gone.
+            assert_eq!(std::fs::read_dir(&work).unwrap().count(), 6);
+        }
+    }
+
+    #[test]
+    fn a_reduce_over_more_inputs_than_its_fanin_merges_in_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = Count { combine: true };
+        let mut inputs = Vec::new();
+        for i in 0..9u64 {
+            let path = dir.path().join(format!("m{i}"));
+            let mut w = RecordWriter::new(File::create(&path).unwrap()).unwrap();
+            for k in 0..50u64 {
+                w.write(&format!("k{:03}", k * 9 + i % 3), &1u64).unwrap();
+            }
+            w.finish().unwrap();
+            inputs.push(path);
+        }
+        let t = ReduceTask { attempt: 1, partition: 0, inputs, work_dir: dir.path().into(), fanin: 2 };
+        let out = run_reduce(&job, &t).unwrap();
+        let text = std::fs::read_to_string(&out.path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(out.records, lines.len() as u64);
+        assert!(lines.windows(2).all(|w| w[0] < w[1]), "sorted, one line per key");
+        let total: u64 = lines.iter().map(|l| l.split('\t').nth(1).unwrap().parse::<u64>().unwrap()).sum();
+        assert_eq!(total, 9 * 50);
+    }
+
+    #[test]
+    fn a_corrupt_map_output_fails_the_reduce_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m-corrupt");
+        let mut w = RecordWriter::new(File::create(&path).unwrap()).unwrap();
+        w.write("key", &1u64).unwrap();
+        w.finish().unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let t = ReduceTask { attempt: 1, partition: 0, inputs: vec![path.clone()], work_dir: dir.path().into(), fanin: 10 };
+        let err = run_reduce(&Count { combine: true }, &t).unwrap_err();
+        assert!(matches!(err, TaskError::Intermediate { .. }), "{err:?}");
+        assert!(err.to_string().contains("m-corrupt"), "{err}");
+        // No attempt file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 }

@@ -1,0 +1,154 @@
+//! Bad input gets a clear error naming the thing, before work starts where possible.
+
+use std::fs;
+use std::time::Duration;
+
+use mapreduce::wordcount::WordCount;
+use mapreduce::{
+    BoxError, Cluster, Emitter, Job, JobError, JobSpec, Mapper, Output, Reducer, RunError, SchedulerConfig, SpecError,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::support::{init_tracing, tree};
+
+/// Word count that fails on purpose: panics on a line holding `panic_on`, or returns an
+/// error when reducing the word `fail_on`.
+#[derive(Serialize, Deserialize)]
+struct Fragile {
+    panic_on: String,
+    fail_on: String,
+}
+
+impl Mapper for Fragile {
+    type Key = String;
+    type Value = u64;
+    fn map(&self, line: &str, emit: &mut Emitter<'_, String, u64>) -> Result<(), BoxError> {
+        if !self.panic_on.is_empty() && line.contains(&self.panic_on) {
+            panic!("refusing to map {:?}", self.panic_on);
+        }
+        WordCount.map(line, emit)
+    }
+}
+
+impl Reducer for Fragile {
+    fn reduce(&self, key: &String, values: &mut dyn Iterator<Item = u64>, out: &mut Output<'_>) -> Result<(), BoxError> {
+        if *key == self.fail_on {
+            return Err(format!("cannot reduce {key:?}").into());
+        }
+        WordCount.reduce(key, values, out)
+    }
+}
+
+impl Job for Fragile {
+    const NAME: &'static str = "fragile";
+}
+
+fn fragile(panic_on: &str, fail_on: &str) -> Fragile {
+    Fragile { panic_on: panic_on.into(), fail_on: fail_on.into() }
+}
+
+#[tokio::test]
+async fn a_missing_input_is_named_and_nothing_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-file.txt");
+    let out = dir.path().join("out");
+    let cluster = Cluster::local(1).await.unwrap();
+    let err = cluster.run(JobSpec::new(WordCount, [&missing], &out)).await.unwrap_err();
+    assert!(matches!(err, RunError::Input { .. }), "{err:?}");
+    assert!(err.to_string().contains("no-such-file.txt"), "{err}");
+    assert!(!out.exists());
+}
+
+#[tokio::test]
+async fn a_non_empty_output_directory_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    fs::write(&input, "a b c\n").unwrap();
+    let out = dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    fs::write(out.join("precious"), "keep me").unwrap();
+    let cluster = Cluster::local(1).await.unwrap();
+    let err = cluster.run(JobSpec::new(WordCount, [&input], &out)).await.unwrap_err();
+    assert!(matches!(err, RunError::OutputExists { .. }), "{err:?}");
+    assert!(err.to_string().contains("out"), "{err}");
+    assert_eq!(tree(&out), vec!["precious"]);
+    assert_eq!(fs::read_to_string(out.join("precious")).unwrap(), "keep me");
+}
+
+#[tokio::test]
+async fn zero_reducers_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::local(1).await.unwrap();
+    let spec = JobSpec::new(WordCount, [dir.path()], dir.path().join("out")).reducers(0);
+    let err = cluster.run(spec).await.unwrap_err();
+    assert!(matches!(err, RunError::Spec(SpecError::ZeroReducers)), "{err:?}");
+}
+
+#[tokio::test]
+async fn no_reachable_worker_fails_fast_naming_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("in.txt"), "a\n").unwrap();
+    // A port that nothing listens on: bind one, note it, close it.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let cluster = Cluster::connect([addr.to_string()]).await.unwrap();
+    let out = dir.path().join("out");
+    let run = cluster.run(JobSpec::new(WordCount, [dir.path().join("in.txt")], &out));
+    let err = tokio::time::timeout(Duration::from_secs(30), run).await.expect("bounded time").unwrap_err();
+    assert!(matches!(err, RunError::NoReachableWorker(_)), "{err:?}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    assert!(!out.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_code_that_panics_fails_the_job_naming_task_record_and_panic() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    fs::write(&input, "fine line\nanother fine line\nthis one is poison\nfine\n").unwrap();
+    let out = dir.path().join("out");
+    let cluster = Cluster::local(2).await.unwrap();
+    let err = cluster.run(JobSpec::new(fragile("poison", ""), [&input], &out)).await.unwrap_err();
+    let RunError::Job(JobError::TaskFailed { task, input: shard, attempts, last }) = &err else {
+        panic!("expected a failed task, got {err:?}");
+    };
+    assert_eq!(task.to_string(), "map-00000");
+    assert_eq!(*attempts, SchedulerConfig::default().max_attempts);
+    assert!(shard.contains("in.txt"), "{shard}");
+    assert!(last.contains("refusing to map \"poison\""), "{last}");
+    assert!(last.contains("in.txt:28"), "names the record's offset: {last}");
+    // No partial output: the work directory is gone, and so is the output directory.
+    assert!(!out.exists(), "{:?}", tree(&out));
+    // The workers survived the panics and still run jobs.
+    let out2 = dir.path().join("out2");
+    cluster.run(JobSpec::new(WordCount, [&input], &out2)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reduce_error_names_the_reduce_task_and_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    fs::write(&input, "apple banana cherry\n").unwrap();
+    let cluster = Cluster::local(2).await.unwrap();
+    let err = cluster.run(JobSpec::new(fragile("", "banana"), [&input], dir.path().join("out"))).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("reduce-00000") && msg.contains("cannot reduce \"banana\""), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_unknown_to_remote_workers_fails_with_its_name() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        mapreduce::worker::Worker::new(mapreduce::Registry::new())
+            .serve_with_shutdown(listener, async { stopped.await.unwrap_or(()) }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("in.txt"), "a\n").unwrap();
+    let config = SchedulerConfig { max_attempts: 2, ..SchedulerConfig::default() };
+    let cluster = Cluster::connect([addr.to_string()]).await.unwrap().with_scheduler_config(config);
+    let err = cluster.run(JobSpec::new(WordCount, [dir.path()], dir.path().join("out"))).await.unwrap_err();
+    assert!(err.to_string().contains("job \"wordcount\" is not registered"), "{err}");
+    drop(stop);
+    server.await.unwrap().unwrap();
+}

@@ -1,0 +1,46 @@
+//! Helpers shared by the integration tests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use mapreduce::wordcount::{count_sequential, read_output};
+
+/// Installs a log subscriber once (logs show with `--nocapture` and `RUST_LOG`).
+pub(crate) fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .try_init();
+}
+
+/// All files (recursively) under `dir`, relative, sorted.
+pub(crate) fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Asserts that `out` is a complete word count output of `reducers` partitions, equal to
+/// the sequential count of `inputs`, with nothing else left in it.
+pub(crate) fn assert_wordcount_output(out: &Path, reducers: u32, inputs: &[PathBuf]) -> BTreeMap<String, u64> {
+    let mut expected_files: Vec<String> = (0..reducers).map(|r| format!("part-{r:05}")).collect();
+    expected_files.push("_SUCCESS".into());
+    expected_files.sort();
+    assert_eq!(tree(out), expected_files, "output directory holds exactly R part files and _SUCCESS");
+    let got = read_output(out).unwrap();
+    let expected = count_sequential(inputs).unwrap();
+    assert_eq!(got.len(), expected.len(), "distinct words");
+    assert!(got == expected, "word counts differ from the sequential count");
+    got
+}

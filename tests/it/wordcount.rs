@@ -1,0 +1,79 @@
+//! Word count through in-process workers behind real gRPC equals the sequential count.
+
+use std::fs;
+
+use mapreduce::wordcount::{WordCount, generate_corpus};
+use mapreduce::{Cluster, JobSpec};
+
+use crate::support::{assert_wordcount_output, init_tracing};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_shards_and_reducers_with_spills_equal_the_sequential_count() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("corpus.txt");
+    generate_corpus(&input, 3 << 20, 30_000, 1).unwrap();
+    let out = dir.path().join("out");
+    let cluster = Cluster::local(3).await.unwrap();
+    // 64 KiB shards: ~49 map tasks; the smallest sort buffer forces spills and merges.
+    let spec = JobSpec::new(WordCount, [&input], &out).reducers(5).shard_size(64 << 10).sort_buffer_bytes(64 << 10);
+    let report = cluster.run(spec).await.unwrap();
+    let counts = assert_wordcount_output(&out, 5, &[input.clone()]);
+
+    let maps = fs::metadata(&input).unwrap().len().div_ceil(64 << 10) as u32;
+    assert!(maps > 40);
+    assert_eq!(report.map_tasks, maps);
+    assert_eq!(report.reduce_tasks, 5);
+    assert_eq!(report.attempts.launched, u64::from(maps + 5));
+    assert_eq!(report.attempts.succeeded, u64::from(maps + 5));
+    assert_eq!(report.input_bytes, fs::metadata(&input).unwrap().len());
+    assert_eq!(report.output_records, counts.len() as u64);
+    assert!(report.intermediate_bytes > 0);
+    assert_eq!(report.outputs.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awkward_inputs_are_read_exactly_once() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fs::create_dir_all(data.join("nested")).unwrap();
+    fs::write(data.join("empty.txt"), "").unwrap();
+    fs::write(data.join("no-final-newline.txt"), "alpha beta\ngamma alpha").unwrap();
+    fs::write(data.join("crlf.txt"), "Alpha\r\nbeta\r\n\r\n").unwrap();
+    fs::write(data.join("nested/latin1.txt"), b"caf\xe9 au lait\n\xff\xfe\ncaf\xc3\xa9\n").unwrap();
+    fs::write(data.join("nested/long-line.txt"), "word ".repeat(400)).unwrap();
+    fs::write(data.join(".hidden"), "ignored words").unwrap();
+    let files: Vec<_> = ["crlf.txt", "empty.txt", "nested/latin1.txt", "nested/long-line.txt", "no-final-newline.txt"]
+        .iter()
+        .map(|f| data.join(f))
+        .collect();
+    let cluster = Cluster::local(2).await.unwrap();
+    // Shards of 1 and 7 bytes cut lines, files and multi-byte characters everywhere
+    // (and make more map outputs than a reduce merges at once).
+    for (shard, reducers) in [(7, 3), (1, 1), (1 << 20, 2)] {
+        let out = dir.path().join(format!("out-{shard}"));
+        let spec = JobSpec::new(WordCount, [&data], &out).reducers(reducers).shard_size(shard);
+        cluster.run(spec).await.unwrap();
+        let counts = assert_wordcount_output(&out, reducers, &files);
+        assert_eq!(counts["word"], 400);
+        assert_eq!(counts["caf"], 1, "the invalid byte splits the word");
+        assert_eq!(counts["café"], 1);
+        assert!(!counts.contains_key("ignored"), "hidden files are not input");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_input_gives_r_empty_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("empty.txt");
+    fs::write(&input, "").unwrap();
+    let out = dir.path().join("out");
+    let cluster = Cluster::local(1).await.unwrap();
+    let report = cluster.run(JobSpec::new(WordCount, [&input], &out).reducers(3)).await.unwrap();
+    assert_eq!((report.map_tasks, report.reduce_tasks, report.output_records), (0, 3, 0));
+    assert_wordcount_output(&out, 3, &[input]);
+    for r in 0..3 {
+        assert_eq!(fs::read(out.join(format!("part-{r:05}"))).unwrap(), b"");
+    }
+}
