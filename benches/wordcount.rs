@@ -6,6 +6,8 @@
 //! ```
 //! Prints the median time of each, their ratio, MB/s and the process's peak RSS.
 
+#![allow(clippy::print_stdout)] // a command-line program: printing is its job
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

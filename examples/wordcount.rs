@@ -8,6 +8,8 @@
 //!                  [--reducers R] [--shard-size BYTES] [--task-timeout SECS] [--report FILE]
 //! ```
 
+#![allow(clippy::print_stdout)] // a command-line program: printing is its job
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,7 +19,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use mapreduce::wordcount::{WordCount, generate_corpus, read_output};
 use mapreduce::worker::Worker;
-use mapreduce::{Cluster, DEFAULT_SHARD_SIZE, JobReport, JobSpec, Registry};
+use mapreduce::{Cluster, DEFAULT_SHARD_SIZE, JobReport, JobSpec, Registry, SchedulerConfig};
 
 #[derive(Parser)]
 #[command(name = "wordcount", about = "Counts words with mapreduce-rs", version)]
@@ -67,6 +69,9 @@ enum Command {
         /// Deadline of one task attempt, in seconds (doubled per worker after a miss).
         #[arg(long, default_value_t = 60.0)]
         task_timeout: f64,
+        /// Give up when no worker has answered for this many seconds.
+        #[arg(long, default_value_t = 60.0)]
+        no_worker_timeout: f64,
         /// Write the job report as JSON to this file.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -127,15 +132,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let spec = JobSpec::new(WordCount, inputs, &output).reducers(shape.reducers).shard_size(shape.shard_size);
             finish(cluster.run(spec).await?, &output, report.as_deref())
         }
-        Command::Master { workers, inputs, output, shape, task_timeout, report } => {
-            if !(task_timeout > 0.0 && task_timeout.is_finite()) {
-                bail!("--task-timeout must be a positive number of seconds, got {task_timeout}");
-            }
-            let cluster = Cluster::connect(&workers).await?.with_task_timeout(Duration::from_secs_f64(task_timeout));
+        Command::Master { workers, inputs, output, shape, task_timeout, no_worker_timeout, report } => {
+            let task_timeout = seconds("--task-timeout", task_timeout)?;
+            let no_worker_timeout = seconds("--no-worker-timeout", no_worker_timeout)?;
+            let mut cluster = Cluster::connect(&workers).await?.with_task_timeout(task_timeout);
+            let config = SchedulerConfig { no_worker_timeout, ..cluster.scheduler_config().clone() };
+            cluster = cluster.with_scheduler_config(config);
             let spec = JobSpec::new(WordCount, inputs, &output).reducers(shape.reducers).shard_size(shape.shard_size);
             finish(cluster.run(spec).await?, &output, report.as_deref())
         }
     }
+}
+
+fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+    if !(secs > 0.0 && secs.is_finite()) {
+        bail!("{flag} must be a positive number of seconds, got {secs}");
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn finish(report: JobReport, output: &Path, report_file: Option<&Path>) -> anyhow::Result<()> {

@@ -90,7 +90,7 @@
 
 pub mod wordcount;
 
-pub use mapreduce_core::scheduler::{AttemptCounts, JobError, JobReport, SchedulerConfig};
+pub use mapreduce_core::scheduler::{AttemptCounts, JobError, JobReport, SchedulerConfig, WorkerReport};
 pub use mapreduce_core::{
     BoxError, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, Emitter, Job, JobSpec, Key, Mapper, Output, Reducer, SpecError,
     Value, stable_partition,

@@ -145,6 +145,10 @@ pub enum TaskError {
         /// The user's error.
         message: String,
     },
+    /// The master abandoned the attempt (its deadline passed, or another attempt won), so
+    /// the worker stopped running it.
+    #[error("attempt abandoned by the master")]
+    Cancelled,
     /// User code panicked.
     #[error("{at}: panicked: {message}")]
     Panic {

@@ -132,18 +132,32 @@ impl OutputDir {
             fs::rename(from, &to).map_err(|source| RunError::Commit { path: PathBuf::from(from), source })?;
             committed.push(to.to_string_lossy().into_owned());
         }
-        fs::remove_dir_all(&self.work).map_err(|source| RunError::Commit { path: self.work.clone(), source })?;
+        self.remove_work();
         let success = self.root.join(SUCCESS);
         fs::write(&success, b"").map_err(|source| RunError::Commit { path: success, source })?;
         Ok(committed)
     }
 
+    /// Removes the work directory. An attempt still running on a worker (a loser of a
+    /// race, or one past its deadline) may create a file there meanwhile, so retry a few
+    /// times; such an attempt fails once the directory is gone, and never recreates it.
+    fn remove_work(&self) {
+        for round in 0..5 {
+            match fs::remove_dir_all(&self.work) {
+                Ok(()) => return,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+                Err(e) if round == 4 => {
+                    tracing::warn!(path = %self.work.display(), error = %e, "cannot remove work directory");
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+
     /// Cleans up after a failed job: removes the work directory, and the output
     /// directory too if this job created it and nothing else is in it.
     pub fn abort(&self) {
-        if let Err(e) = fs::remove_dir_all(&self.work) {
-            tracing::warn!(path = %self.work.display(), error = %e, "cannot remove work directory");
-        }
+        self.remove_work();
         if self.created {
             let _ = fs::remove_dir(&self.root);
         }

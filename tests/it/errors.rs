@@ -31,7 +31,12 @@ impl Mapper for Fragile {
 }
 
 impl Reducer for Fragile {
-    fn reduce(&self, key: &String, values: &mut dyn Iterator<Item = u64>, out: &mut Output<'_>) -> Result<(), BoxError> {
+    fn reduce(
+        &self,
+        key: &String,
+        values: &mut dyn Iterator<Item = u64>,
+        out: &mut Output<'_>,
+    ) -> Result<(), BoxError> {
         if *key == self.fail_on {
             return Err(format!("cannot reduce {key:?}").into());
         }

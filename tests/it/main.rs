@@ -1,6 +1,7 @@
 //! Integration tests, compiled into one binary so the workspace links once.
 
 mod errors;
+mod faults;
 mod processes;
 mod support;
 mod wordcount;

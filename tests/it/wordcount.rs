@@ -18,7 +18,7 @@ async fn many_shards_and_reducers_with_spills_equal_the_sequential_count() {
     // 64 KiB shards: ~49 map tasks; the smallest sort buffer forces spills and merges.
     let spec = JobSpec::new(WordCount, [&input], &out).reducers(5).shard_size(64 << 10).sort_buffer_bytes(64 << 10);
     let report = cluster.run(spec).await.unwrap();
-    let counts = assert_wordcount_output(&out, 5, &[input.clone()]);
+    let counts = assert_wordcount_output(&out, 5, std::slice::from_ref(&input));
 
     let maps = fs::metadata(&input).unwrap().len().div_ceil(64 << 10) as u32;
     assert!(maps > 40);

@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use report::{AttemptCounts, JobReport};
+pub use report::{AttemptCounts, JobReport, WorkerReport};
 
 use crate::shard::Shard;
 
@@ -444,6 +444,8 @@ struct Worker {
     failures: u32,
     /// Times it was put on probation.
     probations: u32,
+    /// Its counts for the report.
+    stats: WorkerReport,
 }
 
 /// Which phase the job is in.
@@ -536,6 +538,7 @@ impl Scheduler {
                     silent_since: None,
                     failures: 0,
                     probations: 0,
+                    stats: WorkerReport::default(),
                 })
                 .collect(),
             ready: (0..plan.workers).map(WorkerId).collect(),
@@ -687,7 +690,7 @@ impl Scheduler {
         let worker = &mut self.workers[w.0 as usize];
         let delay = backoff(worker.unreachable, self.config.retry_base, self.config.retry_cap);
         worker.unreachable = worker.unreachable.saturating_add(1);
-        worker.silent_since = Some(now);
+        worker.silent_since.get_or_insert(now);
         self.rest(w, now + delay);
     }
 
@@ -763,6 +766,7 @@ impl Scheduler {
         }
         self.attempts.insert(attempt, Attempt { task, worker: w, started: now, backup });
         self.report.attempts.launched += 1;
+        self.workers[w.0 as usize].stats.launched += 1;
         if backup {
             self.backups_running += 1;
             self.report.attempts.speculative += 1;
@@ -834,6 +838,7 @@ impl Scheduler {
         if a.backup {
             self.report.attempts.speculative_won += 1;
         }
+        self.workers[a.worker.0 as usize].stats.accepted += 1;
         match &output {
             TaskOutput::Map { files, .. } => {
                 self.report.intermediate_bytes += files.iter().map(|f| f.bytes).sum::<u64>();
@@ -858,6 +863,7 @@ impl Scheduler {
                     })
                     .collect();
                 report.workers_on_probation = self.workers.iter().filter(|w| w.probations > 0).count() as u32;
+                report.workers = self.workers.iter().map(|w| w.stats.clone()).collect();
                 report.elapsed_ms =
                     now.saturating_duration_since(self.started.expect("clock started")).as_millis() as u64;
                 self.finish(Ok(report));
@@ -875,6 +881,11 @@ impl Scheduler {
         tracing::warn!(%task, %attempt, worker = %a.worker, %reason, "attempt failed");
         let counts = !matches!(reason, Failure::Unreachable(_));
         let worker = &mut self.workers[a.worker.0 as usize];
+        match &reason {
+            Failure::TimedOut => worker.stats.timed_out += 1,
+            Failure::Unreachable(_) => worker.stats.lost += 1,
+            Failure::Task(_) => worker.stats.failed += 1,
+        }
         match &reason {
             Failure::TimedOut => {
                 worker.timeouts = worker.timeouts.saturating_add(1);
@@ -900,6 +911,7 @@ impl Scheduler {
                     let cap = c.retry_cap.saturating_mul(8).max(c.probation_base);
                     let period = backoff(worker.probations, c.probation_base, cap);
                     worker.probations += 1;
+                    worker.stats.probations += 1;
                     worker.failures = 0;
                     self.report.probations += 1;
                     tracing::warn!(worker = %a.worker, ?period, "worker on probation after repeated failures");

@@ -23,9 +23,28 @@ pub struct JobReport {
     pub probations: u32,
     /// Workers put on probation at least once.
     pub workers_on_probation: u32,
+    /// What each worker did, in worker order.
+    pub workers: Vec<WorkerReport>,
     /// The accepted reduce outputs, by partition; the runtime commits them as
     /// `part-NNNNN` (and then lists the committed names here).
     pub outputs: Vec<String>,
+}
+
+/// What one worker did in a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// Attempts started on it, backups included.
+    pub launched: u64,
+    /// Its attempts whose output was accepted (a task won).
+    pub accepted: u64,
+    /// Its attempts that failed with a task error.
+    pub failed: u64,
+    /// Its attempts that passed their deadline.
+    pub timed_out: u64,
+    /// Its attempts lost because it was unreachable.
+    pub lost: u64,
+    /// Times it was put on probation.
+    pub probations: u32,
 }
 
 /// Attempt counts of a job.

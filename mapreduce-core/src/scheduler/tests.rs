@@ -530,6 +530,12 @@ fn a_job_runs_every_map_then_every_reduce_and_reports_the_accepted_outputs() {
         output_records: 5 + 6,
         probations: 0,
         workers_on_probation: 0,
+        // worker-0 ran map-0, map-2 and reduce-0; worker-1 ran map-1 and, after its idle
+        // Wait, reduce-1.
+        workers: vec![
+            WorkerReport { launched: 3, accepted: 3, ..WorkerReport::default() },
+            WorkerReport { launched: 2, accepted: 2, ..WorkerReport::default() },
+        ],
         outputs: vec!["reduce-00000/attempt-3/out".into(), "reduce-00001/attempt-4/out".into()],
     };
     assert_eq!(sim.report(), want);
@@ -1395,6 +1401,8 @@ struct WorkerModel {
     needs_probe: bool,
     /// It rests until then: its next call comes exactly then.
     wake: Option<Instant>,
+    /// What the report must say of it.
+    stats: WorkerReport,
 }
 
 /// What the drain after one event must contain.
@@ -1566,6 +1574,7 @@ impl Model {
             self.counts.speculative += 1;
         }
         self.counts.launched += 1;
+        self.workers[worker.0 as usize].stats.launched += 1;
         let started = now;
         self.running.insert(attempt, Running { task, worker, started, backup });
     }
@@ -1623,6 +1632,7 @@ impl Model {
                 if run.backup {
                     self.counts.speculative_won += 1;
                 }
+                self.workers[run.worker.0 as usize].stats.accepted += 1;
                 let maps_were_done = self.maps_done();
                 self.accepted.insert(run.task, output.clone());
                 self.durations.push(now - run.started);
@@ -1639,13 +1649,16 @@ impl Model {
                     Failure::TimedOut => {
                         self.counts.timed_out += 1;
                         self.workers[worker.0 as usize].timeouts += 1;
+                        self.workers[worker.0 as usize].stats.timed_out += 1;
                     }
                     Failure::Unreachable(_) => {
                         self.counts.lost += 1;
+                        self.workers[worker.0 as usize].stats.lost += 1;
                         self.rest_unreachable(now, worker);
                     }
                     Failure::Task(_) => {
                         self.counts.failed += 1;
+                        self.workers[worker.0 as usize].stats.failed += 1;
                         self.answered(worker);
                     }
                 }
@@ -1658,6 +1671,7 @@ impl Model {
                         m.wake = Some(now + backoff(m.probations, c.probation_base, cap));
                         m.needs_probe = true;
                         m.probations += 1;
+                        m.stats.probations += 1;
                         m.failures = 0;
                         self.probations += 1;
                     } else if matches!(reason, Failure::TimedOut) {
@@ -1741,6 +1755,7 @@ impl Model {
             output_records,
             probations: self.probations,
             workers_on_probation: self.workers.iter().filter(|m| m.probations > 0).count() as u32,
+            workers: self.workers.iter().map(|m| m.stats.clone()).collect(),
             outputs,
         }
     }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -176,15 +177,23 @@ impl WorkerService {
         if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
             return Err(TaskError::InvalidRequest(format!("path {path:?} must be absolute without '..'")));
         }
-        if let Some(root) = &self.root {
-            if !p.starts_with(root) {
-                return Err(TaskError::InvalidRequest(format!(
-                    "path {path:?} is outside the data root {}",
-                    root.display()
-                )));
-            }
+        if let Some(root) = self.root.as_ref().filter(|root| !p.starts_with(root)) {
+            return Err(TaskError::InvalidRequest(format!(
+                "path {path:?} is outside the data root {}",
+                root.display()
+            )));
         }
         Ok(p.to_path_buf())
+    }
+}
+
+/// Sets its flag when dropped: the handler of an RPC the master abandoned is dropped, and
+/// the task running for it sees the flag and stops instead of burning a core.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -228,7 +237,9 @@ impl pb::worker_server::Worker for WorkerService {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let work_dir = self.path(&req.work_dir)?;
-        let t = MapTask { task, attempt: req.attempt, segments, work_dir, reducers, sort_buffer };
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel = CancelOnDrop(cancelled.clone());
+        let t = MapTask { task, attempt: req.attempt, segments, work_dir, reducers, sort_buffer, cancelled };
         tracing::debug!(task, attempt = req.attempt, "map");
         let result =
             blocking(move || job.map(&t)).await.inspect_err(|e| tracing::warn!(task, error = %e, "map failed"))?;
@@ -251,7 +262,9 @@ impl pb::worker_server::Worker for WorkerService {
         let inputs = req.inputs.iter().map(|p| self.path(p)).collect::<Result<Vec<_>, _>>()?;
         let work_dir = self.path(&req.work_dir)?;
         let partition = req.partition;
-        let t = ReduceTask { attempt: req.attempt, partition, inputs, work_dir, fanin: task::MERGE_FANIN };
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel = CancelOnDrop(cancelled.clone());
+        let t = ReduceTask { attempt: req.attempt, partition, inputs, work_dir, fanin: task::MERGE_FANIN, cancelled };
         tracing::debug!(partition, attempt = req.attempt, "reduce");
         let result = blocking(move || job.reduce(&t))
             .await

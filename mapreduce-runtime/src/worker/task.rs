@@ -4,6 +4,8 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use mapreduce_core::buffer::MapBuffer;
 use mapreduce_core::merge::{Merge, MergeError};
@@ -32,6 +34,8 @@ pub(crate) struct MapTask {
     pub(crate) work_dir: PathBuf,
     pub(crate) reducers: u32,
     pub(crate) sort_buffer: u64,
+    /// Set when the master abandons the attempt: stop at the next record.
+    pub(crate) cancelled: Arc<AtomicBool>,
 }
 
 /// What a map attempt wrote.
@@ -50,6 +54,8 @@ pub(crate) struct ReduceTask {
     pub(crate) work_dir: PathBuf,
     /// Most files merged at once.
     pub(crate) fanin: usize,
+    /// Set when the master abandons the attempt: stop at the next key.
+    pub(crate) cancelled: Arc<AtomicBool>,
 }
 
 /// What a reduce attempt wrote.
@@ -61,6 +67,10 @@ pub(crate) struct ReduceResult {
 }
 
 type Writer = RecordWriter<BufWriter<NamedTempFile>>;
+/// A drained sort buffer: `(partition, key, value)` sorted by partition, then key.
+type Sorted<J> = Vec<(u32, <J as mapreduce_core::Mapper>::Key, <J as mapreduce_core::Mapper>::Value)>;
+/// Open merge inputs and their names for errors.
+type Opened<K, V> = (Vec<Reader<K, V>>, Vec<PathBuf>);
 
 /// One spill of the sort buffer: an anonymous temporary file (deleted when dropped)
 /// holding one record stream per partition, back to back, with their byte ranges. One
@@ -123,6 +133,9 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
         file.seek(SeekFrom::Start(seg.start.saturating_sub(1))).map_err(input_err)?;
         let mut lines = LineReader::new(BufReader::with_capacity(READ_BUFFER, file), seg.start, seg.end);
         while let Some(line) = lines.next_line().map_err(input_err)? {
+            if t.cancelled.load(Ordering::Relaxed) {
+                return Err(TaskError::Cancelled);
+            }
             input_records += 1;
             let mut sink = |k, v| buffer.insert(k, v, |k, acc, v| job.combine(k, acc, v));
             let result = catch_unwind(AssertUnwindSafe(|| job.map(&line, &mut Emitter::new(&mut sink))));
@@ -155,7 +168,7 @@ fn drain<J: Job>(
     buffer: &mut MapBuffer<J::Key, J::Value>,
     reducers: u32,
     name: &str,
-) -> Result<Vec<(u32, J::Key, J::Value)>, TaskError> {
+) -> Result<Sorted<J>, TaskError> {
     let mut bad = None;
     let sorted = buffer.drain_sorted(|k| {
         let p = job.partition(k, reducers);
@@ -173,7 +186,12 @@ fn drain<J: Job>(
     }
 }
 
-fn spill<J: Job>(job: &J, buffer: &mut MapBuffer<J::Key, J::Value>, t: &MapTask, name: &str) -> Result<Spill, TaskError> {
+fn spill<J: Job>(
+    job: &J,
+    buffer: &mut MapBuffer<J::Key, J::Value>,
+    t: &MapTask,
+    name: &str,
+) -> Result<Spill, TaskError> {
     let sorted = drain(job, buffer, t.reducers, name)?;
     let werr = write_err(&t.work_dir);
     let format_err = |source| TaskError::Intermediate { path: t.work_dir.clone(), source };
@@ -309,7 +327,7 @@ type Reader<K, V> = RecordReader<BufReader<File>, K, V>;
 
 fn open_all<K: serde::de::DeserializeOwned, V: serde::de::DeserializeOwned>(
     inputs: Vec<Input>,
-) -> Result<(Vec<Reader<K, V>>, Vec<PathBuf>), TaskError> {
+) -> Result<Opened<K, V>, TaskError> {
     let mut readers = Vec::with_capacity(inputs.len());
     let mut names = Vec::with_capacity(inputs.len());
     for input in inputs {
@@ -380,6 +398,9 @@ pub(crate) fn run_reduce<J: Job>(job: &J, t: &ReduceTask) -> Result<ReduceResult
         let mut merge = Merge::new(readers).map_err(&merge_err)?;
         merge
             .for_each_group(|key, values| {
+                if t.cancelled.load(Ordering::Relaxed) {
+                    return Err(BoxError::from(TaskError::Cancelled));
+                }
                 keys += 1;
                 job.reduce(key, values, &mut out)
             })
@@ -451,7 +472,15 @@ mod tests {
     fn map_all(job: &Count, input: &Path, work: &Path, sort_buffer: u64, reducers: u32) -> Vec<PartitionFile> {
         let len = std::fs::metadata(input).unwrap().len();
         let seg = Segment { path: input.to_string_lossy().into(), start: 0, end: len };
-        let t = MapTask { task: 0, attempt: sort_buffer, segments: vec![seg], work_dir: work.into(), reducers, sort_buffer };
+        let t = MapTask {
+            task: 0,
+            attempt: sort_buffer,
+            segments: vec![seg],
+            work_dir: work.into(),
+            reducers,
+            sort_buffer,
+            cancelled: Arc::default(),
+        };
         run_map(job, &t).unwrap().files
     }
 
@@ -493,6 +522,26 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_the_master_abandoned_stops_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = corpus(dir.path(), 1000);
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let seg = Segment { path: input.to_string_lossy().into(), start: 0, end: 100 };
+        let t = MapTask {
+            task: 0,
+            attempt: 0,
+            segments: vec![seg],
+            work_dir: work.clone(),
+            reducers: 2,
+            sort_buffer: 1 << 20,
+            cancelled: Arc::new(AtomicBool::new(true)),
+        };
+        assert!(matches!(run_map(&Count { combine: true }, &t), Err(TaskError::Cancelled)));
+        assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
+    }
+
+    #[test]
     fn a_reduce_over_more_inputs_than_its_fanin_merges_in_passes() {
         let dir = tempfile::tempdir().unwrap();
         let job = Count { combine: true };
@@ -506,7 +555,14 @@ mod tests {
             w.finish().unwrap();
             inputs.push(path);
         }
-        let t = ReduceTask { attempt: 1, partition: 0, inputs, work_dir: dir.path().into(), fanin: 2 };
+        let t = ReduceTask {
+            attempt: 1,
+            partition: 0,
+            inputs,
+            work_dir: dir.path().into(),
+            fanin: 2,
+            cancelled: Arc::default(),
+        };
         let out = run_reduce(&job, &t).unwrap();
         let text = std::fs::read_to_string(&out.path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -526,7 +582,14 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        let t = ReduceTask { attempt: 1, partition: 0, inputs: vec![path.clone()], work_dir: dir.path().into(), fanin: 10 };
+        let t = ReduceTask {
+            attempt: 1,
+            partition: 0,
+            inputs: vec![path.clone()],
+            work_dir: dir.path().into(),
+            fanin: 10,
+            cancelled: Arc::default(),
+        };
         let err = run_reduce(&Count { combine: true }, &t).unwrap_err();
         assert!(matches!(err, TaskError::Intermediate { .. }), "{err:?}");
         assert!(err.to_string().contains("m-corrupt"), "{err}");

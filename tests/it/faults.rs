@@ -1,0 +1,228 @@
+//! Failures injected by a seeded plan around the real worker service, behind real gRPC.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mapreduce::wordcount::{SplitMix64, WordCount, generate_corpus};
+use mapreduce::worker::{Registry, Worker, WorkerService};
+use mapreduce::{Cluster, JobReport, JobSpec, SchedulerConfig};
+use mapreduce_rpc::pb;
+use mapreduce_rpc::pb::worker_server::{Worker as WorkerRpc, WorkerServer};
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::support::{assert_wordcount_output, init_tracing, tree};
+
+/// What a faulty worker does to one task call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// Runs it normally.
+    None,
+    /// Never answers (the master's deadline must fire).
+    Hang,
+    /// Answers with a task error.
+    Error,
+    /// Answers as if the connection broke.
+    Drop,
+}
+
+/// A seeded fault plan: each task call draws a fault, but no task is hurt more than
+/// `max_per_task` times, so every task can finish within its attempt budget.
+#[derive(Debug)]
+struct Plan {
+    rng: SplitMix64,
+    /// Percent chances of Hang, Error and Drop.
+    odds: [u64; 3],
+    max_per_task: u32,
+    hurt: HashMap<(bool, u64), u32>,
+    injected: HashMap<&'static str, u32>,
+}
+
+impl Plan {
+    fn new(seed: u64, odds: [u64; 3]) -> Self {
+        Plan { rng: SplitMix64::new(seed), odds, max_per_task: 2, hurt: HashMap::new(), injected: HashMap::new() }
+    }
+
+    fn draw(&mut self, map: bool, task: u64) -> Fault {
+        let roll = self.rng.below(100);
+        let fault = match roll {
+            r if r < self.odds[0] => Fault::Hang,
+            r if r < self.odds[0] + self.odds[1] => Fault::Error,
+            r if r < self.odds[0] + self.odds[1] + self.odds[2] => Fault::Drop,
+            _ => Fault::None,
+        };
+        let hurt = self.hurt.entry((map, task)).or_default();
+        if fault == Fault::None || *hurt >= self.max_per_task {
+            return Fault::None;
+        }
+        *hurt += 1;
+        *self.injected.entry(format!("{fault:?}").leak()).or_default() += 1;
+        fault
+    }
+}
+
+/// The real worker service behind a fault plan and an optional slowdown.
+#[derive(Clone)]
+struct Faulty {
+    inner: WorkerService,
+    plan: Arc<Mutex<Plan>>,
+    /// Each task call takes this many times as long as it really does.
+    slowdown: u32,
+}
+
+impl Faulty {
+    async fn fault(&self, map: bool, task: u64) -> Result<(), Status> {
+        let fault = self.plan.lock().unwrap().draw(map, task);
+        match fault {
+            Fault::None => Ok(()),
+            Fault::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(())
+            }
+            Fault::Error => Err(Status::aborted("injected task failure")),
+            Fault::Drop => Err(Status::unavailable("injected: connection dropped")),
+        }
+    }
+
+    async fn slow<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        let started = tokio::time::Instant::now();
+        let out = call.await;
+        if self.slowdown > 1 {
+            tokio::time::sleep(started.elapsed() * (self.slowdown - 1)).await;
+        }
+        out
+    }
+}
+
+#[tonic::async_trait]
+impl WorkerRpc for Faulty {
+    async fn wait(&self, request: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
+        self.inner.wait(request).await
+    }
+
+    async fn map(&self, request: Request<pb::MapRequest>) -> Result<Response<pb::MapResponse>, Status> {
+        self.fault(true, request.get_ref().task).await?;
+        self.slow(self.inner.map(request)).await
+    }
+
+    async fn reduce(&self, request: Request<pb::ReduceRequest>) -> Result<Response<pb::ReduceResponse>, Status> {
+        self.fault(false, request.get_ref().task).await?;
+        self.slow(self.inner.reduce(request)).await
+    }
+}
+
+/// Faulty workers on 127.0.0.1 with OS-chosen ports; stopped on drop.
+struct FaultyWorkers {
+    addrs: Vec<SocketAddr>,
+    plans: Vec<Arc<Mutex<Plan>>>,
+    _stops: Vec<oneshot::Sender<()>>,
+}
+
+impl FaultyWorkers {
+    async fn start(configs: Vec<(Plan, u32)>) -> Self {
+        let (mut addrs, mut plans, mut stops) = (Vec::new(), Vec::new(), Vec::new());
+        for (plan, slowdown) in configs {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.push(listener.local_addr().unwrap());
+            let plan = Arc::new(Mutex::new(plan));
+            plans.push(plan.clone());
+            let inner = Worker::new(Registry::new().register::<WordCount>()).into_service();
+            let svc = Faulty { inner, plan, slowdown };
+            let (stop, stopped) = oneshot::channel::<()>();
+            stops.push(stop);
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(WorkerServer::new(svc))
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                        stopped.await.unwrap_or(())
+                    }),
+            );
+        }
+        FaultyWorkers { addrs, plans, _stops: stops }
+    }
+
+    async fn cluster(&self, config: SchedulerConfig) -> Cluster {
+        Cluster::connect(self.addrs.iter().map(|a| a.to_string())).await.unwrap().with_scheduler_config(config)
+    }
+
+    fn injected(&self, fault: &str) -> u32 {
+        self.plans.iter().map(|p| p.lock().unwrap().injected.get(fault).copied().unwrap_or(0)).sum()
+    }
+}
+
+fn fast_config() -> SchedulerConfig {
+    SchedulerConfig {
+        task_timeout: Duration::from_secs(2),
+        max_task_timeout: Duration::from_secs(8),
+        retry_base: Duration::from_millis(20),
+        retry_cap: Duration::from_millis(200),
+        probation_base: Duration::from_millis(200),
+        ..SchedulerConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn word_count_is_exact_under_seeded_hangs_errors_and_dropped_connections() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("corpus.txt");
+    generate_corpus(&input, 1 << 20, 5_000, 11).unwrap();
+    for seed in [1u64, 2, 3] {
+        let configs = (0..4).map(|w| (Plan::new(seed * 10 + w, [4, 8, 8]), 1)).collect();
+        let workers = FaultyWorkers::start(configs).await;
+        let cluster = workers.cluster(SchedulerConfig { speculation: false, ..fast_config() }).await;
+        let out = dir.path().join(format!("out-{seed}"));
+        let spec = JobSpec::new(WordCount, [&input], &out).reducers(4).shard_size(32 << 10);
+        let report: JobReport = cluster.run(spec).await.unwrap();
+        assert_wordcount_output(&out, 4, std::slice::from_ref(&input));
+        let (hangs, errors, drops) = (workers.injected("Hang"), workers.injected("Error"), workers.injected("Drop"));
+        assert!(hangs + errors + drops > 0, "seed {seed} injected nothing");
+        assert_eq!(report.attempts.timed_out, u64::from(hangs), "every hang is a missed deadline");
+        assert_eq!(report.attempts.failed, u64::from(errors));
+        assert_eq!(report.attempts.lost, u64::from(drops));
+        assert_eq!(
+            report.attempts.succeeded,
+            u64::from(report.map_tasks + report.reduce_tasks),
+            "without speculation, one success per task"
+        );
+        assert_eq!(tree(&out).len(), 5, "no attempt leftovers");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_straggler_is_overtaken_by_backup_attempts() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("corpus.txt");
+    generate_corpus(&input, 1 << 20, 5_000, 12).unwrap();
+    let mut reports = Vec::new();
+    for speculation in [false, true] {
+        // Worker 0 is 20 times slower than the others.
+        let configs = (0..3).map(|w| (Plan::new(w, [0, 0, 0]), if w == 0 { 20 } else { 1 })).collect();
+        let workers = FaultyWorkers::start(configs).await;
+        let config = SchedulerConfig {
+            speculation,
+            speculation_min: Duration::from_millis(100),
+            task_timeout: Duration::from_secs(120),
+            ..fast_config()
+        };
+        let cluster = workers.cluster(config).await;
+        let out = dir.path().join(format!("out-{speculation}"));
+        let spec = JobSpec::new(WordCount, [&input], &out).reducers(3).shard_size(64 << 10);
+        let report = cluster.run(spec).await.unwrap();
+        assert_wordcount_output(&out, 3, std::slice::from_ref(&input));
+        reports.push(report);
+    }
+    let (off, on) = (&reports[0], &reports[1]);
+    assert_eq!(off.attempts.speculative, 0);
+    assert!(on.attempts.speculative > 0, "backups were launched: {:?}", on.attempts);
+    assert!(on.attempts.speculative_won > 0, "some backups beat the straggler: {:?}", on.attempts);
+    // Every task the straggler held up to the end without speculation was a task the
+    // job waited for; with speculation the straggler's accepted work shrinks.
+    let slow_off = off.workers[0].accepted;
+    let slow_on = on.workers[0].accepted;
+    assert!(slow_on < slow_off, "the straggler's accepted tasks: {slow_on} with backups, {slow_off} without");
+}
