@@ -28,7 +28,7 @@ impl Mapper for WordCount {
 
     fn map(&self, line: &str, emit: &mut Emitter<'_, String, u64>) -> Result<(), BoxError> {
         for word in words(line) {
-            emit.emit(word.to_string(), 1);
+            emit.emit_borrowed(word, 1);
         }
         Ok(())
     }

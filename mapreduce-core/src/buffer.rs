@@ -2,14 +2,14 @@
 //! estimate of its memory, and drains sorted by `(partition, key)` when it is full or the
 //! task ends (like Hadoop's sort buffer, with the combiner applied on insert).
 
-use std::hash::BuildHasherDefault;
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
 
-use rustc_hash::FxHasher;
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 use serde::Serialize;
 
 use crate::job::{Key, Value};
-
-type Table<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// Fixed bytes counted per buffered record besides its encoded size: the record's inline
 /// size plus the hash table's control bytes and slack.
@@ -19,7 +19,7 @@ const ENTRY_OVERHEAD: u64 = 24;
 #[derive(Debug)]
 pub struct MapBuffer<K, V> {
     /// One entry per distinct key: the values folded together by the combiner.
-    table: Table<K, V>,
+    table: HashTable<(K, V)>,
     /// Values the combiner handed back (no combiner, or it declined).
     extra: Vec<(K, V)>,
     /// Set once the combiner declines: from then on every record goes to `extra` without a
@@ -40,7 +40,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     /// An empty buffer.
     pub fn new() -> Self {
         MapBuffer {
-            table: Table::default(),
+            table: HashTable::new(),
             extra: Vec::new(),
             no_combiner: false,
             bytes: 0,
@@ -51,22 +51,54 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
 
     /// Adds one record, folding it into the value already held for `key` with `combine`
     /// (see [`crate::Reducer::combine`] for its contract).
+    #[inline]
     pub fn insert(&mut self, key: K, value: V, combine: impl FnOnce(&K, &mut V, V) -> Option<V>) {
+        self.insert_with(Owned(key), value, combine);
+    }
+
+    /// Like [`Self::insert`], for a borrowed key: the key is turned into a `K` only when the
+    /// buffer does not hold it yet, so a map loop emitting `&str` for `String` keys
+    /// allocates once per distinct key, not once per record.
+    #[inline]
+    pub fn insert_borrowed<Q>(&mut self, key: &Q, value: V, combine: impl FnOnce(&K, &mut V, V) -> Option<V>)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.insert_with(Borrowed(key), value, combine);
+    }
+
+    #[inline]
+    fn insert_with<Q>(
+        &mut self,
+        source: impl KeySource<K, Q>,
+        value: V,
+        combine: impl FnOnce(&K, &mut V, V) -> Option<V>,
+    ) where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.records_in += 1;
         if self.no_combiner {
+            let key = source.into_key();
             self.bytes += estimate(&mut self.scratch, &key, &value);
             self.extra.push((key, value));
             return;
         }
-        if let Some(acc) = self.table.get_mut(&key) {
-            if let Some(value) = combine(&key, acc, value) {
+        // `Borrow` promises equal hashes for `K` and `Q`, so one hash serves both the
+        // lookup and the insert.
+        let hash = FxBuildHasher.hash_one(source.key());
+        if let Some((k, acc)) = self.table.find_mut(hash, |(k, _)| k.borrow() == source.key()) {
+            if let Some(value) = combine(k, acc, value) {
                 self.no_combiner = true;
+                let key = source.into_key();
                 self.bytes += estimate(&mut self.scratch, &key, &value);
                 self.extra.push((key, value));
             }
         } else {
+            let key = source.into_key();
             self.bytes += estimate(&mut self.scratch, &key, &value);
-            self.table.insert(key, value);
+            self.table.insert_unique(hash, (key, value), |(k, _)| FxBuildHasher.hash_one(k));
         }
     }
 
@@ -90,10 +122,39 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     pub fn drain_sorted(&mut self, mut partition: impl FnMut(&K) -> u32) -> Vec<(u32, K, V)> {
         let mut out = Vec::with_capacity(self.table.len() + self.extra.len());
         out.extend(self.table.drain().map(|(k, v)| (partition(&k), k, v)));
+        self.table.shrink_to_fit(|(k, _)| FxBuildHasher.hash_one(k));
         out.extend(self.extra.drain(..).map(|(k, v)| (partition(&k), k, v)));
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         self.bytes = 0;
         out
+    }
+}
+
+/// A key given owned or borrowed: looked up as `Q`, turned into a `K` only when kept.
+trait KeySource<K, Q: ?Sized> {
+    fn key(&self) -> &Q;
+    fn into_key(self) -> K;
+}
+
+struct Owned<K>(K);
+
+impl<K> KeySource<K, K> for Owned<K> {
+    fn key(&self) -> &K {
+        &self.0
+    }
+    fn into_key(self) -> K {
+        self.0
+    }
+}
+
+struct Borrowed<'a, Q: ?Sized>(&'a Q);
+
+impl<K, Q: ToOwned<Owned = K> + ?Sized> KeySource<K, Q> for Borrowed<'_, Q> {
+    fn key(&self) -> &Q {
+        self.0
+    }
+    fn into_key(self) -> K {
+        self.0.to_owned()
     }
 }
 
@@ -131,6 +192,22 @@ mod tests {
         assert_eq!(got, vec![(0, "b", 2), (1, "a", 4), (1, "c", 1)]);
         assert!(b.is_empty());
         assert_eq!(b.bytes(), 0);
+    }
+
+    #[test]
+    fn borrowed_keys_combine_with_owned_ones_and_are_kept_when_new() {
+        let mut b = MapBuffer::new();
+        b.insert("x".to_string(), 1, sum);
+        b.insert_borrowed("x", 2, sum);
+        b.insert_borrowed("y", 5, sum);
+        b.insert("y".to_string(), 1, sum);
+        let got: Vec<(String, u64)> = b.drain_sorted(|_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
+        assert_eq!(got, vec![("x".into(), 3), ("y".into(), 6)]);
+        let mut b = MapBuffer::new();
+        for (w, v) in [("x", 1), ("x", 2)] {
+            b.insert_borrowed(w, v, keep);
+        }
+        assert_eq!(b.drain_sorted(|_| 0).len(), 2, "without a combiner both stay");
     }
 
     #[test]

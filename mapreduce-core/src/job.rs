@@ -1,6 +1,7 @@
 //! The user API: the [`Mapper`] and [`Reducer`] traits, the [`Job`] that names them, and
 //! the [`JobSpec`] that says what to run them on.
 
+use std::borrow::Borrow;
 use std::fmt::{self, Display};
 use std::hash::Hash;
 use std::io::Write;
@@ -8,6 +9,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::buffer::MapBuffer;
 
 /// The error type user code returns. Anything that implements `std::error::Error` converts
 /// into it with `?`, and so does a `String` or `&str`.
@@ -73,20 +76,53 @@ pub trait Job: Reducer + Serialize + DeserializeOwned + Send + Sync + 'static {
 }
 
 /// Where a map function sends its pairs.
+///
+/// Prefer [`Emitter::emit_borrowed`] when the key is at hand as a borrowed form (a `&str`
+/// for a `String` key): a key already in the map task's buffer then costs no allocation.
 pub struct Emitter<'a, K, V> {
-    sink: &'a mut dyn FnMut(K, V),
+    sink: Sink<'a, K, V>,
 }
 
-impl<'a, K, V> Emitter<'a, K, V> {
+/// A combiner, as the map task's buffer calls it.
+pub type CombineFn<'a, K, V> = &'a dyn Fn(&K, &mut V, V) -> Option<V>;
+
+enum Sink<'a, K, V> {
+    Fn(&'a mut dyn FnMut(K, V)),
+    Buffer(&'a mut MapBuffer<K, V>, CombineFn<'a, K, V>),
+}
+
+impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
     /// An emitter that hands every pair to `sink`.
     pub fn new(sink: &'a mut dyn FnMut(K, V)) -> Self {
-        Emitter { sink }
+        Emitter { sink: Sink::Fn(sink) }
+    }
+
+    /// An emitter that inserts into a map task's buffer, combining with `combine`.
+    pub fn buffered(buffer: &'a mut MapBuffer<K, V>, combine: CombineFn<'a, K, V>) -> Self {
+        Emitter { sink: Sink::Buffer(buffer, combine) }
     }
 
     /// Emits one intermediate pair.
     #[inline]
     pub fn emit(&mut self, key: K, value: V) {
-        (self.sink)(key, value)
+        match &mut self.sink {
+            Sink::Fn(f) => f(key, value),
+            Sink::Buffer(buffer, combine) => buffer.insert(key, value, combine),
+        }
+    }
+
+    /// Emits one intermediate pair whose key is given borrowed; it is turned into a `K`
+    /// only if the buffer does not hold that key yet.
+    #[inline]
+    pub fn emit_borrowed<Q>(&mut self, key: &Q, value: V)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        match &mut self.sink {
+            Sink::Fn(f) => f(key.to_owned(), value),
+            Sink::Buffer(buffer, combine) => buffer.insert_borrowed(key, value, combine),
+        }
     }
 }
 

@@ -298,6 +298,16 @@ impl Sim {
         self.advance_to(self.now + d);
     }
 
+    /// Jumps from timeout to timeout until the job ends, which must be by `limit` after
+    /// the start; returns the time since the start.
+    fn jump_to_end(&mut self, limit: Duration) -> Duration {
+        while self.finished.is_none() {
+            assert!(self.elapsed() <= limit, "the job still runs at {:?}", self.elapsed());
+            self.jump_to_timeout();
+        }
+        self.elapsed()
+    }
+
     /// Jumps to `poll_timeout()`; returns the time since the start.
     fn jump_to_timeout(&mut self) -> Duration {
         let t = self.sched.poll_timeout().expect("a timeout is pending");
@@ -893,10 +903,7 @@ fn the_job_fails_when_no_worker_answers_for_no_worker_timeout() {
     let mut sim = Sim::new(1, 1, 2, flaky_network());
     sim.health = vec![Health::Down; 2];
     sim.run_until_idle();
-    while sim.finished.is_none() {
-        sim.jump_to_timeout();
-    }
-    assert_eq!(sim.elapsed(), secs(10));
+    assert_eq!(sim.jump_to_end(secs(60)), secs(10));
     match sim.error() {
         JobError::NoWorkers(after, last) => {
             assert_eq!(after, secs(10));
@@ -914,10 +921,7 @@ fn no_worker_timeout_counts_from_when_the_last_worker_fell_silent() {
     assert_eq!(sim.run_of(map(0)).worker, w(1));
     sim.advance_to(sim.start + secs(5));
     sim.kill(w(1)); // the connection breaks under its attempt: silent from 5s
-    while sim.finished.is_none() {
-        sim.jump_to_timeout();
-    }
-    assert_eq!(sim.elapsed(), secs(15));
+    assert_eq!(sim.jump_to_end(secs(60)), secs(15));
     assert!(matches!(sim.error(), JobError::NoWorkers(after, _) if after == secs(10)), "{:?}", sim.finished);
 }
 
@@ -936,10 +940,7 @@ fn a_lone_worker_whose_probe_fails_after_a_missed_deadline_has_no_worker_timeout
         assert!(sim.finished.is_none(), "a missed deadline and a failed probe ended the job: {:?}", sim.finished);
 
         let Some(at) = answers_at else {
-            while sim.finished.is_none() {
-                sim.jump_to_timeout();
-            }
-            assert_eq!(sim.elapsed(), secs(70));
+            assert_eq!(sim.jump_to_end(secs(120)), secs(70));
             let want = JobError::NoWorkers(secs(10), "worker-0 did not answer a wait".into());
             assert_eq!(sim.error(), want);
             continue;
@@ -1311,6 +1312,9 @@ struct Scenario {
     runs: Vec<RunFate>,
     /// Fates of Waits in order; then answers.
     waits: Vec<WaitFate>,
+    /// From when and for how long (after the start) every call fails at once, as to a
+    /// machine that is down, without using up the fates (worker 0 spared when reliable).
+    outage: Option<(Duration, Duration)>,
 }
 
 fn run_fate() -> impl Strategy<Value = RunFate> {
@@ -1363,8 +1367,9 @@ fn knobs() -> impl Strategy<Value = SchedulerConfig> {
 
 fn scenario(reliable: bool) -> impl Strategy<Value = Scenario> {
     let shape = (0u32..=20, 1u32..=5, 1u32..=6);
-    (shape, knobs(), vec(run_fate(), 0..120), vec(wait_fate(), 0..60)).prop_map(
-        move |((shards, reducers, workers), config, runs, waits)| Scenario {
+    let outage = prop::option::weighted(0.5, (0u64..3000, 0u64..8000).prop_map(|(from, len)| (ms(from), ms(len))));
+    (shape, knobs(), vec(run_fate(), 0..120), vec(wait_fate(), 0..60), outage).prop_map(
+        move |((shards, reducers, workers), config, runs, waits, outage)| Scenario {
             shards,
             reducers,
             workers,
@@ -1372,6 +1377,7 @@ fn scenario(reliable: bool) -> impl Strategy<Value = Scenario> {
             reliable,
             runs,
             waits,
+            outage,
         },
     )
 }
@@ -1798,8 +1804,17 @@ struct Fates<R, W> {
 
 impl<R: Iterator<Item = RunFate>, W: Iterator<Item = WaitFate>> Fates<R, W> {
     /// Plans the replies to `action`, which the scheduler asked for at `now`.
-    fn plan(&mut self, s: &Scenario, now: Instant, action: &Action, replies: &mut Replies) {
+    fn plan(&mut self, s: &Scenario, start: Instant, now: Instant, action: &Action, replies: &mut Replies) {
+        let down = |worker: WorkerId| {
+            let in_outage = s.outage.is_some_and(|(from, len)| (from..from + len).contains(&(now - start)));
+            in_outage && !(s.reliable && worker == w(0))
+        };
         match *action {
+            Action::Run { worker, attempt, .. } if down(worker) => {
+                let reason = Failure::Unreachable("connection refused".into());
+                replies.at(now, Event::Failed { attempt, reason });
+            }
+            Action::Wait { worker, .. } if down(worker) => replies.at(now, Event::Unreachable(worker)),
             Action::Run { worker, attempt, task, deadline, .. } => {
                 let fate = self.runs.next().unwrap_or(RunFate::Succeed(10));
                 let fate = match fate {
@@ -1885,7 +1900,7 @@ fn drive(s: &Scenario) -> Result<JobReport, JobError> {
         let now = sim.now;
         for action in sim.step() {
             model.on_action(now, &action, &mut expect);
-            fates.plan(s, now, &action, &mut replies);
+            fates.plan(s, sim.start, now, &action, &mut replies);
         }
         assert!(expect.discard.is_none(), "missing discard of {:?}", expect.discard);
         assert!(expect.job_fails.is_none(), "the job went on after {:?}", expect.job_fails);

@@ -137,8 +137,8 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
                 return Err(TaskError::Cancelled);
             }
             input_records += 1;
-            let mut sink = |k, v| buffer.insert(k, v, |k, acc, v| job.combine(k, acc, v));
-            let result = catch_unwind(AssertUnwindSafe(|| job.map(&line, &mut Emitter::new(&mut sink))));
+            let combine = |k: &J::Key, acc: &mut J::Value, v| job.combine(k, acc, v);
+            let result = catch_unwind(AssertUnwindSafe(|| job.map(&line, &mut Emitter::buffered(&mut buffer, &combine))));
             let at = || format!("{name}, record at {}:{}", seg.path, lines.line_start());
             match result {
                 Ok(Ok(())) => {}
