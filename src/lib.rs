@@ -88,6 +88,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod sort;
 pub mod wordcount;
 
 pub use mapreduce_core::scheduler::{AttemptCounts, JobError, JobReport, SchedulerConfig, WorkerReport};

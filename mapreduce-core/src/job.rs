@@ -261,11 +261,17 @@ impl<J: Job> JobSpec<J> {
         if self.reducers == 0 {
             return Err(SpecError::ZeroReducers);
         }
+        if self.reducers > MAX_REDUCERS {
+            return Err(SpecError::TooManyReducers(self.reducers));
+        }
         if self.shard_size == 0 {
             return Err(SpecError::ZeroShardSize);
         }
         if self.sort_buffer_bytes < MIN_SORT_BUFFER {
             return Err(SpecError::SortBufferTooSmall(self.sort_buffer_bytes));
+        }
+        if self.sort_buffer_bytes > MAX_SORT_BUFFER {
+            return Err(SpecError::SortBufferTooLarge(self.sort_buffer_bytes));
         }
         Ok(())
     }
@@ -273,6 +279,10 @@ impl<J: Job> JobSpec<J> {
 
 /// The smallest sort buffer a job may ask for.
 pub const MIN_SORT_BUFFER: u64 = 64 << 10;
+/// The largest sort buffer a job may ask for (64 GiB).
+pub const MAX_SORT_BUFFER: u64 = 64 << 30;
+/// The most reducers a job may have.
+pub const MAX_REDUCERS: u32 = 1 << 20;
 
 /// A [`JobSpec`] that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -289,6 +299,12 @@ pub enum SpecError {
     /// `sort_buffer_bytes` is below [`MIN_SORT_BUFFER`].
     #[error("sort buffer of {0} bytes is below the minimum of 65536")]
     SortBufferTooSmall(u64),
+    /// `sort_buffer_bytes` is above [`MAX_SORT_BUFFER`].
+    #[error("sort buffer of {0} bytes is above the maximum of 64 GiB")]
+    SortBufferTooLarge(u64),
+    /// `reducers` is above [`MAX_REDUCERS`].
+    #[error("{0} reducers is more than the maximum of 1048576")]
+    TooManyReducers(u32),
 }
 
 #[cfg(test)]
@@ -313,6 +329,55 @@ mod tests {
         let mut bytes = vec![3u8];
         bytes.extend_from_slice(b"the");
         assert_eq!(stable_partition("the", 1000), (stable_hash(&bytes) % 1000) as u32);
+    }
+
+    #[derive(Serialize, serde::Deserialize)]
+    struct Nop;
+
+    impl Mapper for Nop {
+        type Key = String;
+        type Value = u64;
+        fn map(&self, _line: &str, _emit: &mut Emitter<'_, String, u64>) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    impl Reducer for Nop {
+        fn reduce(&self, _: &String, _: &mut dyn Iterator<Item = u64>, _: &mut Output<'_>) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    impl Job for Nop {
+        const NAME: &'static str = "nop";
+    }
+
+    #[test]
+    fn validate_rejects_too_many_reducers_and_too_large_a_sort_buffer() {
+        let spec = || JobSpec::new(Nop, ["in"], "out");
+        let cases = [
+            (spec().reducers(MAX_REDUCERS), Ok(())),
+            (spec().reducers(MAX_REDUCERS + 1), Err(SpecError::TooManyReducers(MAX_REDUCERS + 1))),
+            (spec().reducers(u32::MAX), Err(SpecError::TooManyReducers(u32::MAX))),
+            (spec().sort_buffer_bytes(MAX_SORT_BUFFER), Ok(())),
+            (spec().sort_buffer_bytes(MAX_SORT_BUFFER + 1), Err(SpecError::SortBufferTooLarge(MAX_SORT_BUFFER + 1))),
+            (spec().sort_buffer_bytes(u64::MAX), Err(SpecError::SortBufferTooLarge(u64::MAX))),
+            // The lower bounds still hold.
+            (spec().reducers(0), Err(SpecError::ZeroReducers)),
+            (spec().sort_buffer_bytes(MIN_SORT_BUFFER - 1), Err(SpecError::SortBufferTooSmall(MIN_SORT_BUFFER - 1))),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(spec.validate(), want, "reducers {}, sort buffer {}", spec.reducers, spec.sort_buffer_bytes);
+        }
+        assert_eq!(MAX_SORT_BUFFER, 64 << 30);
+        assert_eq!(
+            SpecError::SortBufferTooLarge(MAX_SORT_BUFFER + 1).to_string(),
+            "sort buffer of 68719476737 bytes is above the maximum of 64 GiB"
+        );
+        assert_eq!(
+            SpecError::TooManyReducers(MAX_REDUCERS + 1).to_string(),
+            format!("{} reducers is more than the maximum of {MAX_REDUCERS}", MAX_REDUCERS + 1)
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use mapreduce_core::shard::InputFile;
 
@@ -80,7 +81,8 @@ fn collect(path: &Path, out: &mut Vec<InputFile>) -> Result<(), RunError> {
     Ok(())
 }
 
-/// An output directory being written by a job.
+/// An output directory being written by a job. Dropped without a commit (the job failed,
+/// or its future was dropped), it cleans up after itself, like [`OutputDir::abort`].
 #[derive(Debug)]
 pub struct OutputDir {
     /// The output directory (absolute).
@@ -88,6 +90,8 @@ pub struct OutputDir {
     /// Its `_temporary` directory.
     pub work: PathBuf,
     created: bool,
+    /// Committed or aborted: nothing left to clean up.
+    settled: AtomicBool,
 }
 
 impl OutputDir {
@@ -96,6 +100,9 @@ impl OutputDir {
     pub fn prepare(path: &Path) -> Result<Self, RunError> {
         let root = std::path::absolute(path).map_err(|source| RunError::Output { path: path.to_path_buf(), source })?;
         let err = |source| RunError::Output { path: root.clone(), source };
+        if root.to_str().is_none() {
+            return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "path is not valid UTF-8")));
+        }
         let created = match fs::read_dir(&root) {
             Ok(mut entries) => {
                 if entries.next().is_some() {
@@ -111,11 +118,9 @@ impl OutputDir {
             Err(e) => return Err(err(e)),
         };
         let work = root.join(TEMPORARY);
-        fs::create_dir(&work).map_err(|source| RunError::Output { path: work.clone(), source })?;
-        if root.to_str().is_none() {
-            return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "path is not valid UTF-8")));
-        }
-        Ok(OutputDir { root, work, created })
+        let out = OutputDir { root, work, created, settled: AtomicBool::new(false) };
+        fs::create_dir(&out.work).map_err(|source| RunError::Output { path: out.work.clone(), source })?;
+        Ok(out)
     }
 
     /// The work directory as a string, for requests.
@@ -123,31 +128,45 @@ impl OutputDir {
         self.work.to_str().expect("checked in prepare")
     }
 
-    /// Commits the accepted reduce outputs as `part-NNNNN` in partition order, writes
-    /// `_SUCCESS` and removes the work directory. Returns the committed paths.
+    /// Commits the accepted reduce outputs as `part-NNNNN` in partition order, removes
+    /// the work directory and writes `_SUCCESS` last. Returns the committed paths. If a
+    /// rename fails, the parts already committed are moved back, so a failed commit leaves
+    /// no `part-*` file.
     pub fn commit(&self, outputs: &[String]) -> Result<Vec<String>, RunError> {
-        let mut committed = Vec::with_capacity(outputs.len());
+        let mut committed: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(outputs.len());
         for (r, from) in outputs.iter().enumerate() {
             let to = self.root.join(part_name(r as u32));
-            fs::rename(from, &to).map_err(|source| RunError::Commit { path: PathBuf::from(from), source })?;
-            committed.push(to.to_string_lossy().into_owned());
+            if let Err(source) = fs::rename(from, &to) {
+                for (from, to) in committed.iter().rev() {
+                    let _ = fs::rename(to, from);
+                }
+                return Err(RunError::Commit { path: PathBuf::from(from), source });
+            }
+            committed.push((PathBuf::from(from), to));
         }
+        self.settled.store(true, Ordering::SeqCst);
         self.remove_work();
         let success = self.root.join(SUCCESS);
         fs::write(&success, b"").map_err(|source| RunError::Commit { path: success, source })?;
-        Ok(committed)
+        Ok(committed.into_iter().map(|(_, to)| to.to_string_lossy().into_owned()).collect())
     }
 
-    /// Removes the work directory. An attempt still running on a worker (a loser of a
-    /// race, or one past its deadline) may create a file there meanwhile, so retry a few
-    /// times; such an attempt fails once the directory is gone, and never recreates it.
+    /// Removes the work directory. It is first renamed away in one step, so an attempt
+    /// still running on a worker (a loser of a race, or one past its deadline) can no
+    /// longer create or rename a file in it, then deleted.
     fn remove_work(&self) {
+        let doomed = self.root.join(format!("{TEMPORARY}.removing-{}", std::process::id()));
+        let target = match fs::rename(&self.work, &doomed) {
+            Ok(()) => doomed,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(_) => self.work.clone(),
+        };
         for round in 0..5 {
-            match fs::remove_dir_all(&self.work) {
+            match fs::remove_dir_all(&target) {
                 Ok(()) => return,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return,
                 Err(e) if round == 4 => {
-                    tracing::warn!(path = %self.work.display(), error = %e, "cannot remove work directory");
+                    tracing::warn!(path = %target.display(), error = %e, "cannot remove work directory");
                 }
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
             }
@@ -157,10 +176,19 @@ impl OutputDir {
     /// Cleans up after a failed job: removes the work directory, and the output
     /// directory too if this job created it and nothing else is in it.
     pub fn abort(&self) {
+        if self.settled.swap(true, Ordering::SeqCst) {
+            return;
+        }
         self.remove_work();
         if self.created {
             let _ = fs::remove_dir(&self.root);
         }
+    }
+}
+
+impl Drop for OutputDir {
+    fn drop(&mut self) {
+        self.abort();
     }
 }
 
@@ -186,6 +214,29 @@ mod tests {
     fn a_missing_input_names_the_path() {
         let err = list_inputs(&[PathBuf::from("/definitely/not/here.txt")]).unwrap_err();
         assert!(err.to_string().contains("/definitely/not/here.txt"), "{err}");
+    }
+
+    #[test]
+    fn an_output_dropped_without_commit_is_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::prepare(&dir.path().join("out")).unwrap();
+        fs::write(out.work.join("leftover"), "x").unwrap();
+        drop(out);
+        assert!(!dir.path().join("out").exists());
+    }
+
+    #[test]
+    fn a_failed_commit_moves_committed_parts_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputDir::prepare(&dir.path().join("out")).unwrap();
+        let a = out.work.join(reduce_file_name(0, 1));
+        fs::write(&a, "x\t1\n").unwrap();
+        let missing = out.work.join(reduce_file_name(1, 2));
+        let err = out.commit(&[a.to_string_lossy().into(), missing.to_string_lossy().into()]).unwrap_err();
+        assert!(err.to_string().contains("r00001-a2"), "{err}");
+        assert!(a.exists(), "part-00000 moved back");
+        assert!(!out.root.join("part-00000").exists());
+        assert!(!out.root.join(SUCCESS).exists());
     }
 
     #[test]

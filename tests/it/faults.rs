@@ -226,3 +226,33 @@ async fn a_straggler_is_overtaken_by_backup_attempts() {
     let slow_on = on.workers[0].accepted;
     assert!(slow_on < slow_off, "the straggler's accepted tasks: {slow_on} with backups, {slow_off} without");
 }
+
+/// Serves `worker` on 127.0.0.1 with an OS-chosen port until the sender is dropped.
+async fn serve(worker: Worker) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(worker.serve_with_shutdown(listener, async { stopped.await.unwrap_or(()) }));
+    (addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_fails_every_task_cannot_fail_the_job() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("corpus.txt");
+    generate_corpus(&input, 256 << 10, 2_000, 13).unwrap();
+    // Worker 0 lacks the job type: every task it gets fails at once.
+    let (bad, _stop_bad) = serve(Worker::new(Registry::new())).await;
+    let (good, _stop_good) = serve(Worker::new(Registry::new().register::<WordCount>())).await;
+    let cluster =
+        Cluster::connect([bad.to_string(), good.to_string()]).await.unwrap().with_scheduler_config(fast_config());
+    let out = dir.path().join("out");
+    let spec = JobSpec::new(WordCount, [&input], &out).reducers(2).shard_size(16 << 10);
+    let report = cluster.run(spec).await.unwrap();
+    assert_wordcount_output(&out, 2, std::slice::from_ref(&input));
+    let tasks = u64::from(report.map_tasks + report.reduce_tasks);
+    assert_eq!(report.workers[0].accepted, 0);
+    assert!(report.workers[0].failed > 0, "{:?}", report.workers);
+    assert_eq!(report.workers[1].accepted, tasks);
+}

@@ -31,9 +31,13 @@
 //! - A worker whose attempts fail `probation_after` times in a row (across tasks) is on
 //!   probation, given no task for `probation_base × 2^n` (n: its earlier probations,
 //!   capped at `retry_cap × 8`), as Hadoop blacklists nodes.
+//! - A TODO task is not given to a worker on which an attempt of it failed (by error or
+//!   deadline), unless no other worker can take it now (each failed it too, is
+//!   unreachable, or rests), as Hadoop avoids the node where a task failed: one
+//!   misconfigured worker cannot use up a task's attempts alone.
 //! - REDUCE starts when every map task is DONE.
-//! - Speculation (see [`SchedulerConfig::speculation`]): when no task of the phase is TODO,
-//!   a ready worker takes a backup attempt of the oldest running task that has a single
+//! - Speculation (see [`SchedulerConfig::speculation`]): when no TODO task of the phase is
+//!   one it may take, a ready worker takes a backup attempt of the oldest running task that has a single
 //!   attempt, if that task has run longer than `max(speculation_min, speculation_factor ×
 //!   median duration of the phase's finished tasks)`, and fewer than `max_backups` backups
 //!   run. A task gets one backup at most (until it fails back to TODO). The first success
@@ -44,7 +48,9 @@ mod report;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -128,7 +134,8 @@ pub struct SchedulerConfig {
     pub retry_base: Duration,
     /// Cap of the retry delay.
     pub retry_cap: Duration,
-    /// The job fails if no worker has answered for this long.
+    /// The job fails when every worker is unreachable and none has answered for this long
+    /// since the last one fell silent.
     pub no_worker_timeout: Duration,
     /// Consecutive failed attempts after which a worker is put on probation (0: never).
     pub probation_after: u32,
@@ -173,6 +180,9 @@ pub enum ConfigError {
     /// `max_attempts` is zero.
     #[error("max_attempts must be at least 1")]
     ZeroAttempts,
+    /// `idle_wait` exceeds [`MAX_IDLE_WAIT`], the longest Wait a worker serves.
+    #[error("idle_wait of {0:?} exceeds the 60 s a worker waits at most")]
+    IdleWaitTooLong(Duration),
     /// `speculation_factor` is below 1 or not a number.
     #[error("speculation_factor must be at least 1")]
     BadSpeculationFactor,
@@ -203,12 +213,18 @@ impl SchedulerConfig {
         if self.max_attempts == 0 {
             return Err(ConfigError::ZeroAttempts);
         }
+        if self.idle_wait > MAX_IDLE_WAIT {
+            return Err(ConfigError::IdleWaitTooLong(self.idle_wait));
+        }
         if self.speculation_factor.is_nan() || self.speculation_factor < 1.0 {
             return Err(ConfigError::BadSpeculationFactor);
         }
         Ok(())
     }
 }
+
+/// The longest Wait a worker serves, and so the longest `idle_wait`.
+pub const MAX_IDLE_WAIT: Duration = Duration::from_secs(60);
 
 /// `base × 2^k`, capped at `cap` (and at `cap` for any `k` large enough to overflow).
 pub fn backoff(k: u32, base: Duration, cap: Duration) -> Duration {
@@ -368,8 +384,8 @@ pub enum JobError {
         /// The last failure.
         last: String,
     },
-    /// No worker answered for `no_worker_timeout`.
-    #[error("no worker has been reachable for {0:?}; last error: {1}")]
+    /// Every worker was unreachable for `no_worker_timeout`.
+    #[error("no worker has been reachable for {0:?} (every worker unreachable); last error: {1}")]
     NoWorkers(Duration, String),
 }
 
@@ -393,6 +409,8 @@ struct Task {
     output: Option<TaskOutput>,
     /// Whether a backup of it was launched (one per task at most).
     backed_up: bool,
+    /// Workers on which an attempt of it failed (by error or deadline), each once.
+    failed_on: Vec<WorkerId>,
 }
 
 impl Task {
@@ -405,6 +423,7 @@ impl Task {
             last_failure: None,
             output: None,
             backed_up: false,
+            failed_on: Vec::new(),
         }
     }
 }
@@ -488,12 +507,14 @@ pub struct Scheduler {
     done_in_phase: u32,
     /// Durations of the phase's finished tasks (for the speculation threshold).
     durations: Vec<Duration>,
+    /// Their median, computed when a backup is considered; `None` after a change.
+    median: Option<Duration>,
     workers: Vec<Worker>,
     /// Workers whose state is Ready or NeedsProbe, in the order they became so.
     ready: VecDeque<WorkerId>,
     /// Resting workers by the time they may be probed.
     resting: BTreeSet<(Instant, WorkerId)>,
-    attempts: HashMap<AttemptId, Attempt>,
+    attempts: FxHashMap<AttemptId, Attempt>,
     /// Tasks with exactly one running attempt, by its start: the speculation queue.
     speculative: BTreeSet<(Instant, TaskId)>,
     backups_running: u32,
@@ -530,6 +551,7 @@ impl Scheduler {
             todo: (0..maps).map(|index| TaskId { kind: TaskKind::Map, index }).collect(),
             done_in_phase: 0,
             durations: Vec::new(),
+            median: None,
             workers: (0..plan.workers)
                 .map(|_| Worker {
                     state: WorkerState::Ready,
@@ -543,7 +565,7 @@ impl Scheduler {
                 .collect(),
             ready: (0..plan.workers).map(WorkerId).collect(),
             resting: BTreeSet::new(),
-            attempts: HashMap::new(),
+            attempts: FxHashMap::default(),
             speculative: BTreeSet::new(),
             backups_running: 0,
             next_attempt: 0,
@@ -607,7 +629,7 @@ impl Scheduler {
         worker.state = WorkerState::Busy;
         let deadline = self.deadline(w);
         if !probe {
-            if let Some(task) = self.todo.pop_front() {
+            if let Some(task) = self.take_todo(w) {
                 return Some(self.launch(now, w, task, false));
             }
             if let Some(task) = self.backup_candidate(now) {
@@ -776,18 +798,46 @@ impl Scheduler {
         Action::Run { worker: w, attempt, task, spec, deadline }
     }
 
+    /// The first TODO task that worker `w` may run: one that has not failed on `w`, or
+    /// that no other worker can take now (each failed it, is unreachable, or rests after
+    /// an unreachable call or on probation), as Hadoop avoids rerunning a task on the node where it failed. One
+    /// misconfigured worker thus cannot use up a task's attempts alone.
+    fn take_todo(&mut self, w: WorkerId) -> Option<TaskId> {
+        let usable_elsewhere = |t: &Task| {
+            self.workers.iter().enumerate().any(|(i, other)| {
+                let id = WorkerId(i as u32);
+                id != w
+                    && !t.failed_on.contains(&id)
+                    && other.unreachable == 0
+                    && !matches!(other.state, WorkerState::Resting { .. })
+            })
+        };
+        let i = self.todo.iter().position(|&id| {
+            let t = self.task(id);
+            !t.failed_on.contains(&w) || !usable_elsewhere(t)
+        })?;
+        self.todo.remove(i)
+    }
+
     /// The oldest running task that deserves a backup attempt now, if any.
-    fn backup_candidate(&self, now: Instant) -> Option<TaskId> {
+    fn backup_candidate(&mut self, now: Instant) -> Option<TaskId> {
         let c = &self.config;
         if !c.speculation || self.backups_running >= c.max_backups || self.durations.is_empty() {
             return None;
         }
         let &(start, task) = self.speculative.first()?;
-        let mut sorted = self.durations.clone();
-        sorted.sort_unstable();
-        let median = sorted[sorted.len() / 2];
+        let running_for = now.saturating_duration_since(start);
+        if running_for < c.speculation_min {
+            return None;
+        }
+        let durations = &self.durations;
+        let median = *self.median.get_or_insert_with(|| {
+            let mut d = durations.clone();
+            let mid = d.len() / 2;
+            *d.select_nth_unstable(mid).1
+        });
         let threshold = median.mul_f64(c.speculation_factor).max(c.speculation_min);
-        if now.saturating_duration_since(start) < threshold || self.task(task).backed_up {
+        if running_for < threshold || self.task(task).backed_up {
             return None;
         }
         Some(task)
@@ -848,7 +898,9 @@ impl Scheduler {
         let t = self.task_mut(task);
         t.state = TaskState::Done;
         t.output = Some(output);
-        self.durations.push(now.saturating_duration_since(a.started));
+        let took = now.saturating_duration_since(a.started);
+        self.durations.push(took);
+        self.median = None;
         self.done_in_phase += 1;
         match self.phase {
             Phase::Map if self.done_in_phase == self.maps.len() as u32 => self.start_reduce(),
@@ -930,6 +982,9 @@ impl Scheduler {
         let t = self.task_mut(task);
         if counts {
             t.failures += 1;
+            if !t.failed_on.contains(&a.worker) {
+                t.failed_on.push(a.worker);
+            }
         } else {
             t.lost += 1;
         }
@@ -959,6 +1014,7 @@ impl Scheduler {
         self.phase = Phase::Reduce;
         self.done_in_phase = 0;
         self.durations.clear();
+        self.median = None;
         self.todo = (0..self.reduces.len() as u32).map(|index| TaskId { kind: TaskKind::Reduce, index }).collect();
         tracing::debug!(reduces = self.reduces.len(), "map phase done; reduce phase starts");
     }

@@ -7,7 +7,7 @@
 //! - Properties: random plans, knobs and worker behaviour, checked against a model of the
 //!   rules ([`Model`]) after every action the scheduler takes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use proptest::collection::vec;
@@ -478,6 +478,11 @@ fn new_rejects_plans_and_knobs_that_cannot_work() {
         ),
         (plan(), SchedulerConfig { idle_wait: Duration::ZERO, ..knobs() }, ConfigError::ZeroDuration("idle_wait")),
         (plan(), SchedulerConfig { max_attempts: 0, ..knobs() }, ConfigError::ZeroAttempts),
+        (
+            plan(),
+            SchedulerConfig { idle_wait: MAX_IDLE_WAIT + ms(1), ..knobs() },
+            ConfigError::IdleWaitTooLong(MAX_IDLE_WAIT + ms(1)),
+        ),
         (plan(), SchedulerConfig { speculation_factor: 0.5, ..knobs() }, ConfigError::BadSpeculationFactor),
         (plan(), SchedulerConfig { speculation_factor: f64::NAN, ..knobs() }, ConfigError::BadSpeculationFactor),
     ];
@@ -485,6 +490,7 @@ fn new_rejects_plans_and_knobs_that_cannot_work() {
         assert_eq!(Scheduler::new(plan.clone(), config.clone()).err(), Some(want), "{plan:?} {config:?}");
     }
     assert!(Scheduler::new(plan(), knobs()).is_ok());
+    assert!(Scheduler::new(plan(), SchedulerConfig { idle_wait: MAX_IDLE_WAIT, ..knobs() }).is_ok());
 }
 
 #[test]
@@ -702,9 +708,15 @@ fn a_failed_attempt_requeues_its_task_only_when_no_other_attempt_runs() {
     sim.advance(secs(1));
     assert_eq!(sim.launches(map(1)), 2, "requeued though its backup still runs");
 
+    // Both attempts failed on their workers (the original's, then the backup's): worker-2
+    // takes it as soon as its idle Wait ends; the backup's worker waits meanwhile.
+    assert_eq!((backup.worker, original.worker), (w(0), w(1)));
     sim.fail(backup.attempt, "bad record");
+    assert_eq!(sim.launches(map(1)), 2);
+    assert_eq!(sim.calls_to(w(0)).last(), Some(&(sim.elapsed(), Call::Idle)));
+    sim.advance(ms(50));
     let third = sim.run_of(map(1));
-    assert_eq!((sim.launches(map(1)), third.sent), (3, sim.now));
+    assert_eq!((sim.launches(map(1)), third.worker, third.sent), (3, w(2), sim.now));
 
     let report = sim.finish_job();
     assert_eq!((report.attempts.failed, report.attempts.speculative), (2, 1));
@@ -801,6 +813,158 @@ fn a_task_lost_four_times_max_attempts_fails_the_job() {
 }
 
 // ---------------------------------------------------------------------------------------
+// A task avoids the workers it failed on
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_task_that_failed_on_a_worker_goes_to_another_one_once_it_is_free() {
+    let mut sim = Sim::new(3, 1, 2, quiet());
+    sim.run_until_idle();
+    assert_eq!(sim.running(), [map(0), map(1)]);
+    let first = sim.run_of(map(0)).attempt;
+    sim.advance(ms(10));
+    sim.fail(first, "bad config");
+    // worker-1 could take map-00000 once free: worker-0 skips it for the next TODO task.
+    assert_eq!(sim.calls_to(w(0)).last(), Some(&(ms(10), Call::Run(map(2)))));
+    assert_eq!(sim.launches(map(0)), 1);
+
+    sim.advance(ms(10));
+    sim.succeed_task(map(2));
+    // Only map-00000 is TODO: worker-0 waits rather than run it again.
+    assert_eq!(sim.calls_to(w(0)).last(), Some(&(ms(20), Call::Idle)));
+    sim.advance(ms(100));
+    assert_eq!(sim.launches(map(0)), 1, "map-00000 went back to the worker it failed on");
+    assert!(sim.calls_to(w(0)).iter().skip(2).all(|(_, c)| *c == Call::Idle));
+
+    sim.succeed_task(map(1));
+    let second = sim.run_of(map(0));
+    assert_eq!((second.worker, second.sent), (w(1), sim.now));
+
+    // It failed on both workers now: no other worker could take it, so it runs again at once
+    // on the one that just failed it.
+    sim.advance(ms(10));
+    sim.fail(second.attempt, "bad input");
+    let third = sim.run_of(map(0));
+    assert_eq!((third.worker, third.sent), (w(1), sim.now));
+
+    let report = sim.finish_job();
+    assert_eq!((report.attempts.failed, report.attempts.launched), (2, 6));
+    assert_eq!((report.workers[0].failed, report.workers[1].failed), (1, 1));
+}
+
+#[test]
+fn a_misconfigured_worker_fails_each_task_at_most_once_and_the_job_finishes() {
+    // worker-0 fails every attempt at once; worker-1 takes 2s per task, longer than the
+    // probations: without the rule worker-0 would use up map-00000's 4 attempts alone.
+    let config = SchedulerConfig { max_attempts: 4, probation_after: 3, probation_base: secs(1), ..quiet() };
+    let (maps, reducers) = (6, 3);
+    let mut sim = Sim::new(maps, reducers, 2, config);
+    for _ in 0..1000 {
+        sim.run_until_idle();
+        if sim.finished.is_some() {
+            break;
+        }
+        if let Some(bad) = sim.runs.iter().find(|r| r.worker == w(0)).map(|r| r.attempt) {
+            sim.fail(bad, "misconfigured");
+            continue;
+        }
+        match sim.runs.iter().find(|r| r.worker == w(1)).cloned() {
+            Some(good) => {
+                sim.advance_to(good.sent + secs(2));
+                if sim.runs.iter().any(|r| r.attempt == good.attempt) {
+                    sim.succeed(good.attempt);
+                }
+            }
+            None => sim.advance(ms(50)),
+        }
+    }
+    let report = sim.report();
+    let tasks: Vec<TaskId> = (0..maps).map(map).chain((0..reducers).map(reduce)).collect();
+    let on_bad = |t: TaskId| sim.launched.iter().filter(|r| r.task == t && r.worker == w(0)).count();
+    for &task in &tasks {
+        assert!(on_bad(task) <= 1, "{task} ran {} times on the bad worker", on_bad(task));
+    }
+    let failed: usize = tasks.iter().map(|&t| on_bad(t)).sum();
+    assert!(failed >= 3, "the bad worker ran only {failed} attempts");
+    assert_eq!(report.attempts.failed, failed as u64);
+    assert!(report.probations >= 1);
+    assert_eq!((report.workers[0].accepted, report.workers[1].accepted), (0, u64::from(maps + reducers)));
+}
+
+#[test]
+fn a_lone_worker_runs_the_task_it_failed_again_up_to_the_budget() {
+    let config = SchedulerConfig { max_attempts: 3, probation_after: 0, ..quiet() };
+    let mut sim = Sim::new(2, 1, 1, config);
+    sim.run_until_idle();
+    for i in 0..3 {
+        assert!(sim.finished.is_none(), "failed after {i} failures");
+        let run = sim.run_of(map(0));
+        assert_eq!(run.sent, sim.now);
+        sim.advance(ms(10));
+        sim.fail(run.attempt, "flaky");
+    }
+    assert_eq!(
+        sim.calls_to(w(0)),
+        [(ms(0), Call::Run(map(0))), (ms(10), Call::Run(map(0))), (ms(20), Call::Run(map(0)))]
+    );
+    let want = JobError::TaskFailed {
+        task: map(0),
+        input: "in/0.txt[0..1000)".into(),
+        attempts: 3,
+        last: "attempt-2 on worker-0: flaky".into(),
+    };
+    assert_eq!(sim.error(), want);
+}
+
+#[test]
+fn a_task_runs_again_where_it_failed_when_the_other_worker_is_unreachable_or_resting() {
+    // worker-1 rests after a refused connection.
+    let mut sim = Sim::new(2, 1, 2, flaky_network());
+    sim.kill(w(1)); // its attempt of map-00001 is lost: map-00001 is TODO, it rests 100ms
+    assert_eq!(sim.running(), [map(0)]);
+    sim.advance(ms(10));
+    let first = sim.run_of(map(0)).attempt;
+    sim.fail(first, "bad input");
+    let again = sim.run_of(map(0));
+    assert_eq!((again.worker, again.sent), (w(0), sim.start + ms(10)));
+    assert_eq!(sim.running(), [map(0)], "map-00001 is still TODO");
+
+    // worker-1 rests on probation (it failed map-00001, then map-00002).
+    let config = SchedulerConfig { probation_after: 2, probation_base: secs(5), ..quiet() };
+    let mut sim = Sim::new(3, 1, 2, config);
+    sim.run_until_idle();
+    let attempt = sim.run_of(map(1)).attempt;
+    sim.fail(attempt, "oom");
+    assert_eq!(sim.run_of(map(2)).worker, w(1), "worker-1 skips map-00001 while worker-0 runs");
+    let attempt = sim.run_of(map(2)).attempt;
+    sim.fail(attempt, "oom");
+    assert_eq!(sim.sched.poll_timeout(), Some(sim.now + secs(5)), "worker-1 on probation");
+    let attempt = sim.run_of(map(0)).attempt;
+    sim.fail(attempt, "oom");
+    // TODO: map-00000, map-00002, map-00001. worker-0 failed map-00000, but no other worker
+    // can take it now.
+    let again = sim.run_of(map(0));
+    assert_eq!((again.worker, again.sent), (w(0), sim.now));
+    assert_eq!(sim.running(), [map(0)]);
+
+    // worker-1 is unreachable but no longer rests: its probe is in flight.
+    let mut sim = Sim::new(2, 1, 2, flaky_network());
+    sim.kill(w(1));
+    sim.revive(w(1)); // it will answer its next call
+    sim.now = sim.start + ms(100); // its rest ends
+    sim.step();
+    assert_eq!(sim.calls_to(w(1)).last(), Some(&(ms(100), Call::Probe)));
+    let first = sim.run_of(map(0)).attempt;
+    sim.feed(Event::Failed { attempt: first, reason: Failure::Task("bad input".into()) });
+    sim.step();
+    let again = sim.run_of(map(0));
+    assert_eq!((again.worker, again.sent), (w(0), sim.now));
+    sim.run_until_idle(); // worker-1 answers its probe and takes map-00001
+    assert_eq!(sim.running(), [map(0), map(1)]);
+    sim.finish_job();
+}
+
+// ---------------------------------------------------------------------------------------
 // Deadlines and probes
 // ---------------------------------------------------------------------------------------
 
@@ -836,10 +1000,12 @@ fn a_missed_deadline_lengthens_only_that_workers_deadlines() {
     sim.run_until_idle();
     let slow = sim.run_of(map(0)).attempt;
     sim.time_out(slow);
-    assert_eq!(sim.run_of(map(0)).deadline, secs(120));
-    sim.succeed_task(map(1));
+    // map-00000 missed its deadline on worker-0, which takes map-00002 instead.
     let next = sim.run_of(map(2));
-    assert_eq!((next.worker, next.deadline), (w(1), secs(60)));
+    assert_eq!((next.worker, next.deadline), (w(0), secs(120)));
+    sim.succeed_task(map(1));
+    let retry = sim.run_of(map(0));
+    assert_eq!((retry.worker, retry.deadline), (w(1), secs(60)));
 }
 
 #[test]
@@ -1431,6 +1597,11 @@ struct Model {
     durations: Vec<Duration>,
     failures: HashMap<TaskId, u32>,
     lost: HashMap<TaskId, u32>,
+    /// Workers on which an attempt of the task failed by error or deadline.
+    failed_on: HashMap<TaskId, BTreeSet<WorkerId>>,
+    /// The TODO tasks in queue order: the phase's tasks in index order at its start, a
+    /// task sent back to TODO in front.
+    todo: VecDeque<TaskId>,
     backed_up: HashSet<TaskId>,
     running: BTreeMap<AttemptId, Running>,
     waiting: HashSet<WorkerId>,
@@ -1442,6 +1613,7 @@ struct Model {
 
 impl Model {
     fn new(s: &Scenario, start: Instant) -> Model {
+        let todo = if s.shards == 0 { (0..s.reducers).map(reduce).collect() } else { (0..s.shards).map(map).collect() };
         Model {
             config: s.config.clone(),
             shards: shards(s.shards),
@@ -1452,6 +1624,8 @@ impl Model {
             durations: Vec::new(),
             failures: HashMap::new(),
             lost: HashMap::new(),
+            failed_on: HashMap::new(),
+            todo,
             backed_up: HashSet::new(),
             running: BTreeMap::new(),
             waiting: HashSet::new(),
@@ -1478,9 +1652,30 @@ impl Model {
         self.running.values().filter(|r| r.task == task).copied().collect()
     }
 
-    fn todo_exists(&self) -> bool {
+    /// The phase's TODO tasks (not accepted, no attempt running), in index order.
+    fn todo_tasks(&self) -> Vec<TaskId> {
         let todo = |t: &TaskId| !self.accepted.contains_key(t) && self.attempts_of(*t).is_empty();
-        self.phase_tasks().iter().any(todo)
+        self.phase_tasks().into_iter().filter(todo).collect()
+    }
+
+    /// Whether `worker` could take a task now: it answers (no unreachable call since it
+    /// last did) and does not rest (on probation or after an unreachable call).
+    fn available(&self, now: Instant, worker: WorkerId) -> bool {
+        let m = &self.workers[worker.0 as usize];
+        m.unreachable == 0 && m.wake.is_none_or(|t| t <= now)
+    }
+
+    fn failed_on(&self, task: TaskId, worker: WorkerId) -> bool {
+        self.failed_on.get(&task).is_some_and(|ws| ws.contains(&worker))
+    }
+
+    /// The TODO task a free `worker` must get now, if any: the first in queue order that
+    /// did not fail on it, or that no other worker could take now (every other one failed
+    /// it too, is unreachable or rests).
+    fn next_todo(&self, now: Instant, worker: WorkerId) -> Option<TaskId> {
+        let others = || (0..self.workers.len() as u32).map(w).filter(move |o| *o != worker);
+        let elsewhere = |t: TaskId| others().any(|o| !self.failed_on(t, o) && self.available(now, o));
+        self.todo.iter().copied().find(|&t| !self.failed_on(t, worker) || !elsewhere(t))
     }
 
     fn deadline(&self, worker: WorkerId) -> Duration {
@@ -1533,7 +1728,8 @@ impl Model {
                     assert!(!owed, "{worker} got an idle wait instead of its probe");
                     assert_eq!(*for_, self.config.idle_wait);
                     assert_eq!(*deadline, self.config.idle_wait + self.deadline(*worker));
-                    assert!(!self.todo_exists(), "{worker} left idle while a task is TODO");
+                    let todo = self.next_todo(now, *worker);
+                    assert_eq!(todo, None, "{worker} left idle while it may take a TODO task");
                     assert_eq!(self.backup_due(now), None, "{worker} left idle while a backup is due");
                 }
                 self.waiting.insert(*worker);
@@ -1572,8 +1768,13 @@ impl Model {
             }
         }
         let backup = !self.attempts_of(task).is_empty();
+        let todo = self.next_todo(now, worker);
+        if !backup {
+            assert_eq!(Some(task), todo, "{worker} got the wrong TODO task (queue {:?})", self.todo);
+            self.todo.retain(|t| *t != task);
+        }
         if backup {
-            assert!(!self.todo_exists(), "backup of {task} while a task is TODO");
+            assert_eq!(todo, None, "backup of {task} on {worker} while it may take a TODO task");
             let at = now - self.start;
             assert_eq!(self.backup_due(now), Some(task), "backup of {task} at {at:?}");
             self.backed_up.insert(task);
@@ -1644,6 +1845,7 @@ impl Model {
                 self.durations.push(now - run.started);
                 if !maps_were_done && self.maps_done() {
                     self.durations.clear();
+                    self.todo = (0..self.reducers).map(reduce).collect();
                 }
             }
             Event::Failed { attempt, reason } => {
@@ -1688,6 +1890,9 @@ impl Model {
                 if self.accepted.contains_key(&task) {
                     return expect;
                 }
+                if !matches!(reason, Failure::Unreachable(_)) {
+                    self.failed_on.entry(task).or_default().insert(worker);
+                }
                 let counter = match reason {
                     Failure::Unreachable(_) => &mut self.lost,
                     _ => &mut self.failures,
@@ -1710,6 +1915,7 @@ impl Model {
                     });
                 } else if self.attempts_of(task).is_empty() {
                     self.backed_up.remove(&task);
+                    self.todo.push_front(task);
                 }
             }
         }
@@ -1767,9 +1973,12 @@ impl Model {
     }
 
     /// After a drain that did not end the job: every worker has a call in flight or rests
-    /// until later, and the job has not outlived `no_worker_timeout` after the last worker
-    /// fell silent.
+    /// until later, the model's queue holds exactly the phase's TODO tasks, and the job has
+    /// not outlived `no_worker_timeout` after the last worker fell silent.
     fn after_drain(&self, now: Instant) {
+        let mut queued: Vec<TaskId> = self.todo.iter().copied().collect();
+        queued.sort_unstable();
+        assert_eq!(queued, self.todo_tasks(), "the model's TODO queue went astray");
         for (i, m) in self.workers.iter().enumerate() {
             let worker = w(i as u32);
             let busy = self.running.values().any(|r| r.worker == worker) || self.waiting.contains(&worker);

@@ -5,6 +5,7 @@
 //! the scheduler with the current time, and the actions it asks for are started. No thread
 //! per worker, no lock around the scheduler.
 
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -242,12 +243,20 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn wait(&self, worker: WorkerId, for_: Duration, deadline: Duration) -> Call {
-        let mut client = self.workers[worker.0 as usize].client.clone();
+        let endpoint = &self.workers[worker.0 as usize];
+        let (mut client, addr) = (endpoint.client.clone(), endpoint.addr.clone());
         Box::pin(async move {
             let req = pb::WaitRequest { millis: for_.as_millis() as u64 };
             match tokio::time::timeout(deadline, client.wait(req)).await {
                 Ok(Ok(_)) => Event::WorkerIdle(worker),
-                Ok(Err(_)) | Err(_) => Event::Unreachable(worker),
+                Ok(Err(status)) => {
+                    tracing::warn!(%worker, %addr, code = ?status.code(), message = status.message(), "wait failed");
+                    Event::Unreachable(worker)
+                }
+                Err(_) => {
+                    tracing::warn!(%worker, %addr, ?deadline, "wait passed its deadline");
+                    Event::Unreachable(worker)
+                }
             }
         })
     }
@@ -256,7 +265,7 @@ impl Ctx<'_> {
         let mut client = self.workers[worker.0 as usize].client.clone();
         let job = Some((*self.job).clone());
         let reducers = self.job.reducers;
-        let work_dir = self.work_dir.to_string();
+        let work_dir = self.work_dir.clone();
         Box::pin(async move {
             let result = match spec {
                 TaskSpec::Map { shard } => {
@@ -269,10 +278,10 @@ impl Ctx<'_> {
                             .into_iter()
                             .map(|s| pb::Segment { path: s.path, start: s.start, end: s.end })
                             .collect(),
-                        work_dir,
+                        work_dir: work_dir.to_string(),
                     };
                     match tokio::time::timeout(deadline, client.map(req)).await {
-                        Ok(Ok(resp)) => map_output(resp.into_inner(), reducers),
+                        Ok(Ok(resp)) => map_output(resp.into_inner(), reducers, &work_dir, task.index, attempt),
                         Ok(Err(status)) => Err(classify(&status)),
                         Err(_) => Err(Failure::TimedOut),
                     }
@@ -284,12 +293,20 @@ impl Ctx<'_> {
                         attempt: attempt.0,
                         partition,
                         inputs,
-                        work_dir,
+                        work_dir: work_dir.to_string(),
                     };
                     match tokio::time::timeout(deadline, client.reduce(req)).await {
                         Ok(Ok(resp)) => {
                             let r = resp.into_inner();
-                            Ok(TaskOutput::Reduce { path: r.path, records: r.records, bytes: r.bytes })
+                            let expected = Path::new(&*work_dir).join(storage::reduce_file_name(partition, attempt.0));
+                            if Path::new(&r.path) == expected {
+                                Ok(TaskOutput::Reduce { path: r.path, records: r.records, bytes: r.bytes })
+                            } else {
+                                Err(Failure::Task(format!(
+                                    "worker answered output {:?}, expected {expected:?}",
+                                    r.path
+                                )))
+                            }
                         }
                         Ok(Err(status)) => Err(classify(&status)),
                         Err(_) => Err(Failure::TimedOut),
@@ -305,11 +322,24 @@ impl Ctx<'_> {
 }
 
 /// Checks a map reply: one file per partition, in order.
-fn map_output(resp: pb::MapResponse, reducers: u32) -> Result<TaskOutput, Failure> {
-    let in_order = resp.files.iter().enumerate().all(|(i, f)| f.partition == i as u32);
-    if resp.files.len() != reducers as usize || !in_order {
+/// Checks a map reply: one file per partition, in order, each at the name this attempt
+/// must use, so that the master never deletes or reads a path a worker made up.
+fn map_output(
+    resp: pb::MapResponse,
+    reducers: u32,
+    work_dir: &str,
+    task: u32,
+    attempt: AttemptId,
+) -> Result<TaskOutput, Failure> {
+    let expected = |p: u32| Path::new(work_dir).join(storage::map_file_name(task, attempt.0, p));
+    let as_expected = resp
+        .files
+        .iter()
+        .enumerate()
+        .all(|(i, f)| f.partition == i as u32 && Path::new(&f.path) == expected(f.partition));
+    if resp.files.len() != reducers as usize || !as_expected {
         return Err(Failure::Task(format!(
-            "worker answered {} files for {reducers} partitions, or out of order",
+            "worker answered {} files for {reducers} partitions, not named as expected",
             resp.files.len()
         )));
     }

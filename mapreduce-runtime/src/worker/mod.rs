@@ -8,6 +8,7 @@ mod task;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -23,12 +24,8 @@ use tonic::{Request, Response, Status};
 use crate::error::{ServeError, TaskError, panic_message};
 use task::{MapResult, MapTask, ReduceResult, ReduceTask};
 
-/// Longest Wait a worker accepts.
-const MAX_WAIT: Duration = Duration::from_secs(60);
-/// Most reducers a request may name.
-const MAX_REDUCERS: u32 = 1 << 20;
-/// Largest sort buffer a request may ask for (64 GiB).
-const MAX_SORT_BUFFER: u64 = 64 << 30;
+use mapreduce_core::job::{MAX_REDUCERS, MAX_SORT_BUFFER};
+use mapreduce_core::scheduler::MAX_IDLE_WAIT as MAX_WAIT;
 
 /// A job type erased behind the worker's two operations.
 trait ErasedJob: Send + Sync {
@@ -40,10 +37,16 @@ struct Typed<J>(J);
 
 impl<J: Job> ErasedJob for Typed<J> {
     fn map(&self, task: &MapTask) -> Result<MapResult, TaskError> {
-        task::run_map(&self.0, task)
+        // Records are guarded one by one; this catches panics elsewhere in user code (the
+        // partitioner, the combiner while merging spills) with the task's name.
+        catch_unwind(AssertUnwindSafe(|| task::run_map(&self.0, task))).unwrap_or_else(|payload| {
+            Err(TaskError::Panic { at: format!("map-{:05}", task.task), message: panic_message(&*payload) })
+        })
     }
     fn reduce(&self, task: &ReduceTask) -> Result<ReduceResult, TaskError> {
-        task::run_reduce(&self.0, task)
+        catch_unwind(AssertUnwindSafe(|| task::run_reduce(&self.0, task))).unwrap_or_else(|payload| {
+            Err(TaskError::Panic { at: format!("reduce-{:05}", task.partition), message: panic_message(&*payload) })
+        })
     }
 }
 
@@ -51,6 +54,19 @@ type Decoder = fn(&[u8]) -> Result<Arc<dyn ErasedJob>, postcard::Error>;
 
 fn decode<J: Job>(bytes: &[u8]) -> Result<Arc<dyn ErasedJob>, postcard::Error> {
     Ok(Arc::new(Typed(postcard::from_bytes::<J>(bytes)?)))
+}
+
+/// A request's job, found in the registry but not decoded yet.
+struct PendingJob {
+    decoder: Decoder,
+    name: String,
+    payload: Vec<u8>,
+}
+
+impl PendingJob {
+    fn decode(self) -> Result<Arc<dyn ErasedJob>, TaskError> {
+        (self.decoder)(&self.payload).map_err(|source| TaskError::BadPayload { job: self.name, source })
+    }
 }
 
 /// The job types a worker can run, by [`Job::NAME`]. The master ships each task with its
@@ -148,7 +164,9 @@ pub struct WorkerService {
 }
 
 impl WorkerService {
-    fn job(&self, spec: Option<&pb::JobSpec>) -> Result<(Arc<dyn ErasedJob>, u32, u64), TaskError> {
+    /// Checks the job part of a request and finds its type; the fields are decoded later,
+    /// off the async threads (a user's `Deserialize` may be slow or panic).
+    fn job(&self, spec: Option<pb::JobSpec>) -> Result<(PendingJob, u32, u64), TaskError> {
         let spec = spec.ok_or_else(|| TaskError::InvalidRequest("missing job".into()))?;
         if !(1..=MAX_REDUCERS).contains(&spec.reducers) {
             return Err(TaskError::InvalidRequest(format!(
@@ -167,8 +185,8 @@ impl WorkerService {
             registry.jobs.get(spec.name.as_str()).copied()
         };
         let decoder = decoder.ok_or_else(|| TaskError::UnknownJob(spec.name.clone()))?;
-        let job = decoder(&spec.payload).map_err(|source| TaskError::BadPayload { job: spec.name.clone(), source })?;
-        Ok((job, spec.reducers, spec.sort_buffer_bytes))
+        let (reducers, sort_buffer) = (spec.reducers, spec.sort_buffer_bytes);
+        Ok((PendingJob { decoder, name: spec.name, payload: spec.payload }, reducers, sort_buffer))
     }
 
     /// Checks that `path` is absolute, has no `..`, and lies under the root if one is set.
@@ -223,7 +241,7 @@ impl pb::worker_server::Worker for WorkerService {
 
     async fn map(&self, request: Request<pb::MapRequest>) -> Result<Response<pb::MapResponse>, Status> {
         let req = request.into_inner();
-        let (job, reducers, sort_buffer) = self.job(req.job.as_ref())?;
+        let (job, reducers, sort_buffer) = self.job(req.job)?;
         let task = u32::try_from(req.task).map_err(|_| TaskError::InvalidRequest("task index too large".into()))?;
         let segments = req
             .segments
@@ -241,8 +259,9 @@ impl pb::worker_server::Worker for WorkerService {
         let _cancel = CancelOnDrop(cancelled.clone());
         let t = MapTask { task, attempt: req.attempt, segments, work_dir, reducers, sort_buffer, cancelled };
         tracing::debug!(task, attempt = req.attempt, "map");
-        let result =
-            blocking(move || job.map(&t)).await.inspect_err(|e| tracing::warn!(task, error = %e, "map failed"))?;
+        let result = blocking(move || job.decode()?.map(&t))
+            .await
+            .inspect_err(|e| tracing::warn!(task, error = %e, "map failed"))?;
         Ok(Response::new(pb::MapResponse {
             files: result
                 .files
@@ -255,7 +274,7 @@ impl pb::worker_server::Worker for WorkerService {
 
     async fn reduce(&self, request: Request<pb::ReduceRequest>) -> Result<Response<pb::ReduceResponse>, Status> {
         let req = request.into_inner();
-        let (job, reducers, _) = self.job(req.job.as_ref())?;
+        let (job, reducers, _) = self.job(req.job)?;
         if req.partition >= reducers {
             return Err(TaskError::InvalidRequest(format!("partition {} of {reducers} reducers", req.partition)).into());
         }
@@ -266,7 +285,7 @@ impl pb::worker_server::Worker for WorkerService {
         let _cancel = CancelOnDrop(cancelled.clone());
         let t = ReduceTask { attempt: req.attempt, partition, inputs, work_dir, fanin: task::MERGE_FANIN, cancelled };
         tracing::debug!(partition, attempt = req.attempt, "reduce");
-        let result = blocking(move || job.reduce(&t))
+        let result = blocking(move || job.decode()?.reduce(&t))
             .await
             .inspect_err(|e| tracing::warn!(partition, error = %e, "reduce failed"))?;
         Ok(Response::new(pb::ReduceResponse { path: result.path, records: result.records, bytes: result.bytes }))

@@ -67,6 +67,30 @@ pub(crate) struct ReduceResult {
 }
 
 type Writer = RecordWriter<BufWriter<NamedTempFile>>;
+
+/// An attempt's finished files: removed again if the attempt fails before it answers, so
+/// retries do not pile up files (and fill a disk that is already full).
+#[derive(Default)]
+struct Persisted(Vec<PartitionFile>);
+
+impl Persisted {
+    fn keep(mut self) -> Vec<PartitionFile> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Persisted {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::fs::remove_file(&f.path);
+        }
+    }
+}
+
+/// Fails with [`TaskError::Cancelled`] once the master abandoned the attempt.
+fn check(cancelled: &AtomicBool) -> Result<(), TaskError> {
+    if cancelled.load(Ordering::Relaxed) { Err(TaskError::Cancelled) } else { Ok(()) }
+}
 /// A drained sort buffer: `(partition, key, value)` sorted by partition, then key.
 type Sorted<J> = Vec<(u32, <J as mapreduce_core::Mapper>::Key, <J as mapreduce_core::Mapper>::Value)>;
 /// Open merge inputs and their names for errors.
@@ -133,12 +157,11 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
         file.seek(SeekFrom::Start(seg.start.saturating_sub(1))).map_err(input_err)?;
         let mut lines = LineReader::new(BufReader::with_capacity(READ_BUFFER, file), seg.start, seg.end);
         while let Some(line) = lines.next_line().map_err(input_err)? {
-            if t.cancelled.load(Ordering::Relaxed) {
-                return Err(TaskError::Cancelled);
-            }
+            check(&t.cancelled)?;
             input_records += 1;
             let combine = |k: &J::Key, acc: &mut J::Value, v| job.combine(k, acc, v);
-            let result = catch_unwind(AssertUnwindSafe(|| job.map(&line, &mut Emitter::buffered(&mut buffer, &combine))));
+            let result =
+                catch_unwind(AssertUnwindSafe(|| job.map(&line, &mut Emitter::buffered(&mut buffer, &combine))));
             let at = || format!("{name}, record at {}:{}", seg.path, lines.line_start());
             match result {
                 Ok(Ok(())) => {}
@@ -200,6 +223,7 @@ fn spill<J: Job>(
     let mut ranges = Vec::with_capacity(t.reducers as usize);
     let mut offset = 0;
     let mut records = sorted.iter().peekable();
+    check(&t.cancelled)?;
     for p in 0..t.reducers {
         let mut w = RecordWriter::new(&mut out).map_err(&werr)?;
         while let Some((_, k, v)) = records.next_if(|r| r.0 == p) {
@@ -217,8 +241,9 @@ fn spill<J: Job>(
 
 /// Merges the spills partition by partition, combining equal keys, into the final files.
 fn merge_spills<J: Job>(job: &J, t: &MapTask, spills: Vec<Spill>) -> Result<Vec<PartitionFile>, TaskError> {
-    let mut files = Vec::with_capacity(t.reducers as usize);
+    let mut files = Persisted::default();
     for p in 0..t.reducers {
+        check(&t.cancelled)?;
         let readers: Vec<RecordReader<_, J::Key, J::Value>> = spills
             .iter()
             .map(|s| {
@@ -255,9 +280,9 @@ fn merge_spills<J: Job>(job: &J, t: &MapTask, spills: Vec<Spill>) -> Result<Vec<
         if let Some((ck, acc)) = current {
             w.write(&ck, &acc)?;
         }
-        files.push(w.persist(t, p)?);
+        files.0.push(w.persist(t, p)?);
     }
-    Ok(files)
+    Ok(files.keep())
 }
 
 /// A partition's final intermediate file, written under a temporary name.
@@ -293,16 +318,17 @@ fn write_final<K: serde::Serialize, V: serde::Serialize>(
     t: &MapTask,
     sorted: impl Iterator<Item = (u32, K, V)>,
 ) -> Result<Vec<PartitionFile>, TaskError> {
-    let mut files = Vec::with_capacity(t.reducers as usize);
+    let mut files = Persisted::default();
     let mut sorted = sorted.peekable();
     for p in 0..t.reducers {
+        check(&t.cancelled)?;
         let mut w = FinalFile::create(t)?;
         while let Some((_, k, v)) = sorted.next_if(|r| r.0 == p) {
             w.write(&k, &v)?;
         }
-        files.push(w.persist(t, p)?);
+        files.0.push(w.persist(t, p)?);
     }
-    Ok(files)
+    Ok(files.keep())
 }
 
 /// An input of a reduce merge: a map output, or a run of an earlier merge pass.
@@ -354,9 +380,11 @@ fn merge_passes<K: mapreduce_core::Key, V: mapreduce_core::Value>(
     mut level: Vec<Input>,
     fanin: usize,
     work_dir: &Path,
+    cancelled: &AtomicBool,
 ) -> Result<Vec<Input>, TaskError> {
     let werr = write_err(work_dir);
     while level.len() > fanin {
+        check(cancelled)?;
         let mut next = Vec::with_capacity(level.len().div_ceil(fanin));
         let mut rest = level.into_iter();
         loop {
@@ -386,7 +414,7 @@ fn merge_passes<K: mapreduce_core::Key, V: mapreduce_core::Value>(
 pub(crate) fn run_reduce<J: Job>(job: &J, t: &ReduceTask) -> Result<ReduceResult, TaskError> {
     let name = format!("reduce-{:05}", t.partition);
     let inputs = t.inputs.iter().cloned().map(Input::Path).collect();
-    let inputs = merge_passes::<J::Key, J::Value>(inputs, t.fanin.max(2), &t.work_dir)?;
+    let inputs = merge_passes::<J::Key, J::Value>(inputs, t.fanin.max(2), &t.work_dir, &t.cancelled)?;
     let (readers, names) = open_all::<J::Key, J::Value>(inputs)?;
     let merge_err = merge_error(&names);
     let werr = write_err(&t.work_dir);

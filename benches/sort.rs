@@ -1,0 +1,160 @@
+//! A range-partitioned distributed sort through `Cluster::local(2)` beside a
+//! single-threaded in-memory sort of the same generated 100-byte records, in the same run.
+//!
+//! ```text
+//! cargo bench --bench sort -- [--size-mb N] [--runs N] [--workers N] [--reducers N]
+//!                             [--samples N] [--shard-mb N] [--sort-buffer-mb N]
+//! ```
+//! Prints the median time of each (reading the input and writing the sorted output
+//! included; the framework's time includes sampling the boundaries), their ratio, MB/s and
+//! the process's peak RSS during each phase.
+
+#![allow(clippy::print_stdout)] // a command-line program: printing is its job
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mapreduce::sort::{RECORD_LEN, Sort, generate_records, output_equals, sort_sequential};
+use mapreduce::{Cluster, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, JobSpec};
+
+struct Args {
+    size_mb: u64,
+    runs: usize,
+    workers: usize,
+    reducers: u32,
+    samples: usize,
+    shard_size: u64,
+    sort_buffer: u64,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        size_mb: 1024,
+        runs: 3,
+        workers: 2,
+        reducers: 4,
+        samples: 10_000,
+        shard_size: DEFAULT_SHARD_SIZE,
+        sort_buffer: DEFAULT_SORT_BUFFER,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{arg} needs a value"));
+        match arg.as_str() {
+            "--size-mb" => a.size_mb = value()?.parse()?,
+            "--runs" => a.runs = value()?.parse()?,
+            "--workers" => a.workers = value()?.parse()?,
+            "--reducers" => a.reducers = value()?.parse()?,
+            "--samples" => a.samples = value()?.parse()?,
+            "--shard-mb" => a.shard_size = value()?.parse::<u64>()? << 20,
+            "--sort-buffer-mb" => a.sort_buffer = value()?.parse::<u64>()? << 20,
+            "--bench" => {}
+            other => anyhow::bail!("unknown argument {other}"),
+        }
+    }
+    anyhow::ensure!(a.runs > 0, "--runs must be at least 1");
+    Ok(a)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// CPU time (user + system, all threads) of this process so far, from `/proc/self/stat`
+/// (in clock ticks, assumed to be the usual 100 per second).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Resets the peak RSS to the current RSS (Linux 4.0+), so each phase reports its own.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let dir = tempfile::tempdir()?;
+    let input = dir.path().join("records.txt");
+    generate_records(&input, (a.size_mb << 20) / RECORD_LEN as u64, 2024)?;
+    let bytes = std::fs::metadata(&input)?.len();
+    let inputs: Vec<PathBuf> = vec![input.clone()];
+    println!(
+        "sort bench: {:.0} MiB of {RECORD_LEN}-byte records, {} reducers, shard {} MiB, sort buffer {} MiB, {} runs",
+        bytes as f64 / 1048576.0,
+        a.reducers,
+        a.shard_size >> 20,
+        a.sort_buffer >> 20,
+        a.runs
+    );
+
+    let expected = dir.path().join("expected.txt");
+    let per_phase = reset_peak_rss();
+    let mut seq_times = Vec::new();
+    let cpu = cpu_time();
+    for _ in 0..a.runs {
+        let t = Instant::now();
+        sort_sequential(&inputs, &expected)?;
+        seq_times.push(t.elapsed());
+    }
+    let seq_rss = peak_rss_mb();
+    let seq_cpu = cpu.zip(cpu_time()).map(|(before, after)| after - before);
+
+    let cluster = Cluster::local(a.workers).await?;
+    reset_peak_rss();
+    let mut mr_times = Vec::new();
+    let mut mr_cpu = Some(Duration::ZERO);
+    for run in 0..a.runs {
+        let out = dir.path().join(format!("out-{run}"));
+        let (t, cpu) = (Instant::now(), cpu_time());
+        let job = Sort::sampled(&inputs, a.reducers, a.samples)?;
+        let spec = JobSpec::new(job, &inputs, &out)
+            .reducers(a.reducers)
+            .shard_size(a.shard_size)
+            .sort_buffer_bytes(a.sort_buffer);
+        cluster.run(spec).await?;
+        mr_times.push(t.elapsed());
+        mr_cpu = mr_cpu.zip(cpu.zip(cpu_time())).map(|(sum, (before, after))| sum + (after - before));
+        if run == 0 {
+            anyhow::ensure!(output_equals(&out, &expected)?, "framework output differs from the sequential sort");
+        }
+        std::fs::remove_dir_all(&out)?;
+    }
+    let mr_rss = peak_rss_mb();
+
+    let (seq, mr) = (median(seq_times), median(mr_times));
+    let mbs = |d: Duration| bytes as f64 / 1048576.0 / d.as_secs_f64();
+    let cpu = |c: Option<Duration>| match c {
+        Some(c) => format!("  {:>7.3} s CPU per run", c.as_secs_f64() / a.runs as f64),
+        None => String::new(),
+    };
+    println!("sequential (1 thread):      {:>8.3} s  {:>7.1} MB/s{}", seq.as_secs_f64(), mbs(seq), cpu(seq_cpu));
+    println!(
+        "Cluster::local({}):          {:>8.3} s  {:>7.1} MB/s{}",
+        a.workers,
+        mr.as_secs_f64(),
+        mbs(mr),
+        cpu(mr_cpu)
+    );
+    println!("ratio (sequential / cluster): {:.2}x", seq.as_secs_f64() / mr.as_secs_f64());
+    match (per_phase, seq_rss, mr_rss) {
+        (true, Some(seq), Some(mr)) => {
+            println!("peak RSS of this process: {seq:.0} MiB in the sequential sort, {mr:.0} MiB in the cluster runs");
+        }
+        (_, _, Some(rss)) => println!("peak RSS of this process: {rss:.0} MiB"),
+        _ => {}
+    }
+    Ok(())
+}
