@@ -173,7 +173,13 @@ fn run_job(mut sched: Scheduler, start: Instant) -> (Scheduler, u64) {
                 Action::Run { attempt, task, .. } => {
                     let output = match task.kind {
                         TaskKind::Map => TaskOutput::Map {
-                            files: vec![PartitionFile { partition: 0, path: String::new(), bytes: 64, records: 8 }],
+                            files: vec![PartitionFile {
+                                partition: 0,
+                                path: String::new(),
+                                offset: 0,
+                                bytes: 64,
+                                records: 8,
+                            }],
                             input_records: 8,
                         },
                         TaskKind::Reduce => TaskOutput::Reduce { path: String::new(), records: 8, bytes: 64 },

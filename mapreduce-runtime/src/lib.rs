@@ -49,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+mod convert;
 pub mod error;
 pub mod master;
 pub mod storage;

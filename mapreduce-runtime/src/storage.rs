@@ -3,7 +3,7 @@
 //!
 //! Layout of an output directory while a job runs and after it succeeds:
 //! ```text
-//! out/_temporary/m00003-a17-p00001   map task 3, attempt 17, partition 1 (record file)
+//! out/_temporary/m00003-a17          map task 3, attempt 17: R record streams + their ranges
 //! out/_temporary/r00001-a42          reduce of partition 1, attempt 42 (text)
 //! out/part-00000 ... part-{R-1}      committed by the master, one per partition
 //! out/_SUCCESS                       written last
@@ -30,9 +30,9 @@ pub fn part_name(partition: u32) -> String {
     format!("part-{partition:05}")
 }
 
-/// The name of map task `task`'s output for `partition`, written by `attempt`.
-pub fn map_file_name(task: u32, attempt: u64, partition: u32) -> String {
-    format!("m{task:05}-a{attempt}-p{partition:05}")
+/// The name of map task `task`'s output file (all partitions), written by `attempt`.
+pub fn map_file_name(task: u32, attempt: u64) -> String {
+    format!("m{task:05}-a{attempt}")
 }
 
 /// The name of reduce attempt `attempt`'s output for `partition`.

@@ -232,14 +232,18 @@ pub fn backoff(k: u32, base: Duration, cap: Duration) -> Duration {
     base.checked_mul(factor).map_or(cap, |d| d.min(cap))
 }
 
-/// One intermediate file: the sorted records of one partition of one map attempt.
+/// One partition of a map attempt's output: a range of the attempt's file (one file per
+/// map attempt, the partitions back to back, as Hadoop writes them) holding a complete,
+/// sorted record stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionFile {
     /// The partition (reduce task) it feeds.
     pub partition: u32,
-    /// Where it is.
+    /// The file.
     pub path: String,
-    /// Its size.
+    /// Where the partition's records start in the file.
+    pub offset: u64,
+    /// Their size in bytes.
     pub bytes: u64,
     /// Records in it.
     pub records: u64,
@@ -267,10 +271,14 @@ pub enum TaskOutput {
 }
 
 impl TaskOutput {
-    /// The files this output consists of.
+    /// The files this output consists of, each once.
     pub fn paths(&self) -> Vec<&str> {
         match self {
-            TaskOutput::Map { files, .. } => files.iter().map(|f| f.path.as_str()).collect(),
+            TaskOutput::Map { files, .. } => {
+                let mut paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+                paths.dedup();
+                paths
+            }
             TaskOutput::Reduce { path, .. } => vec![path.as_str()],
         }
     }
@@ -288,8 +296,8 @@ pub enum TaskSpec {
     Reduce {
         /// The partition.
         partition: u32,
-        /// The sorted inputs.
-        inputs: Vec<String>,
+        /// The partition's range of every map output, in map task order.
+        inputs: Vec<PartitionFile>,
     },
 }
 
@@ -764,7 +772,7 @@ impl Scheduler {
                     .maps
                     .iter()
                     .map(|m| match &m.output {
-                        Some(TaskOutput::Map { files, .. }) => files[task.index as usize].path.clone(),
+                        Some(TaskOutput::Map { files, .. }) => files[task.index as usize].clone(),
                         other => panic!("reduce {task} launched before every map output exists: {other:?}"),
                     })
                     .collect(),

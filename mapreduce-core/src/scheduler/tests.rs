@@ -73,6 +73,7 @@ fn output_for(task: TaskId, attempt: AttemptId, reducers: u32) -> TaskOutput {
                 .map(|partition| PartitionFile {
                     partition,
                     path: format!("{dir}/part-{partition}"),
+                    offset: 1000 * u64::from(partition),
                     bytes: 100 + u64::from(partition),
                     records: 10,
                 })
@@ -602,7 +603,16 @@ fn reduce_tasks_start_after_every_map_is_done_and_read_the_accepted_map_files() 
     assert_eq!(retry, AttemptId(2));
     sim.succeed(retry);
     sim.advance(ms(50));
-    let inputs = |p: u32| vec![format!("map-00000/attempt-0/part-{p}"), format!("map-00001/attempt-2/part-{p}")];
+    let inputs = |p: u32| {
+        let range = |path: String| PartitionFile {
+            partition: p,
+            path,
+            offset: 1000 * u64::from(p),
+            bytes: 100 + u64::from(p),
+            records: 10,
+        };
+        vec![range(format!("map-00000/attempt-0/part-{p}")), range(format!("map-00001/attempt-2/part-{p}"))]
+    };
     for p in 0..2 {
         let spec = TaskSpec::Reduce { partition: p, inputs: inputs(p) };
         assert_eq!(sim.run_of(reduce(p)).spec, spec);
@@ -1322,7 +1332,7 @@ fn the_first_success_wins_and_the_late_one_is_discarded() {
         let won = sim.succeed(winner.attempt);
         let reduce0 = sim.run_of(reduce(0));
         let inputs = |o: &TaskOutput| match o {
-            TaskOutput::Map { files, .. } => files[0].path.clone(),
+            TaskOutput::Map { files, .. } => files[0].clone(),
             TaskOutput::Reduce { .. } => unreachable!(),
         };
         let spec = TaskSpec::Reduce { partition: 0, inputs: vec![inputs(&map0), inputs(&won)] };
@@ -1759,7 +1769,7 @@ impl Model {
             TaskKind::Reduce => {
                 assert!(self.maps_done(), "{task} launched before every map was done");
                 let file = |m: u32| match &self.accepted[&map(m)] {
-                    TaskOutput::Map { files, .. } => files[task.index as usize].path.clone(),
+                    TaskOutput::Map { files, .. } => files[task.index as usize].clone(),
                     other => panic!("a map accepted {other:?}"),
                 };
                 let inputs = (0..self.maps()).map(file).collect();

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use mapreduce_core::scheduler::{
-    Action, AttemptId, Event, Failure, JobPlan, PartitionFile, TaskId, TaskOutput, TaskSpec, WorkerId,
-};
+use mapreduce_core::scheduler::{Action, AttemptId, Event, Failure, JobPlan, TaskId, TaskOutput, TaskSpec, WorkerId};
 use mapreduce_core::shard::plan_shards;
 use mapreduce_core::{Job, JobReport, JobSpec, Scheduler, SchedulerConfig};
 use mapreduce_rpc::pb;
@@ -22,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::convert;
 use crate::error::{ClusterError, RunError};
 use crate::storage::{self, OutputDir};
 use crate::worker::{Registry, SharedRegistry, Worker};
@@ -292,7 +291,7 @@ impl Ctx<'_> {
                         task: u64::from(task.index),
                         attempt: attempt.0,
                         partition,
-                        inputs,
+                        inputs: inputs.into_iter().map(convert::file_to_pb).collect(),
                         work_dir: work_dir.to_string(),
                     };
                     match tokio::time::timeout(deadline, client.reduce(req)).await {
@@ -322,8 +321,9 @@ impl Ctx<'_> {
 }
 
 /// Checks a map reply: one file per partition, in order.
-/// Checks a map reply: one file per partition, in order, each at the name this attempt
-/// must use, so that the master never deletes or reads a path a worker made up.
+/// Checks a map reply: one range per partition, in order, back to back in the one file
+/// this attempt must write, so that the master never deletes or reads a path a worker
+/// made up.
 fn map_output(
     resp: pb::MapResponse,
     reducers: u32,
@@ -331,23 +331,20 @@ fn map_output(
     task: u32,
     attempt: AttemptId,
 ) -> Result<TaskOutput, Failure> {
-    let expected = |p: u32| Path::new(work_dir).join(storage::map_file_name(task, attempt.0, p));
-    let as_expected = resp
-        .files
-        .iter()
-        .enumerate()
-        .all(|(i, f)| f.partition == i as u32 && Path::new(&f.path) == expected(f.partition));
+    let expected = Path::new(work_dir).join(storage::map_file_name(task, attempt.0));
+    let mut next = 0;
+    let as_expected = resp.files.iter().enumerate().all(|(i, f)| {
+        let contiguous = f.offset == next;
+        next = f.offset.saturating_add(f.bytes);
+        f.partition == i as u32 && Path::new(&f.path) == expected && contiguous
+    });
     if resp.files.len() != reducers as usize || !as_expected {
         return Err(Failure::Task(format!(
-            "worker answered {} files for {reducers} partitions, not named as expected",
+            "worker answered {} ranges for {reducers} partitions, not of the expected file {expected:?}",
             resp.files.len()
         )));
     }
-    let files = resp
-        .files
-        .into_iter()
-        .map(|f| PartitionFile { partition: f.partition, path: f.path, bytes: f.bytes, records: f.records })
-        .collect();
+    let files = resp.files.into_iter().map(convert::file_from_pb).collect();
     Ok(TaskOutput::Map { files, input_records: resp.input_records })
 }
 

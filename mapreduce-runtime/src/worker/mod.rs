@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
+use crate::convert;
 use crate::error::{ServeError, TaskError, panic_message};
 use task::{MapResult, MapTask, ReduceResult, ReduceTask};
 
@@ -263,11 +264,7 @@ impl pb::worker_server::Worker for WorkerService {
             .await
             .inspect_err(|e| tracing::warn!(task, error = %e, "map failed"))?;
         Ok(Response::new(pb::MapResponse {
-            files: result
-                .files
-                .into_iter()
-                .map(|f| pb::PartitionFile { partition: f.partition, path: f.path, bytes: f.bytes, records: f.records })
-                .collect(),
+            files: result.files.into_iter().map(convert::file_to_pb).collect(),
             input_records: result.input_records,
         }))
     }
@@ -278,7 +275,11 @@ impl pb::worker_server::Worker for WorkerService {
         if req.partition >= reducers {
             return Err(TaskError::InvalidRequest(format!("partition {} of {reducers} reducers", req.partition)).into());
         }
-        let inputs = req.inputs.iter().map(|p| self.path(p)).collect::<Result<Vec<_>, _>>()?;
+        let inputs = req
+            .inputs
+            .into_iter()
+            .map(|f| self.path(&f.path).map(|_| convert::file_from_pb(f)))
+            .collect::<Result<Vec<_>, _>>()?;
         let work_dir = self.path(&req.work_dir)?;
         let partition = req.partition;
         let cancelled = Arc::new(AtomicBool::new(false));

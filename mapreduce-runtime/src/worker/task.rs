@@ -1,7 +1,7 @@
 //! Running map and reduce attempts: the blocking data path of a worker.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Take, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,7 +50,7 @@ pub(crate) struct MapResult {
 pub(crate) struct ReduceTask {
     pub(crate) attempt: u64,
     pub(crate) partition: u32,
-    pub(crate) inputs: Vec<PathBuf>,
+    pub(crate) inputs: Vec<PartitionFile>,
     pub(crate) work_dir: PathBuf,
     /// Most files merged at once.
     pub(crate) fanin: usize,
@@ -64,27 +64,6 @@ pub(crate) struct ReduceResult {
     pub(crate) path: String,
     pub(crate) records: u64,
     pub(crate) bytes: u64,
-}
-
-type Writer = RecordWriter<BufWriter<NamedTempFile>>;
-
-/// An attempt's finished files: removed again if the attempt fails before it answers, so
-/// retries do not pile up files (and fill a disk that is already full).
-#[derive(Default)]
-struct Persisted(Vec<PartitionFile>);
-
-impl Persisted {
-    fn keep(mut self) -> Vec<PartitionFile> {
-        std::mem::take(&mut self.0)
-    }
-}
-
-impl Drop for Persisted {
-    fn drop(&mut self) {
-        for f in &self.0 {
-            let _ = std::fs::remove_file(&f.path);
-        }
-    }
 }
 
 /// Fails with [`TaskError::Cancelled`] once the master abandoned the attempt.
@@ -209,6 +188,27 @@ fn drain<J: Job>(
     }
 }
 
+/// Writes one record stream per partition, back to back, into `out`; `each` fills
+/// partition `p`'s stream. Returns each partition's `(offset, bytes, records)`.
+fn write_partitions<W: Write>(
+    out: &mut W,
+    t: &MapTask,
+    mut each: impl FnMut(u32, &mut RecordWriter<&mut W>) -> Result<(), TaskError>,
+) -> Result<Vec<(u64, u64, u64)>, TaskError> {
+    let werr = write_err(&t.work_dir);
+    let mut ranges = Vec::with_capacity(t.reducers as usize);
+    let mut offset = 0;
+    for p in 0..t.reducers {
+        check(&t.cancelled)?;
+        let mut w = RecordWriter::new(&mut *out).map_err(&werr)?;
+        each(p, &mut w)?;
+        let (_, records, bytes) = w.finish().map_err(&werr)?;
+        ranges.push((offset, bytes, records));
+        offset += bytes;
+    }
+    Ok(ranges)
+}
+
 fn spill<J: Job>(
     job: &J,
     buffer: &mut MapBuffer<J::Key, J::Value>,
@@ -217,33 +217,62 @@ fn spill<J: Job>(
 ) -> Result<Spill, TaskError> {
     let sorted = drain(job, buffer, t.reducers, name)?;
     let werr = write_err(&t.work_dir);
-    let format_err = |source| TaskError::Intermediate { path: t.work_dir.clone(), source };
     let file = tempfile::tempfile_in(&t.work_dir).map_err(&werr)?;
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-    let mut ranges = Vec::with_capacity(t.reducers as usize);
-    let mut offset = 0;
     let mut records = sorted.iter().peekable();
-    check(&t.cancelled)?;
-    for p in 0..t.reducers {
-        let mut w = RecordWriter::new(&mut out).map_err(&werr)?;
+    let ranges = write_partitions(&mut out, t, |p, w| {
         while let Some((_, k, v)) = records.next_if(|r| r.0 == p) {
-            w.write(k, v).map_err(format_err)?;
+            w.write(k, v).map_err(|source| TaskError::Intermediate { path: t.work_dir.clone(), source })?;
         }
-        let (_, _, bytes) = w.finish().map_err(&werr)?;
-        ranges.push((offset, bytes));
-        offset += bytes;
-    }
+        Ok(())
+    })?;
     drop(sorted);
     let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
-    tracing::debug!(task = name, bytes = offset, "spilled sort buffer");
-    Ok(Spill { file, ranges })
+    tracing::debug!(task = name, spill_bytes = ranges.iter().map(|r| r.1).sum::<u64>(), "spilled sort buffer");
+    Ok(Spill { file, ranges: ranges.into_iter().map(|(offset, bytes, _)| (offset, bytes)).collect() })
 }
 
-/// Merges the spills partition by partition, combining equal keys, into the final files.
+/// Writes the attempt's output file, one partition after another, under a temporary name,
+/// and renames it to its attempt-unique name: one file per map attempt, whatever R is.
+fn write_output(
+    t: &MapTask,
+    each: impl FnMut(u32, &mut RecordWriter<&mut BufWriter<NamedTempFile>>) -> Result<(), TaskError>,
+) -> Result<Vec<PartitionFile>, TaskError> {
+    let path = t.work_dir.join(storage::map_file_name(t.task, t.attempt));
+    let werr = write_err(&path);
+    let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&t.work_dir).map_err(&werr)?;
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, tmp);
+    let ranges = write_partitions(&mut out, t, each)?;
+    let tmp = out.into_inner().map_err(|e| werr(e.into_error()))?;
+    tmp.persist_noclobber(&path).map_err(|e| werr(e.error))?;
+    let path = path.to_string_lossy().into_owned();
+    Ok(ranges
+        .into_iter()
+        .enumerate()
+        .map(|(p, (offset, bytes, records))| PartitionFile {
+            partition: p as u32,
+            path: path.clone(),
+            offset,
+            bytes,
+            records,
+        })
+        .collect())
+}
+
+fn format_error(t: &MapTask) -> impl Fn(FormatError) -> TaskError + '_ {
+    move |source| TaskError::Intermediate { path: t.work_dir.clone(), source }
+}
+
+/// Merges the spills partition by partition, combining equal keys, into the output file.
 fn merge_spills<J: Job>(job: &J, t: &MapTask, spills: Vec<Spill>) -> Result<Vec<PartitionFile>, TaskError> {
-    let mut files = Persisted::default();
-    for p in 0..t.reducers {
-        check(&t.cancelled)?;
+    let spill_err = |e: MergeError<FormatError>| match e {
+        MergeError::Source { error, .. } => TaskError::Intermediate { path: t.work_dir.clone(), source: error },
+        MergeError::Unsorted { .. } => TaskError::Intermediate {
+            path: t.work_dir.clone(),
+            source: FormatError::Corrupt { offset: 0, what: "spill not sorted" },
+        },
+    };
+    write_output(t, |p, w| {
         let readers: Vec<RecordReader<_, J::Key, J::Value>> = spills
             .iter()
             .map(|s| {
@@ -252,104 +281,67 @@ fn merge_spills<J: Job>(job: &J, t: &MapTask, spills: Vec<Spill>) -> Result<Vec<
                 RecordReader::new(BufReader::with_capacity(MERGE_READ_BUFFER, range))
             })
             .collect();
-        let spill_err = |e: MergeError<FormatError>| match e {
-            MergeError::Source { error, .. } => TaskError::Intermediate { path: t.work_dir.clone(), source: error },
-            MergeError::Unsorted { .. } => TaskError::Intermediate {
-                path: t.work_dir.clone(),
-                source: FormatError::Corrupt { offset: 0, what: "spill not sorted" },
-            },
-        };
         let mut merge = Merge::new(readers).map_err(spill_err)?;
-        let mut w = FinalFile::create(t)?;
         let mut current: Option<(J::Key, J::Value)> = None;
         while let Some((k, v)) = merge.next().map_err(spill_err)? {
             match &mut current {
                 Some((ck, acc)) if *ck == k => {
                     if let Some(v) = job.combine(ck, acc, v) {
-                        w.write(ck, acc)?;
+                        w.write(ck, acc).map_err(format_error(t))?;
                         *acc = v;
                     }
                 }
                 _ => {
                     if let Some((ck, acc)) = current.replace((k, v)) {
-                        w.write(&ck, &acc)?;
+                        w.write(&ck, &acc).map_err(format_error(t))?;
                     }
                 }
             }
         }
         if let Some((ck, acc)) = current {
-            w.write(&ck, &acc)?;
+            w.write(&ck, &acc).map_err(format_error(t))?;
         }
-        files.0.push(w.persist(t, p)?);
-    }
-    Ok(files.keep())
-}
-
-/// A partition's final intermediate file, written under a temporary name.
-struct FinalFile {
-    writer: Writer,
-    tmp_dir: PathBuf,
-}
-
-impl FinalFile {
-    fn create(t: &MapTask) -> Result<Self, TaskError> {
-        let werr = write_err(&t.work_dir);
-        let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&t.work_dir).map_err(&werr)?;
-        let writer = RecordWriter::new(BufWriter::with_capacity(WRITE_BUFFER, tmp)).map_err(&werr)?;
-        Ok(FinalFile { writer, tmp_dir: t.work_dir.clone() })
-    }
-
-    fn write<K: serde::Serialize, V: serde::Serialize>(&mut self, k: &K, v: &V) -> Result<(), TaskError> {
-        self.writer.write(k, v).map_err(|e| TaskError::Intermediate { path: self.tmp_dir.clone(), source: e })
-    }
-
-    /// Finishes the file and renames it to its attempt-unique name.
-    fn persist(self, t: &MapTask, partition: u32) -> Result<PartitionFile, TaskError> {
-        let path = t.work_dir.join(storage::map_file_name(t.task, t.attempt, partition));
-        let werr = write_err(&path);
-        let (buf, records, bytes) = self.writer.finish().map_err(&werr)?;
-        let tmp = buf.into_inner().map_err(|e| werr(e.into_error()))?;
-        tmp.persist_noclobber(&path).map_err(|e| werr(e.error))?;
-        Ok(PartitionFile { partition, path: path.to_string_lossy().into_owned(), bytes, records })
-    }
+        Ok(())
+    })
 }
 
 fn write_final<K: serde::Serialize, V: serde::Serialize>(
     t: &MapTask,
     sorted: impl Iterator<Item = (u32, K, V)>,
 ) -> Result<Vec<PartitionFile>, TaskError> {
-    let mut files = Persisted::default();
     let mut sorted = sorted.peekable();
-    for p in 0..t.reducers {
-        check(&t.cancelled)?;
-        let mut w = FinalFile::create(t)?;
+    write_output(t, |p, w| {
         while let Some((_, k, v)) = sorted.next_if(|r| r.0 == p) {
-            w.write(&k, &v)?;
+            w.write(&k, &v).map_err(format_error(t))?;
         }
-        files.0.push(w.persist(t, p)?);
-    }
-    Ok(files.keep())
+        Ok(())
+    })
 }
 
 /// An input of a reduce merge: a map output, or a run of an earlier merge pass.
 enum Input {
-    Path(PathBuf),
+    /// `bytes` bytes at `offset` of a map output file.
+    Range { path: PathBuf, offset: u64, bytes: u64 },
+    /// A whole temporary file, positioned at its start.
     Run(File),
 }
 
 impl Input {
-    fn open(self) -> Result<(File, PathBuf), TaskError> {
+    fn open(self) -> Result<(Take<File>, PathBuf), TaskError> {
         match self {
-            Input::Path(path) => match File::open(&path) {
-                Ok(f) => Ok((f, path)),
-                Err(e) => Err(TaskError::Intermediate { path, source: FormatError::Io(e) }),
-            },
-            Input::Run(f) => Ok((f, PathBuf::from("(merge pass run)"))),
+            Input::Range { path, offset, bytes } => {
+                let opened = File::open(&path).and_then(|mut f| f.seek(SeekFrom::Start(offset)).map(|_| f));
+                match opened {
+                    Ok(f) => Ok((f.take(bytes), path)),
+                    Err(e) => Err(TaskError::Intermediate { path, source: FormatError::Io(e) }),
+                }
+            }
+            Input::Run(f) => Ok((f.take(u64::MAX), PathBuf::from("(merge pass run)"))),
         }
     }
 }
 
-type Reader<K, V> = RecordReader<BufReader<File>, K, V>;
+type Reader<K, V> = RecordReader<BufReader<Take<File>>, K, V>;
 
 fn open_all<K: serde::de::DeserializeOwned, V: serde::de::DeserializeOwned>(
     inputs: Vec<Input>,
@@ -413,7 +405,11 @@ fn merge_passes<K: mapreduce_core::Key, V: mapreduce_core::Value>(
 /// key, through the user's reduce into a text file renamed to its attempt-unique name.
 pub(crate) fn run_reduce<J: Job>(job: &J, t: &ReduceTask) -> Result<ReduceResult, TaskError> {
     let name = format!("reduce-{:05}", t.partition);
-    let inputs = t.inputs.iter().cloned().map(Input::Path).collect();
+    let inputs = t
+        .inputs
+        .iter()
+        .map(|f| Input::Range { path: PathBuf::from(&f.path), offset: f.offset, bytes: f.bytes })
+        .collect();
     let inputs = merge_passes::<J::Key, J::Value>(inputs, t.fanin.max(2), &t.work_dir, &t.cancelled)?;
     let (readers, names) = open_all::<J::Key, J::Value>(inputs)?;
     let merge_err = merge_error(&names);
@@ -512,8 +508,16 @@ mod tests {
         run_map(job, &t).unwrap().files
     }
 
-    fn read(path: &str) -> Vec<(String, u64)> {
-        RecordReader::new(BufReader::new(File::open(path).unwrap())).collect::<Result<_, _>>().unwrap()
+    /// The records of one partition's range.
+    fn read(f: &PartitionFile) -> Vec<(String, u64)> {
+        let (file, _) = Input::Range { path: PathBuf::from(&f.path), offset: f.offset, bytes: f.bytes }.open().unwrap();
+        RecordReader::new(BufReader::new(file)).collect::<Result<_, _>>().unwrap()
+    }
+
+    /// A partition range covering the whole of a record file.
+    fn whole(path: &Path) -> PartitionFile {
+        let bytes = std::fs::metadata(path).unwrap().len();
+        PartitionFile { partition: 0, path: path.to_string_lossy().into(), offset: 0, bytes, records: 0 }
     }
 
     #[test]
@@ -528,7 +532,7 @@ mod tests {
             let small = map_all(&job, &input, &work, 64 << 10, 3); // spills several times
             assert_eq!(big.len(), 3);
             for (a, b) in big.iter().zip(&small) {
-                let (ra, rb) = (read(&a.path), read(&b.path));
+                let (ra, rb) = (read(a), read(b));
                 assert!(ra.windows(2).all(|w| w[0].0 <= w[1].0), "sorted");
                 if combine {
                     assert_eq!(ra, rb, "combined spills merge to the same records");
@@ -542,10 +546,13 @@ mod tests {
                     assert_eq!(ra.len() as u64, a.records);
                 }
             }
-            let keys: usize = big.iter().map(|f| read(&f.path).len()).sum();
+            let keys: usize = big.iter().map(|f| read(f).len()).sum();
             assert_eq!(keys, if combine { 997 + 1 } else { 60_000 });
-            // Only the final files remain: spills were anonymous and are gone.
-            assert_eq!(std::fs::read_dir(&work).unwrap().count(), 6);
+            // One file per attempt, its partitions back to back; the spills were anonymous
+            // and are gone.
+            assert!(big.iter().all(|f| f.path == big[0].path));
+            assert_eq!(big[2].offset + big[2].bytes, std::fs::metadata(&big[0].path).unwrap().len());
+            assert_eq!(std::fs::read_dir(&work).unwrap().count(), 2);
         }
     }
 
@@ -581,7 +588,7 @@ mod tests {
                 w.write(&format!("k{:03}", k * 9 + i % 3), &1u64).unwrap();
             }
             w.finish().unwrap();
-            inputs.push(path);
+            inputs.push(whole(&path));
         }
         let t = ReduceTask {
             attempt: 1,
@@ -613,7 +620,7 @@ mod tests {
         let t = ReduceTask {
             attempt: 1,
             partition: 0,
-            inputs: vec![path.clone()],
+            inputs: vec![whole(&path)],
             work_dir: dir.path().into(),
             fanin: 10,
             cancelled: Arc::default(),
