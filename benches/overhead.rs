@@ -60,6 +60,6 @@ fn main() -> anyhow::Result<()> {
     println!("overhead bench: {maps} map tasks, {reducers} reduce tasks, {workers} local workers, {runs} runs");
     println!("job time (median):  {:.3} s", median.as_secs_f64());
     println!("per task:           {:.3} ms", median.as_secs_f64() * 1000.0 / tasks as f64);
-    println!("intermediate files: {} (one per map task and partition)", maps * u64::from(reducers));
+    println!("intermediate files: {maps} (one per map task, its {reducers} partitions back to back)");
     Ok(())
 }

@@ -11,9 +11,13 @@
 
 #![allow(clippy::print_stdout)] // a command-line program: printing is its job
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::{median, peak_rss_mb, reset_peak_rss};
 use mapreduce::sort::{RECORD_LEN, Sort, generate_records, output_equals, sort_sequential};
 use mapreduce::{Cluster, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, JobSpec};
 
@@ -56,18 +60,6 @@ fn args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 /// CPU time (user + system, all threads) of this process so far, from `/proc/self/stat`
 /// (in clock ticks, assumed to be the usual 100 per second).
 fn cpu_time() -> Option<Duration> {
@@ -76,11 +68,6 @@ fn cpu_time() -> Option<Duration> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
-}
-
-/// Resets the peak RSS to the current RSS (Linux 4.0+), so each phase reports its own.
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 #[tokio::main]

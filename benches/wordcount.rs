@@ -8,12 +8,16 @@
 
 #![allow(clippy::print_stdout)] // a command-line program: printing is its job
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use common::{median, peak_rss_mb, reset_peak_rss};
 use mapreduce::wordcount::{WordCount, count_sequential, count_tuned, generate_corpus, read_output};
 use mapreduce::{Cluster, JobSpec};
 
@@ -37,18 +41,6 @@ fn args() -> anyhow::Result<Args> {
         }
     }
     Ok(a)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 #[tokio::main]
@@ -85,6 +77,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    let seq_rss = peak_rss_mb();
+    // Reset the peak, so the cluster runs report their own (Linux 4.0+).
+    let reset = reset_peak_rss();
     let cluster = Cluster::local(a.workers).await?;
     let mut mr_times = Vec::new();
     for run in 0..a.runs {
@@ -104,8 +99,9 @@ async fn main() -> anyhow::Result<()> {
     println!("sequential, FxHashMap:        {:>8.3} s  {:>7.1} MB/s", plain.as_secs_f64(), mbs(plain));
     println!("Cluster::local({}):            {:>8.3} s  {:>7.1} MB/s", a.workers, mr.as_secs_f64(), mbs(mr));
     println!("speedup (tuned sequential / cluster): {:.2}x", seq.as_secs_f64() / mr.as_secs_f64());
-    if let Some(rss) = peak_rss_mb() {
-        println!("peak RSS of this process: {rss:.0} MiB");
+    if let (Some(seq), Some(mr)) = (seq_rss, peak_rss_mb()) {
+        let scope = if reset { "in the cluster runs (master and workers)" } else { "of the whole process" };
+        println!("peak RSS: {seq:.0} MiB in the sequential runs, {mr:.0} MiB {scope}");
     }
     Ok(())
 }

@@ -151,10 +151,37 @@ impl Table {
     }
 }
 
+/// Words of a block waiting to be counted as one batch.
+struct Batch {
+    words: [(usize, usize); BATCH],
+    n: usize,
+}
+
+impl Batch {
+    /// Queues `text[start..end]`; counts words too long to store inline at once.
+    #[inline]
+    fn push(&mut self, table: &mut Table, text: &[u8], start: usize, end: usize) {
+        if end - start > INLINE {
+            table.add_long(&text[start..end]);
+            return;
+        }
+        self.words[self.n] = (start, end);
+        self.n += 1;
+        if self.n == BATCH {
+            table.add_batch(&self.words, text);
+            self.n = 0;
+        }
+    }
+
+    fn flush(&mut self, table: &mut Table, text: &[u8]) {
+        table.add_batch(&self.words[..self.n], text);
+        self.n = 0;
+    }
+}
+
 /// Counts the words of `text` (whole words only: `text` ends at a separator or at EOF).
 fn count_block(table: &mut Table, text: &[u8]) {
-    let mut batch = [(0usize, 0usize); BATCH];
-    let mut n = 0;
+    let mut batch = Batch { words: [(0, 0); BATCH], n: 0 };
     let mut i = 0;
     while i < text.len() {
         while i < text.len() && CLASS[text[i] as usize] == 0 {
@@ -166,33 +193,35 @@ fn count_block(table: &mut Table, text: &[u8]) {
             ascii &= CLASS[text[i] as usize] == 1;
             i += 1;
         }
-        if start == i {
-            break;
+        if ascii {
+            if start < i {
+                batch.push(table, text, start, i);
+            }
+            continue;
         }
-        if !ascii {
-            // Non-ASCII bytes: decode (lossily, as the job does; valid UTF-8 is borrowed)
-            // and split at the characters that are not alphabetic.
-            let run = String::from_utf8_lossy(&text[start..i]);
-            for w in words(&run) {
-                if w.len() <= INLINE {
-                    let key = pack(w.as_bytes());
-                    table.add_hashed(key, w.len() as u8, hash(&key, w.len()));
-                } else {
-                    table.add_long(w.as_bytes());
+        // Non-ASCII bytes: split at the characters that are not alphabetic. Valid UTF-8
+        // (the common case) is split in place and batched like ASCII words; invalid bytes
+        // are decoded lossily first, as the job does.
+        match std::str::from_utf8(&text[start..i]) {
+            Ok(run) => {
+                for w in words(run) {
+                    let at = start + (w.as_ptr() as usize - run.as_ptr() as usize);
+                    batch.push(table, text, at, at + w.len());
                 }
             }
-        } else if i - start <= INLINE {
-            batch[n] = (start, i);
-            n += 1;
-            if n == BATCH {
-                table.add_batch(&batch, text);
-                n = 0;
+            Err(_) => {
+                for w in words(&String::from_utf8_lossy(&text[start..i])) {
+                    if w.len() <= INLINE {
+                        let key = pack(w.as_bytes());
+                        table.add_hashed(key, w.len() as u8, hash(&key, w.len()));
+                    } else {
+                        table.add_long(w.as_bytes());
+                    }
+                }
             }
-        } else {
-            table.add_long(&text[start..i]);
         }
     }
-    table.add_batch(&batch[..n], text);
+    batch.flush(table, text);
 }
 
 /// Counts the words of `files` on this thread, as fast as we know how. Unsorted.

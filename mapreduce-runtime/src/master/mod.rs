@@ -154,6 +154,10 @@ impl Cluster {
             workers = self.workers.len(),
             "job starts"
         );
+        // Scheduler messages name workers by index (`worker-2`); this says which is which.
+        for (i, w) in self.workers.iter().enumerate() {
+            tracing::info!(worker = %WorkerId(i as u32), addr = %w.addr, "worker");
+        }
         let plan = JobPlan { shards, reducers: spec.reducers, workers: self.workers.len() as u32 };
         let scheduler = Scheduler::new(plan, self.config.clone())?;
         let job = Arc::new(pb::JobSpec {
