@@ -117,13 +117,13 @@ fn master(workers: &[String], input: &std::path::Path, out: &std::path::Path, ex
 fn the_job_survives_workers_killed_restarted_and_stopped_at_random_moments() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("corpus.txt");
-    generate_corpus(&input, 3 << 20, 20_000, 5).unwrap();
+    generate_corpus(&input, 6 << 20, 20_000, 5).unwrap();
     for seed in [1u64, 2] {
         let mut rng = mapreduce::wordcount::SplitMix64::new(seed);
         let mut workers: Vec<WorkerProcess> = (0..3).map(|_| WorkerProcess::start("127.0.0.1:0")).collect();
         let addrs: Vec<String> = workers.iter().map(|w| w.addr.clone()).collect();
         let out = dir.path().join(format!("out-{seed}"));
-        let extra = ["--reducers", "4", "--shard-size", "65536", "--task-timeout", "2", "--no-worker-timeout", "60"];
+        let extra = ["--reducers", "4", "--shard-size", "32768", "--task-timeout", "2", "--no-worker-timeout", "60"];
         let report = dir.path().join(format!("report-{seed}.json"));
         let extra = [&extra[..], &["--report", report.to_str().unwrap()]].concat();
         let mut m = master(&addrs, &input, &out, &extra);
@@ -167,11 +167,11 @@ fn the_job_survives_workers_killed_restarted_and_stopped_at_random_moments() {
 fn when_every_worker_dies_the_master_fails_in_bounded_time() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("corpus.txt");
-    generate_corpus(&input, 3 << 20, 20_000, 6).unwrap();
+    generate_corpus(&input, 6 << 20, 20_000, 6).unwrap();
     let mut workers: Vec<WorkerProcess> = (0..2).map(|_| WorkerProcess::start("127.0.0.1:0")).collect();
     let addrs: Vec<String> = workers.iter().map(|w| w.addr.clone()).collect();
     let out = dir.path().join("out");
-    let extra = ["--shard-size", "65536", "--task-timeout", "2", "--no-worker-timeout", "3"];
+    let extra = ["--shard-size", "32768", "--task-timeout", "2", "--no-worker-timeout", "3"];
     let m = master(&addrs, &input, &out, &extra);
     std::thread::sleep(std::time::Duration::from_millis(300));
     for w in &mut workers {
