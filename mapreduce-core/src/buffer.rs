@@ -11,6 +11,9 @@ use serde::Serialize;
 
 use crate::job::{Key, Value};
 
+/// Records after which a buffer that saw no repeated key stops looking keys up.
+const PROBE: u64 = 10_000;
+
 /// Fixed bytes counted per buffered record besides its encoded size: the record's inline
 /// size plus the hash table's control bytes and slack.
 const ENTRY_OVERHEAD: u64 = 24;
@@ -22,9 +25,12 @@ pub struct MapBuffer<K, V> {
     table: HashTable<(K, V)>,
     /// Values the combiner handed back (no combiner, or it declined).
     extra: Vec<(K, V)>,
-    /// Set once the combiner declines: from then on every record goes to `extra` without a
-    /// hash lookup, so a job without a combiner pays nothing for it.
+    /// Set once the combiner declines, or once [`PROBE`] records brought no repeated key
+    /// (a sort, say, where combining cannot help): from then on every record goes to
+    /// `extra` without a hash lookup, so such a job pays nothing for the table.
     no_combiner: bool,
+    /// Records that found their key in the table.
+    hits: u64,
     bytes: u64,
     records_in: u64,
     scratch: Vec<u8>,
@@ -43,6 +49,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             table: HashTable::new(),
             extra: Vec::new(),
             no_combiner: false,
+            hits: 0,
             bytes: 0,
             records_in: 0,
             scratch: Vec::with_capacity(64),
@@ -89,6 +96,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         // lookup and the insert.
         let hash = FxBuildHasher.hash_one(source.key());
         if let Some((k, acc)) = self.table.find_mut(hash, |(k, _)| k.borrow() == source.key()) {
+            self.hits += 1;
             if let Some(value) = combine(k, acc, value) {
                 self.no_combiner = true;
                 let key = source.into_key();
@@ -99,6 +107,9 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             let key = source.into_key();
             self.bytes += estimate(&mut self.scratch, &key, &value);
             self.table.insert_unique(hash, (key, value), |(k, _)| FxBuildHasher.hash_one(k));
+            if self.records_in == PROBE && self.hits == 0 {
+                self.no_combiner = true;
+            }
         }
     }
 
@@ -219,6 +230,27 @@ mod tests {
         let mut got: Vec<(String, u64)> = b.drain_sorted(|_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
         got.sort();
         assert_eq!(got, vec![("x".into(), 1), ("x".into(), 3), ("x".into(), 4), ("y".into(), 2)]);
+    }
+
+    #[test]
+    fn a_stream_of_distinct_keys_stops_using_the_table_and_loses_nothing() {
+        let mut b = MapBuffer::new();
+        for i in 0..PROBE + 100 {
+            b.insert(format!("k{i:06}"), 1, sum);
+        }
+        assert!(b.no_combiner, "no repeated key in {PROBE} records");
+        b.insert("k000000".to_string(), 5, sum); // a repeat after the switch is kept aside
+        let got = b.drain_sorted(|_| 0);
+        assert_eq!(got.len() as u64, PROBE + 101);
+        assert!(got.windows(2).all(|w| w[0].1 <= w[1].1), "sorted");
+        assert_eq!(got.iter().map(|r| r.2).sum::<u64>(), PROBE + 100 + 5);
+        // With repeats early, the table stays on.
+        let mut b = MapBuffer::new();
+        for i in 0..PROBE + 100 {
+            b.insert(format!("k{}", i % 50), 1, sum);
+        }
+        assert!(!b.no_combiner);
+        assert_eq!(b.drain_sorted(|_| 0).len(), 50);
     }
 
     #[test]
