@@ -69,8 +69,8 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     #[inline]
     pub fn insert_borrowed<Q>(&mut self, key: &Q, value: V, combine: impl FnOnce(&K, &mut V, V) -> Option<V>)
     where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        K: Borrow<Q> + for<'q> From<&'q Q>,
+        Q: Hash + Eq + ?Sized,
     {
         self.insert_with(Borrowed(key), value, combine);
     }
@@ -160,12 +160,12 @@ impl<K> KeySource<K, K> for Owned<K> {
 
 struct Borrowed<'a, Q: ?Sized>(&'a Q);
 
-impl<K, Q: ToOwned<Owned = K> + ?Sized> KeySource<K, Q> for Borrowed<'_, Q> {
+impl<K: for<'q> From<&'q Q>, Q: ?Sized> KeySource<K, Q> for Borrowed<'_, Q> {
     fn key(&self) -> &Q {
         self.0
     }
     fn into_key(self) -> K {
-        self.0.to_owned()
+        K::from(self.0)
     }
 }
 

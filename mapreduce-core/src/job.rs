@@ -116,11 +116,11 @@ impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
     #[inline]
     pub fn emit_borrowed<Q>(&mut self, key: &Q, value: V)
     where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        K: Borrow<Q> + for<'q> From<&'q Q>,
+        Q: Hash + Eq + ?Sized,
     {
         match &mut self.sink {
-            Sink::Fn(f) => f(key.to_owned(), value),
+            Sink::Fn(f) => f(K::from(key), value),
             Sink::Buffer(buffer, combine) => buffer.insert_borrowed(key, value, combine),
         }
     }

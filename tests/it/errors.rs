@@ -3,7 +3,7 @@
 use std::fs;
 use std::time::Duration;
 
-use mapreduce::wordcount::WordCount;
+use mapreduce::wordcount::{Word, WordCount};
 use mapreduce::{
     BoxError, Cluster, Emitter, Job, JobError, JobSpec, Mapper, Output, Reducer, RunError, SchedulerConfig, SpecError,
 };
@@ -20,9 +20,9 @@ struct Fragile {
 }
 
 impl Mapper for Fragile {
-    type Key = String;
+    type Key = Word;
     type Value = u64;
-    fn map(&self, line: &str, emit: &mut Emitter<'_, String, u64>) -> Result<(), BoxError> {
+    fn map(&self, line: &str, emit: &mut Emitter<'_, Word, u64>) -> Result<(), BoxError> {
         if !self.panic_on.is_empty() && line.contains(&self.panic_on) {
             panic!("refusing to map {:?}", self.panic_on);
         }
@@ -31,12 +31,7 @@ impl Mapper for Fragile {
 }
 
 impl Reducer for Fragile {
-    fn reduce(
-        &self,
-        key: &String,
-        values: &mut dyn Iterator<Item = u64>,
-        out: &mut Output<'_>,
-    ) -> Result<(), BoxError> {
+    fn reduce(&self, key: &Word, values: &mut dyn Iterator<Item = u64>, out: &mut Output<'_>) -> Result<(), BoxError> {
         if *key == self.fail_on {
             return Err(format!("cannot reduce {key:?}").into());
         }
