@@ -28,7 +28,7 @@
 //!     type Value = u64;
 //!     fn map(&self, line: &str, emit: &mut Emitter<'_, String, u64>) -> Result<(), BoxError> {
 //!         for word in line.split(|c: char| !c.is_alphabetic()).filter(|w| !w.is_empty()) {
-//!             emit.emit(word.to_string(), 1);
+//!             emit.emit_borrowed(word, 1); // allocates only for a word new to this task
 //!         }
 //!         Ok(())
 //!     }
