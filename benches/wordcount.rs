@@ -11,11 +11,10 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use common::{median, peak_rss_mb, reset_peak_rss};
 use mapreduce::wordcount::{WordCount, count_sequential, count_tuned, generate_corpus, read_output};
