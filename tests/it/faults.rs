@@ -29,21 +29,25 @@ enum Fault {
     Drop,
 }
 
+/// How often each task was hurt, across all workers' plans.
+type Hurt = Arc<Mutex<HashMap<(bool, u64), u32>>>;
+
 /// A seeded fault plan: each task call draws a fault, but no task is hurt more than
-/// `max_per_task` times, so every task can finish within its attempt budget.
+/// `max_per_task` times in all (whichever workers run it), so every task can finish
+/// within its attempt budget.
 #[derive(Debug)]
 struct Plan {
     rng: SplitMix64,
     /// Percent chances of Hang, Error and Drop.
     odds: [u64; 3],
     max_per_task: u32,
-    hurt: HashMap<(bool, u64), u32>,
+    hurt: Hurt,
     injected: HashMap<&'static str, u32>,
 }
 
 impl Plan {
-    fn new(seed: u64, odds: [u64; 3]) -> Self {
-        Plan { rng: SplitMix64::new(seed), odds, max_per_task: 2, hurt: HashMap::new(), injected: HashMap::new() }
+    fn new(seed: u64, odds: [u64; 3], hurt: &Hurt) -> Self {
+        Plan { rng: SplitMix64::new(seed), odds, max_per_task: 2, hurt: hurt.clone(), injected: HashMap::new() }
     }
 
     fn draw(&mut self, map: bool, task: u64) -> Fault {
@@ -54,7 +58,8 @@ impl Plan {
             r if r < self.odds[0] + self.odds[1] + self.odds[2] => Fault::Drop,
             _ => Fault::None,
         };
-        let hurt = self.hurt.entry((map, task)).or_default();
+        let mut hurt = self.hurt.lock().unwrap();
+        let hurt = hurt.entry((map, task)).or_default();
         if fault == Fault::None || *hurt >= self.max_per_task {
             return Fault::None;
         }
@@ -171,7 +176,8 @@ async fn word_count_is_exact_under_seeded_hangs_errors_and_dropped_connections()
     let input = dir.path().join("corpus.txt");
     generate_corpus(&input, 1 << 20, 5_000, 11).unwrap();
     for seed in [1u64, 2, 3] {
-        let configs = (0..4).map(|w| (Plan::new(seed * 10 + w, [4, 8, 8]), 1)).collect();
+        let hurt = Hurt::default();
+        let configs = (0..4).map(|w| (Plan::new(seed * 10 + w, [4, 8, 8], &hurt), 1)).collect();
         let workers = FaultyWorkers::start(configs).await;
         let cluster = workers.cluster(SchedulerConfig { speculation: false, ..fast_config() }).await;
         let out = dir.path().join(format!("out-{seed}"));
@@ -201,7 +207,8 @@ async fn a_straggler_is_overtaken_by_backup_attempts() {
     let mut reports = Vec::new();
     for speculation in [false, true] {
         // Worker 0 is 20 times slower than the others.
-        let configs = (0..3).map(|w| (Plan::new(w, [0, 0, 0]), if w == 0 { 20 } else { 1 })).collect();
+        let hurt = Hurt::default();
+        let configs = (0..3).map(|w| (Plan::new(w, [0, 0, 0], &hurt), if w == 0 { 20 } else { 1 })).collect();
         let workers = FaultyWorkers::start(configs).await;
         let config = SchedulerConfig {
             speculation,
