@@ -41,13 +41,27 @@ const CLASS: [u8; 256] = {
     c
 };
 
+/// 24 bytes: the word's bytes zero-padded as two integers (compared in registers), and
+/// its length (top byte; 0 marks an empty slot) with its count (low 56 bits).
 #[derive(Clone, Copy, Default)]
 struct Slot {
-    /// The word's bytes, zero-padded, as one integer: compared in registers.
-    key: u128,
-    /// Length of the word; 0 marks an empty slot.
-    len: u8,
-    count: u64,
+    lo: u64,
+    hi: u64,
+    meta: u64,
+}
+
+const COUNT_BITS: u32 = 56;
+
+impl Slot {
+    fn len(&self) -> u8 {
+        (self.meta >> COUNT_BITS) as u8
+    }
+    fn count(&self) -> u64 {
+        self.meta & ((1 << COUNT_BITS) - 1)
+    }
+    fn key(&self) -> u128 {
+        u128::from(self.lo) | (u128::from(self.hi) << 64)
+    }
 }
 
 /// Counts of short words inline, long words aside.
@@ -84,14 +98,15 @@ impl Table {
         let mut i = h as usize & self.mask;
         loop {
             let slot = &mut self.slots[i];
-            if slot.len == len && slot.key == key {
-                slot.count += 1;
+            if slot.len() == len && slot.lo == key as u64 && slot.hi == (key >> 64) as u64 {
+                slot.meta += 1;
                 return;
             }
-            if slot.len == 0 {
-                *slot = Slot { key, len, count: 1 };
+            if slot.meta == 0 {
+                *slot = Slot { lo: key as u64, hi: (key >> 64) as u64, meta: (u64::from(len) << COUNT_BITS) | 1 };
                 self.len += 1;
-                if self.len * 2 > self.slots.len() {
+                // Linear probing stays short up to three quarters full.
+                if self.len * 4 > self.slots.len() * 3 {
                     self.grow();
                 }
                 return;
@@ -104,9 +119,9 @@ impl Table {
         let cap = self.slots.len() * 2;
         let old = std::mem::replace(&mut self.slots, vec![Slot::default(); cap]);
         self.mask = self.slots.len() - 1;
-        for s in old.into_iter().filter(|s| s.len > 0) {
-            let mut i = hash(&s.key, s.len as usize) as usize & self.mask;
-            while self.slots[i].len != 0 {
+        for s in old.into_iter().filter(|s| s.meta != 0) {
+            let mut i = hash(&s.key(), s.len() as usize) as usize & self.mask;
+            while self.slots[i].meta != 0 {
                 i = (i + 1) & self.mask;
             }
             self.slots[i] = s;
@@ -126,11 +141,11 @@ impl Table {
     /// probed, so their misses overlap.
     fn add_batch(&mut self, batch: &[(usize, usize)], text: &[u8]) {
         let mut keys = [(0u128, 0u8, 0u64); BATCH];
-        let mut touch = 0u8;
+        let mut touch = 0u64;
         for (k, &(start, end)) in keys.iter_mut().zip(batch) {
             let key = pack(&text[start..end]);
             let h = hash(&key, end - start);
-            touch ^= self.slots[h as usize & self.mask].len;
+            touch ^= self.slots[h as usize & self.mask].meta;
             *k = (key, (end - start) as u8, h);
         }
         std::hint::black_box(touch);
@@ -143,8 +158,8 @@ impl Table {
         let mut out: Vec<(String, u64)> = self
             .slots
             .into_iter()
-            .filter(|s| s.len > 0)
-            .map(|s| (String::from_utf8_lossy(&s.key.to_le_bytes()[..s.len as usize]).into_owned(), s.count))
+            .filter(|s| s.meta != 0)
+            .map(|s| (String::from_utf8_lossy(&s.key().to_le_bytes()[..s.len() as usize]).into_owned(), s.count()))
             .collect();
         out.extend(self.long.into_iter().map(|(k, c)| (String::from_utf8_lossy(&k).into_owned(), c)));
         out
