@@ -218,13 +218,6 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Dropping the senders stops the local workers' servers.
-        self.local.take();
-    }
-}
-
 /// How an RPC ended, turned into a scheduler event.
 fn classify(status: &tonic::Status) -> Failure {
     use tonic::Code;
