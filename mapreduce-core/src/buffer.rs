@@ -1,30 +1,181 @@
 //! The map side's in-memory buffer: combines equal keys as records arrive, tracks an
 //! estimate of its memory, and drains sorted by `(partition, key)` when it is full or the
 //! task ends (like Hadoop's sort buffer, with the combiner applied on insert).
+//!
+//! The table is built for a key set larger than the cache (a word count's vocabulary), in
+//! two parts:
+//!
+//! - the keys and their combined values, in two dense vectors in insertion order: the
+//!   frequent keys come first, so their values share cache lines (eight `u64` counts to
+//!   a line) that stay in the cache;
+//! - an index of 24-byte slots, open addressing with linear probing at most three
+//!   quarters full, each with its key's position. For a string key of up to 16 bytes
+//!   given to [`MapBuffer::insert_str`], the slot also holds the key's bytes and length:
+//!   such a lookup compares three machine words and never reads the key itself (the
+//!   combiner gets a reference to it). Other keys' slots hold their hash and a tag of it,
+//!   and a probe compares keys only where the tags agree.
+//!
+//! String keys given to [`MapBuffer::insert_str`] are queued and looked up a batch at a
+//! time: the batch's slots are loaded before any is probed, so the cache misses of a
+//! large table overlap instead of queueing one after the other. Given
+//! the text the key was cut from ([`MapBuffer::insert_str_in`]), a short key is read with
+//! one 16-byte load and a mask, without a branch on its length.
+//!
+//! Short string keys from `insert_str` and keys from [`MapBuffer::insert`] or
+//! [`MapBuffer::insert_borrowed`] live in different slots, so a job that emits the same
+//! short key both ways gets two records for it: still correct (reduce groups equal keys
+//! across and within map outputs), only less combined.
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 
-use hashbrown::HashTable;
-use rustc_hash::FxBuildHasher;
 use serde::Serialize;
 
 use crate::job::{Key, Value};
 
+/// The hash of keys that are not short strings: foldhash, fast and well mixed for short
+/// keys (FxHash clusters linear probes), with a fixed seed so runs are reproducible.
+const HASHER: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x5eed_cafe_f00d_d00d);
+
 /// Records after which a buffer that saw no repeated key stops looking keys up.
 const PROBE: u64 = 10_000;
 
-/// Fixed bytes counted per buffered record besides its encoded size: the record's inline
-/// size plus the hash table's control bytes and slack.
-const ENTRY_OVERHEAD: u64 = 24;
+/// String keys looked up together by [`MapBuffer::insert_str`].
+const BATCH: usize = 32;
+
+/// Index slots of a new buffer.
+const INITIAL_SLOTS: usize = 1 << 10;
+
+/// String keys up to this long are held in their index slot.
+const INLINE: usize = 16;
+
+/// A combiner, as the buffer calls it.
+pub type Combine<'c, K, V> = &'c dyn Fn(&K, &mut V, V) -> Option<V>;
+
+type FlushFn<K, V> = fn(&mut MapBuffer<K, V>, Combine<'_, K, V>);
+
+/// `meta` of a slot in use.
+const FULL: u64 = 1 << 63;
+/// `meta` of a slot holding a short string key in `lo`, `hi`, with its length at bit 32.
+const SHORT: u64 = 1 << 62;
+/// The entry's position, in the low half of `meta`.
+const ENTRY: u64 = 0xffff_ffff;
+
+/// A slot of the index: empty if `meta` is 0. For a short string key, its bytes as two
+/// little-endian integers, zero-padded, and `meta = FULL | SHORT | len << 32 | key`;
+/// for another key, its hash in `lo` and `meta = FULL | tag << 32 | key`; `key` is the
+/// key's position in `keys` and `values`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    lo: u64,
+    hi: u64,
+    meta: u64,
+}
+
+/// A slot before its key has a position.
+type Place = Slot;
+
+fn empty_slots(n: usize) -> Vec<Slot> {
+    vec![Slot::default(); n]
+}
+
+/// The `meta` bits above the entry of a key that is not a short string: 28 bits of its
+/// hash.
+#[inline(always)]
+fn tag(hash: u64) -> u64 {
+    FULL | ((hash >> 36) << 32)
+}
+
+/// The `meta` bits above the entry of a short string key.
+#[inline(always)]
+fn short_meta(len: usize) -> u64 {
+    FULL | SHORT | ((len as u64) << 32)
+}
+
+/// The hash of a short string key: a few multiplies over its packed bytes and length.
+#[inline(always)]
+fn short_hash(lo: u64, hi: u64, len: usize) -> u64 {
+    let mut h = (lo ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= (hi ^ len as u64).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    h = h.wrapping_mul(0xd6e8_feb8_6659_fd93);
+    h ^ (h >> 32)
+}
+
+/// `bytes` (at most [`INLINE`] long) as two little-endian integers, zero-padded, built in
+/// registers from overlapping loads: no call to `memcpy`, and no narrow stores read back
+/// wide (which defeats the CPU's store forwarding).
+#[inline(always)]
+fn pack(bytes: &[u8]) -> (u64, u64) {
+    let n = bytes.len();
+    let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+    let u32_at = |i: usize| u64::from(u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes")));
+    match n {
+        // The bytes that both loads hold are the same, so OR-ing them is harmless.
+        9..=16 => (u64_at(0), u64_at(n - 8) >> (8 * (16 - n))),
+        8 => (u64_at(0), 0),
+        4..=7 => (u32_at(0) | (u32_at(n - 4) << (8 * (n - 4))), 0),
+        1..=3 => {
+            let b = |i: usize| u64::from(bytes[i]) << (8 * i);
+            (b(0) | b(n / 2) | b(n - 1), 0)
+        }
+        _ => (0, 0),
+    }
+}
+
+/// [`pack`] for a key cut from `text`: one 16-byte load of the text at the key and a mask,
+/// where the text goes on for 16 bytes from there (nearly always); else [`pack`].
+#[inline(always)]
+fn pack_in(text: &[u8], key: &[u8]) -> (u64, u64) {
+    let n = key.len();
+    // Where the key starts in `text`, if it is a part of it (else this is out of range).
+    let at = (key.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    match at.checked_add(INLINE).and_then(|end| text.get(at..end)) {
+        Some(word) => {
+            let raw = u128::from_le_bytes(word.try_into().expect("16 bytes"));
+            let lo_mask = u64::MAX.checked_shr(8 * (8 - n.min(8)) as u32).unwrap_or(0);
+            let hi_mask = u64::MAX.checked_shr(8 * (16 - n.max(8)) as u32).unwrap_or(0);
+            (raw as u64 & lo_mask, (raw >> 64) as u64 & hi_mask)
+        }
+        None => pack(key),
+    }
+}
+
+/// The bytes of a packed short key.
+fn unpack(lo: u64, hi: u64) -> [u8; INLINE] {
+    (u128::from(lo) | (u128::from(hi) << 64)).to_le_bytes()
+}
+
+/// A string key waiting in the batch: its hash, its bytes (packed if short, else at
+/// `start` in the arena), its value.
+#[derive(Debug)]
+struct Pending<V> {
+    hash: u64,
+    lo: u64,
+    hi: u64,
+    len: u32,
+    start: u32,
+    value: V,
+}
 
 /// A combining buffer of map output.
 #[derive(Debug)]
 pub struct MapBuffer<K, V> {
-    /// One entry per distinct key: the values folded together by the combiner.
-    table: HashTable<(K, V)>,
+    /// The index over `keys` and `values`; its length is a power of two.
+    slots: Vec<Slot>,
+    /// The distinct keys, in insertion order.
+    keys: Vec<K>,
+    /// Each key's values, folded together by the combiner.
+    values: Vec<V>,
     /// Values the combiner handed back (no combiner, or it declined).
     extra: Vec<(K, V)>,
+    /// String keys queued by [`Self::insert_str`], at most [`BATCH`].
+    pending: Vec<Pending<V>>,
+    /// The bytes of the queued string keys longer than [`INLINE`], back to back.
+    arena: String,
+    /// Looks the queued keys up: set by the first [`Self::insert_str`], where `K` is known
+    /// to borrow as `str`.
+    flush_pending: Option<FlushFn<K, V>>,
     /// Set once the combiner declines, or once [`PROBE`] records brought no repeated key
     /// (a sort, say, where combining cannot help): from then on every record goes to
     /// `extra` without a hash lookup, so such a job pays nothing for the table.
@@ -42,12 +193,25 @@ impl<K: Key, V: Value> Default for MapBuffer<K, V> {
     }
 }
 
+/// Where a key is, or would go, in the table.
+enum Found {
+    /// At this position in `keys` and `values`.
+    Entry(usize),
+    /// Not held; this empty slot ends its probe sequence.
+    Vacant(usize),
+}
+
 impl<K: Key, V: Value> MapBuffer<K, V> {
     /// An empty buffer.
     pub fn new() -> Self {
         MapBuffer {
-            table: HashTable::new(),
+            slots: empty_slots(INITIAL_SLOTS),
+            keys: Vec::new(),
+            values: Vec::new(),
             extra: Vec::new(),
+            pending: Vec::with_capacity(BATCH),
+            arena: String::new(),
+            flush_pending: None,
             no_combiner: false,
             hits: 0,
             bytes: 0,
@@ -75,6 +239,94 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         self.insert_with(Borrowed(key), value, combine);
     }
 
+    /// Like [`Self::insert_borrowed`] for a string key, and faster on large key sets (see
+    /// the module docs): the key is queued and looked up with the next [`BATCH`] - 1
+    /// string keys. So `combine` may run for records inserted earlier: pass the same
+    /// combiner on every call, and to [`Self::flush`] and [`Self::drain_sorted`].
+    #[inline]
+    pub fn insert_str(&mut self, key: &str, value: V, combine: Combine<'_, K, V>)
+    where
+        K: Borrow<str> + for<'q> From<&'q str>,
+    {
+        self.insert_str_in("", key, value, combine);
+    }
+
+    /// [`Self::insert_str`] for a key cut from `text` (a map task's input, say): a short
+    /// key is then read from the text with one load. Any `text` is correct; one that does
+    /// not hold the key only makes the insert slower.
+    #[inline]
+    pub fn insert_str_in(&mut self, text: &str, key: &str, value: V, combine: Combine<'_, K, V>)
+    where
+        K: Borrow<str> + for<'q> From<&'q str>,
+    {
+        if self.no_combiner {
+            self.insert_with(Borrowed(key), value, combine);
+            return;
+        }
+        self.records_in += 1;
+        let len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
+        let p = if key.len() <= INLINE {
+            let (lo, hi) = pack_in(text.as_bytes(), key.as_bytes());
+            Pending { hash: short_hash(lo, hi, key.len()), lo, hi, len, start: 0, value }
+        } else {
+            let start = u32::try_from(self.arena.len()).expect("a batch of keys shorter than 4 GiB");
+            self.arena.push_str(key);
+            Pending { hash: HASHER.hash_one(key), lo: 0, hi: 0, len, start, value }
+        };
+        self.pending.push(p);
+        self.flush_pending = Some(Self::flush_str);
+        if self.pending.len() == BATCH {
+            self.flush_str(combine);
+        }
+    }
+
+    /// Looks up the queued string keys: every slot loaded first, then the probes.
+    fn flush_str(&mut self, combine: Combine<'_, K, V>)
+    where
+        K: Borrow<str> + for<'q> From<&'q str>,
+    {
+        let mut pending = std::mem::take(&mut self.pending);
+        let mask = self.slots.len() - 1;
+        let mut touch = 0u64;
+        for p in &pending {
+            // A slot may straddle two cache lines: load from both ends.
+            let slot = &self.slots[p.hash as usize & mask];
+            touch ^= slot.lo ^ slot.meta;
+        }
+        std::hint::black_box(touch);
+        let arena = std::mem::take(&mut self.arena);
+        for p in pending.drain(..) {
+            let len = p.len as usize;
+            let short = unpack(p.lo, p.hi);
+            let key = Queued(match len {
+                0..=INLINE => &short[..len],
+                _ => &arena.as_bytes()[p.start as usize..p.start as usize + len],
+            });
+            if self.no_combiner {
+                self.keep_aside(key.into_key(), p.value);
+            } else if len <= INLINE {
+                let found = self.find_short(p.hash, p.lo, p.hi, len);
+                let slot = Place { lo: p.lo, hi: p.hi, meta: short_meta(len) };
+                self.settle(found, slot, key, p.value, combine);
+            } else {
+                let found = self.find(p.hash, |k: &K| Borrow::<str>::borrow(k).as_bytes() == key.0);
+                let slot = Place { lo: p.hash, hi: 0, meta: tag(p.hash) };
+                self.settle(found, slot, key, p.value, combine);
+            }
+        }
+        self.arena = arena;
+        self.arena.clear();
+        self.pending = pending;
+    }
+
+    /// Looks up the string keys still queued by [`Self::insert_str`], folding with
+    /// `combine`.
+    pub fn flush(&mut self, combine: Combine<'_, K, V>) {
+        if let (false, Some(flush)) = (self.pending.is_empty(), self.flush_pending) {
+            flush(self, combine);
+        }
+    }
+
     #[inline]
     fn insert_with<Q>(
         &mut self,
@@ -87,29 +339,113 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     {
         self.records_in += 1;
         if self.no_combiner {
-            let key = source.into_key();
-            self.bytes += estimate(&mut self.scratch, &key, &value);
-            self.extra.push((key, value));
+            self.keep_aside(source.into_key(), value);
             return;
         }
         // `Borrow` promises equal hashes for `K` and `Q`, so one hash serves both the
         // lookup and the insert.
-        let hash = FxBuildHasher.hash_one(source.key());
-        if let Some((k, acc)) = self.table.find_mut(hash, |(k, _)| k.borrow() == source.key()) {
-            self.hits += 1;
-            if let Some(value) = combine(k, acc, value) {
-                self.no_combiner = true;
+        let hash = HASHER.hash_one(source.key());
+        let found = self.find(hash, |k: &K| k.borrow() == source.key());
+        self.settle(found, Place { lo: hash, hi: 0, meta: tag(hash) }, source, value, combine);
+    }
+
+    fn keep_aside(&mut self, key: K, value: V) {
+        self.bytes += estimate(&mut self.scratch, &key, &value) + std::mem::size_of::<(K, V)>() as u64;
+        self.extra.push((key, value));
+    }
+
+    /// Folds `value` into the slot `found` for `source`'s key, or fills the empty slot
+    /// `found` with `place` (its key bits left 0).
+    #[inline(always)]
+    fn settle<Q: ?Sized>(
+        &mut self,
+        found: Found,
+        place: Place,
+        source: impl KeySource<K, Q>,
+        value: V,
+        combine: impl FnOnce(&K, &mut V, V) -> Option<V>,
+    ) {
+        match found {
+            Found::Entry(e) => {
+                self.hits += 1;
+                if let Some(value) = combine(&self.keys[e], &mut self.values[e], value) {
+                    self.no_combiner = true;
+                    self.keep_aside(source.into_key(), value);
+                }
+            }
+            Found::Vacant(i) => {
                 let key = source.into_key();
-                self.bytes += estimate(&mut self.scratch, &key, &value);
-                self.extra.push((key, value));
+                // The key, its slot and the third of an empty one the table keeps beside
+                // it, and what the key and value hold beyond their inline size.
+                let inline = std::mem::size_of::<(K, V)>() + 4 * std::mem::size_of::<Slot>() / 3;
+                self.bytes += estimate(&mut self.scratch, &key, &value) + inline as u64;
+                let at = u32::try_from(self.keys.len()).expect("fewer than 2^32 distinct keys");
+                let meta = place.meta | u64::from(at);
+                self.slots[i] = Slot { meta, ..place };
+                self.keys.push(key);
+                self.values.push(value);
+                if self.keys.len() * 4 > self.slots.len() * 3 {
+                    self.grow();
+                }
+                if self.records_in >= PROBE && self.hits == 0 {
+                    self.no_combiner = true;
+                }
             }
-        } else {
-            let key = source.into_key();
-            self.bytes += estimate(&mut self.scratch, &key, &value);
-            self.table.insert_unique(hash, (key, value), |(k, _)| FxBuildHasher.hash_one(k));
-            if self.records_in == PROBE && self.hits == 0 {
-                self.no_combiner = true;
+        }
+    }
+
+    /// Finds a short string key by its packed bytes: no key is read.
+    #[inline(always)]
+    fn find_short(&self, hash: u64, lo: u64, hi: u64, len: usize) -> Found {
+        let mask = self.slots.len() - 1;
+        let want = short_meta(len);
+        let mut i = hash as usize & mask;
+        loop {
+            let s = self.slots[i];
+            if s.meta == 0 {
+                return Found::Vacant(i);
             }
+            if s.meta & !ENTRY == want && s.lo == lo && s.hi == hi {
+                return Found::Entry((s.meta & ENTRY) as usize);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Finds another key: by tag, then `eq` on the entry's key.
+    #[inline(always)]
+    fn find(&self, hash: u64, eq: impl Fn(&K) -> bool) -> Found {
+        let mask = self.slots.len() - 1;
+        let want = tag(hash);
+        let mut i = hash as usize & mask;
+        loop {
+            let s = self.slots[i];
+            if s.meta == 0 {
+                return Found::Vacant(i);
+            }
+            if s.meta & !ENTRY == want && s.lo == hash && eq(&self.keys[(s.meta & ENTRY) as usize]) {
+                return Found::Entry((s.meta & ENTRY) as usize);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Doubles the index and places every slot again, from what the slots hold: no key
+    /// is read or hashed again.
+    fn grow(&mut self) {
+        let n = self.slots.len() * 2;
+        let old = std::mem::replace(&mut self.slots, empty_slots(n));
+        let mask = n - 1;
+        for s in old.into_iter().filter(|s| s.meta != 0) {
+            let hash = match s.meta & SHORT {
+                0 => s.lo,
+                _ => short_hash(s.lo, s.hi, ((s.meta >> 32) & 0xff) as usize),
+            };
+            let mut i = hash as usize & mask;
+            while self.slots[i].meta != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = s;
         }
     }
 
@@ -125,15 +461,23 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
 
     /// Whether the buffer holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty() && self.extra.is_empty()
+        self.keys.is_empty() && self.extra.is_empty() && self.pending.is_empty()
     }
 
     /// Empties the buffer into a vector sorted by `(partition, key)`, with the partition
-    /// of each record computed once per distinct key.
-    pub fn drain_sorted(&mut self, mut partition: impl FnMut(&K) -> u32) -> Vec<(u32, K, V)> {
-        let mut out = Vec::with_capacity(self.table.len() + self.extra.len());
-        out.extend(self.table.drain().map(|(k, v)| (partition(&k), k, v)));
-        self.table.shrink_to_fit(|(k, _)| FxBuildHasher.hash_one(k));
+    /// of each record computed once per distinct key. String keys still queued are looked
+    /// up first, folding with `combine`.
+    pub fn drain_sorted(
+        &mut self,
+        combine: Combine<'_, K, V>,
+        mut partition: impl FnMut(&K) -> u32,
+    ) -> Vec<(u32, K, V)> {
+        self.flush(combine);
+        let mut out = Vec::with_capacity(self.keys.len() + self.extra.len());
+        // The table starts small again: a buffer that spilled need not keep its peak.
+        self.slots = empty_slots(INITIAL_SLOTS);
+        let keys = std::mem::take(&mut self.keys).into_iter();
+        out.extend(keys.zip(std::mem::take(&mut self.values)).map(|(k, v)| (partition(&k), k, v)));
         out.extend(self.extra.drain(..).map(|(k, v)| (partition(&k), k, v)));
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         self.bytes = 0;
@@ -169,10 +513,30 @@ impl<K: for<'q> From<&'q Q>, Q: ?Sized> KeySource<K, Q> for Borrowed<'_, Q> {
     }
 }
 
+/// The bytes of a queued string key: turned back into a `str` (checked as UTF-8 again)
+/// only when it becomes a `K`, for a new key.
+struct Queued<'a>(&'a [u8]);
+
+impl<'a> Queued<'a> {
+    fn as_str(&self) -> &'a str {
+        std::str::from_utf8(self.0).expect("a queued key is the bytes of a str")
+    }
+}
+
+impl<K: for<'q> From<&'q str>> KeySource<K, str> for Queued<'_> {
+    fn key(&self) -> &str {
+        self.as_str()
+    }
+    fn into_key(self) -> K {
+        K::from(self.as_str())
+    }
+}
+
+/// What a record holds beyond its inline size: its encoded size, a stand-in for the heap
+/// bytes of its key and value.
 fn estimate<K: Serialize, V: Serialize>(scratch: &mut Vec<u8>, key: &K, value: &V) -> u64 {
     scratch.clear();
-    let encoded = if postcard::to_io(&(key, value), &mut *scratch).is_ok() { scratch.len() } else { 0 };
-    (std::mem::size_of::<(K, V)>() + encoded) as u64 + ENTRY_OVERHEAD
+    if postcard::to_io(&(key, value), &mut *scratch).is_ok() { scratch.len() as u64 } else { 0 }
 }
 
 #[cfg(test)]
@@ -198,7 +562,7 @@ mod tests {
         let before = b.bytes();
         b.insert("a".into(), 1, sum);
         assert_eq!(b.bytes(), before, "folding into a held key costs no memory");
-        let got = b.drain_sorted(|k| u32::from(k != "b"));
+        let got = b.drain_sorted(&sum, |k| u32::from(k != "b"));
         let got: Vec<(u32, &str, u64)> = got.iter().map(|(p, k, v)| (*p, k.as_str(), *v)).collect();
         assert_eq!(got, vec![(0, "b", 2), (1, "a", 4), (1, "c", 1)]);
         assert!(b.is_empty());
@@ -212,13 +576,13 @@ mod tests {
         b.insert_borrowed("x", 2, sum);
         b.insert_borrowed("y", 5, sum);
         b.insert("y".to_string(), 1, sum);
-        let got: Vec<(String, u64)> = b.drain_sorted(|_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
+        let got: Vec<(String, u64)> = b.drain_sorted(&sum, |_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
         assert_eq!(got, vec![("x".into(), 3), ("y".into(), 6)]);
         let mut b = MapBuffer::new();
         for (w, v) in [("x", 1), ("x", 2)] {
             b.insert_borrowed(w, v, keep);
         }
-        assert_eq!(b.drain_sorted(|_| 0).len(), 2, "without a combiner both stay");
+        assert_eq!(b.drain_sorted(&keep, |_| 0).len(), 2, "without a combiner both stay");
     }
 
     #[test]
@@ -227,7 +591,7 @@ mod tests {
         for (w, v) in [("x", 1), ("y", 2), ("x", 3), ("x", 4)] {
             b.insert(w.to_string(), v, keep);
         }
-        let mut got: Vec<(String, u64)> = b.drain_sorted(|_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
+        let mut got: Vec<(String, u64)> = b.drain_sorted(&keep, |_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
         got.sort();
         assert_eq!(got, vec![("x".into(), 1), ("x".into(), 3), ("x".into(), 4), ("y".into(), 2)]);
     }
@@ -240,7 +604,7 @@ mod tests {
         }
         assert!(b.no_combiner, "no repeated key in {PROBE} records");
         b.insert("k000000".to_string(), 5, sum); // a repeat after the switch is kept aside
-        let got = b.drain_sorted(|_| 0);
+        let got = b.drain_sorted(&sum, |_| 0);
         assert_eq!(got.len() as u64, PROBE + 101);
         assert!(got.windows(2).all(|w| w[0].1 <= w[1].1), "sorted");
         assert_eq!(got.iter().map(|r| r.2).sum::<u64>(), PROBE + 100 + 5);
@@ -250,7 +614,99 @@ mod tests {
             b.insert(format!("k{}", i % 50), 1, sum);
         }
         assert!(!b.no_combiner);
-        assert_eq!(b.drain_sorted(|_| 0).len(), 50);
+        assert_eq!(b.drain_sorted(&sum, |_| 0).len(), 50);
+    }
+
+    #[test]
+    fn batched_string_keys_combine_and_lose_nothing() {
+        // More keys than a batch and than the first index holds, short and long, some
+        // cut from a text the buffer is told of and some not.
+        let text: String = (0..3000).map(|i| format!("w{i} ")).collect();
+        let mut b: MapBuffer<String, u64> = MapBuffer::new();
+        let n = 5000u64;
+        for round in 0..3u64 {
+            for i in 0..n {
+                let key = match (i * 7919) % n {
+                    j if j % 10 == 0 => format!("a-long-key-of-more-than-sixteen-bytes-{j}"),
+                    j => format!("w{j}"),
+                };
+                match text.find(&format!("{key} ")) {
+                    Some(at) if round == 1 => b.insert_str_in(&text, &text[at..at + key.len()], 1, &sum),
+                    _ => b.insert_str(&key, 1, &sum),
+                }
+            }
+        }
+        assert_eq!(b.records_in(), 3 * n);
+        assert!(!b.is_empty());
+        let got = b.drain_sorted(&sum, |_| 0);
+        assert_eq!(got.len() as u64, n, "one entry per key");
+        assert!(got.iter().all(|(_, _, c)| *c == 3), "every key three times");
+        assert!(b.is_empty());
+        // Queued keys alone are flushed by the drain too.
+        b.insert_str("x", 2, &sum);
+        b.insert_str("x", 3, &sum);
+        assert!(!b.is_empty());
+        let got: Vec<(String, u64)> = b.drain_sorted(&sum, |_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
+        assert_eq!(got, vec![("x".into(), 5)]);
+    }
+
+    #[test]
+    fn string_keys_given_every_way_add_up() {
+        // A short key given through `insert_str` and through `insert` may be held twice
+        // (see the module docs): its total is still exact, and the drain still sorted.
+        let mut b: MapBuffer<String, u64> = MapBuffer::new();
+        let n = 3000u64;
+        for round in 0..3u64 {
+            for i in 0..n {
+                let key =
+                    if i % 3 == 0 { format!("a-long-key-of-more-than-sixteen-bytes-{i}") } else { format!("k{i}") };
+                match (i + round) % 3 {
+                    0 => b.insert_str(&key, i, &sum),
+                    1 => b.insert_borrowed(key.as_str(), i, sum),
+                    _ => b.insert(key, i, sum),
+                }
+            }
+        }
+        let got = b.drain_sorted(&sum, |k| u32::from(k.len() % 2 == 0));
+        assert!(got.len() as u64 <= 2 * n);
+        assert!(got.windows(2).all(|w| (w[0].0, &w[0].1) <= (w[1].0, &w[1].1)), "sorted by partition, key");
+        let mut by_key = std::collections::BTreeMap::new();
+        for (_, k, v) in &got {
+            *by_key.entry(k.clone()).or_insert(0) += v;
+        }
+        assert_eq!(by_key.len() as u64, n);
+        for i in 0..n {
+            let key = if i % 3 == 0 { format!("a-long-key-of-more-than-sixteen-bytes-{i}") } else { format!("k{i}") };
+            assert_eq!(by_key[&key], 3 * i, "{key}");
+        }
+        // Long string keys share their slots with the other paths: one entry each.
+        assert_eq!(got.iter().filter(|r| r.1.len() > INLINE).count() as u64, n / 3);
+    }
+
+    #[test]
+    fn packing_short_keys_agrees_with_the_bytes() {
+        let text = "abcdefghijklmnopqrstuvwxyz0123456789é";
+        for start in 0..text.len() {
+            for end in start..=text.len().min(start + INLINE) {
+                let Some(key) = text.get(start..end) else { continue };
+                let want = unpack(pack(key.as_bytes()).0, pack(key.as_bytes()).1);
+                assert_eq!(&want[..key.len()], key.as_bytes());
+                assert!(want[key.len()..].iter().all(|&b| b == 0), "zero-padded");
+                assert_eq!(pack_in(text.as_bytes(), key.as_bytes()), pack(key.as_bytes()), "{key:?}");
+                assert_eq!(pack_in(b"unrelated text, long enough", key.as_bytes()), pack(key.as_bytes()));
+            }
+        }
+    }
+
+    #[test]
+    fn batched_string_keys_without_a_combiner_keep_every_value() {
+        let mut b: MapBuffer<String, u64> = MapBuffer::new();
+        for v in 0..100 {
+            b.insert_str("k", v, &keep);
+        }
+        let got = b.drain_sorted(&keep, |_| 0);
+        assert_eq!(got.len(), 100);
+        assert_eq!(got.iter().map(|r| r.2).sum::<u64>(), (0..100).sum::<u64>());
     }
 
     #[test]

@@ -35,6 +35,23 @@ pub trait Mapper {
     /// Maps one input line (without its line terminator; bytes that are not UTF-8 are
     /// replaced with U+FFFD). An error fails the task attempt, naming the line's shard.
     fn map(&self, line: &str, emit: &mut Emitter<'_, Self::Key, Self::Value>) -> Result<(), BoxError>;
+
+    /// Maps a block of whole lines at once (Spark's `mapPartitions`, at a smaller scale):
+    /// `lines` holds one or more lines, each ending in `\n` or `\r\n` but perhaps the
+    /// last. The default calls [`Mapper::map`] on each line, without its terminator.
+    ///
+    /// Override it when the map function works faster on many lines together, such as a
+    /// tokenizer to which a line end is one more separator; it must emit what `map` would
+    /// for the same lines. A worker hands out blocks of about 64 KiB and checks the sort
+    /// buffer's budget after each. When it fails, the worker maps the block's lines one by
+    /// one (dropping what they emit) to find the line that fails and name it.
+    fn map_lines(&self, lines: &str, emit: &mut Emitter<'_, Self::Key, Self::Value>) -> Result<(), BoxError> {
+        for line in lines.split_inclusive('\n') {
+            let line = line.strip_suffix('\n').map_or(line, |l| l.strip_suffix('\r').unwrap_or(l));
+            self.map(line, emit)?;
+        }
+        Ok(())
+    }
 }
 
 /// The reduce side of a job, plus its optional combiner and its partitioner.
@@ -77,18 +94,20 @@ pub trait Job: Reducer + Serialize + DeserializeOwned + Send + Sync + 'static {
 
 /// Where a map function sends its pairs.
 ///
-/// Prefer [`Emitter::emit_borrowed`] when the key is at hand as a borrowed form (a `&str`
-/// for a `String` key): a key already in the map task's buffer then costs no allocation.
+/// Prefer [`Emitter::emit_str`] for string keys, and [`Emitter::emit_borrowed`] when
+/// another key is at hand as a borrowed form: a key already in the map task's buffer then
+/// costs no allocation.
 pub struct Emitter<'a, K, V> {
     sink: Sink<'a, K, V>,
 }
 
 /// A combiner, as the map task's buffer calls it.
-pub type CombineFn<'a, K, V> = &'a dyn Fn(&K, &mut V, V) -> Option<V>;
+pub type CombineFn<'a, K, V> = crate::buffer::Combine<'a, K, V>;
 
 enum Sink<'a, K, V> {
     Fn(&'a mut dyn FnMut(K, V)),
-    Buffer(&'a mut MapBuffer<K, V>, CombineFn<'a, K, V>),
+    /// The buffer, its combiner, and the text the map function's input is cut from.
+    Buffer(&'a mut MapBuffer<K, V>, CombineFn<'a, K, V>, &'a str),
 }
 
 impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
@@ -99,7 +118,13 @@ impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
 
     /// An emitter that inserts into a map task's buffer, combining with `combine`.
     pub fn buffered(buffer: &'a mut MapBuffer<K, V>, combine: CombineFn<'a, K, V>) -> Self {
-        Emitter { sink: Sink::Buffer(buffer, combine) }
+        Self::buffered_in(buffer, combine, "")
+    }
+
+    /// [`Self::buffered`] for map input cut from `text` (a block of lines): string keys cut
+    /// from it are read faster (see [`MapBuffer::insert_str_in`]).
+    pub fn buffered_in(buffer: &'a mut MapBuffer<K, V>, combine: CombineFn<'a, K, V>, text: &'a str) -> Self {
+        Emitter { sink: Sink::Buffer(buffer, combine, text) }
     }
 
     /// Emits one intermediate pair.
@@ -107,7 +132,7 @@ impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
     pub fn emit(&mut self, key: K, value: V) {
         match &mut self.sink {
             Sink::Fn(f) => f(key, value),
-            Sink::Buffer(buffer, combine) => buffer.insert(key, value, combine),
+            Sink::Buffer(buffer, combine, _) => buffer.insert(key, value, combine),
         }
     }
 
@@ -121,7 +146,22 @@ impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
     {
         match &mut self.sink {
             Sink::Fn(f) => f(K::from(key), value),
-            Sink::Buffer(buffer, combine) => buffer.insert_borrowed(key, value, combine),
+            Sink::Buffer(buffer, combine, _) => buffer.insert_borrowed(key, value, combine),
+        }
+    }
+
+    /// Emits one intermediate pair with a string key (a `String`, a `CompactString`...):
+    /// the fastest way to emit string keys. The key is turned into a `K` only if the
+    /// buffer does not hold it yet, and keys are looked up a batch at a time, so that the
+    /// cache misses of a large key set overlap.
+    #[inline]
+    pub fn emit_str(&mut self, key: &str, value: V)
+    where
+        K: Borrow<str> + for<'q> From<&'q str>,
+    {
+        match &mut self.sink {
+            Sink::Fn(f) => f(K::from(key), value),
+            Sink::Buffer(buffer, combine, text) => buffer.insert_str_in(text, key, value, *combine),
         }
     }
 }

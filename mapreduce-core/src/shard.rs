@@ -7,7 +7,7 @@
 //! whatever the cut points (this is Hadoop's `LineRecordReader` rule).
 
 use std::borrow::Cow;
-use std::io::{self, BufRead};
+use std::io::{self, Read};
 
 use serde::{Deserialize, Serialize};
 
@@ -89,70 +89,160 @@ pub fn plan_shards(files: &[InputFile], shard_size: u64) -> Vec<Shard> {
     shards
 }
 
-/// Reads the lines that start inside one segment.
+/// Reads the lines that start inside one segment, a block of whole lines at a time.
 ///
 /// Build it over a reader positioned at `start - 1` when `start > 0` (and at 0 otherwise)
 /// with [`LineReader::new`]: the byte before the segment tells whether the segment starts
-/// a line. The reader strips `\n` and `\r\n`, and decodes bytes that are not UTF-8
-/// lossily. It reuses one buffer, so a line that is valid UTF-8 costs no allocation.
+/// a line. Each [`Block`] holds up to about the block size of whole lines, validated as
+/// UTF-8 at once (with SIMD) rather than line by line; bytes that are not UTF-8 are
+/// decoded lossily. Lines lose their `\n` or `\r\n`. The reader reuses one buffer, so
+/// valid text costs no allocation.
 #[derive(Debug)]
 pub struct LineReader<R> {
     inner: R,
-    /// Offset in the file of the next byte `inner` yields.
+    /// `buf[..filled]` holds bytes read; `buf[cursor..filled]` are not handed out yet.
+    buf: Vec<u8>,
+    cursor: usize,
+    filled: usize,
+    /// Offset in the file of `buf[cursor]`.
     pos: u64,
     /// Lines starting at or after this offset belong to the next segment.
     end: u64,
-    buf: Vec<u8>,
     started: bool,
-    line_start: u64,
+    eof: bool,
 }
 
-impl<R: BufRead> LineReader<R> {
+/// Default size of the blocks a [`LineReader`] hands out.
+pub const LINE_BLOCK: usize = 1 << 20;
+
+impl<R: Read> LineReader<R> {
     /// A reader for `[start, end)` over `inner`, which must be positioned at
     /// `start.saturating_sub(1)`.
     pub fn new(inner: R, start: u64, end: u64) -> Self {
+        Self::with_block_size(inner, start, end, LINE_BLOCK)
+    }
+
+    /// [`Self::new`] with blocks of about `block` bytes (a line longer than that makes its
+    /// block longer).
+    pub fn with_block_size(inner: R, start: u64, end: u64, block: usize) -> Self {
         LineReader {
             inner,
+            buf: vec![0; block.max(1)],
+            cursor: 0,
+            filled: 0,
             pos: start.saturating_sub(1),
             end,
-            buf: Vec::with_capacity(256),
             started: start == 0,
-            line_start: start,
+            eof: false,
         }
     }
 
-    /// Offset in the file of the line last returned by [`Self::next_line`]: where to point
-    /// a user at a record that failed.
-    pub fn line_start(&self) -> u64 {
-        self.line_start
+    /// Reads more bytes after the unread ones (moved to the front), growing the buffer if
+    /// they fill it. Returns whether any byte came.
+    fn fill(&mut self) -> io::Result<bool> {
+        if self.cursor > 0 {
+            self.buf.copy_within(self.cursor..self.filled, 0);
+            self.filled -= self.cursor;
+            self.cursor = 0;
+        }
+        if self.filled == self.buf.len() {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        loop {
+            match self.inner.read(&mut self.buf[self.filled..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(false);
+                }
+                Ok(n) => {
+                    self.filled += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
-    /// The next line of the segment, or `None` at its end.
-    #[allow(clippy::should_implement_trait)] // lends from self; cannot be an Iterator
-    pub fn next_line(&mut self) -> io::Result<Option<Cow<'_, str>>> {
+    /// Index in `buf` just past the first `\n` at or after `from`, reading more as needed;
+    /// `filled` if the file ends first.
+    fn line_end_from(&mut self, from: usize) -> io::Result<usize> {
+        let mut from = from - self.cursor;
+        loop {
+            if let Some(i) = self.buf[self.cursor + from..self.filled].iter().position(|&b| b == b'\n') {
+                return Ok(self.cursor + from + i + 1);
+            }
+            from = self.filled - self.cursor;
+            if self.eof || !self.fill()? {
+                return Ok(self.filled);
+            }
+        }
+    }
+
+    /// The next block of whole lines of the segment, or `None` at its end.
+    pub fn next_block(&mut self) -> io::Result<Option<Block<'_>>> {
         if !self.started {
             // Skip the rest of the line that the byte before `start` belongs to: if that
             // byte is a newline, this consumes exactly it and the segment starts a line.
             self.started = true;
-            self.buf.clear();
-            let n = self.inner.read_until(b'\n', &mut self.buf)?;
-            self.pos += n as u64;
+            let skip = self.line_end_from(self.cursor)?;
+            self.pos += (skip - self.cursor) as u64;
+            self.cursor = skip;
         }
         if self.pos >= self.end {
             return Ok(None);
         }
-        self.buf.clear();
-        self.line_start = self.pos;
-        let n = self.inner.read_until(b'\n', &mut self.buf)?;
-        if n == 0 {
+        if self.cursor == self.filled && (self.eof || !self.fill()?) {
             return Ok(None); // the file is shorter than when it was listed
         }
-        self.pos += n as u64;
-        let mut line = &self.buf[..];
-        if let Some(rest) = line.strip_suffix(b"\n") {
-            line = rest.strip_suffix(b"\r").unwrap_or(rest);
+        // Whole lines: up to the last newline read, at least one line.
+        let mut cut = match self.buf[self.cursor..self.filled].iter().rposition(|&b| b == b'\n') {
+            Some(i) => self.cursor + i + 1,
+            None => self.line_end_from(self.cursor)?,
+        };
+        // Only the lines that start before `end`: up to the end of the one holding
+        // byte `end - 1`.
+        let within = (self.end - self.pos) as usize;
+        if cut - self.cursor > within {
+            cut = self.line_end_from(self.cursor + within - 1)?;
         }
-        Ok(Some(String::from_utf8_lossy(line)))
+        let (start, offset) = (self.cursor, self.pos);
+        self.cursor = cut;
+        self.pos += (cut - start) as u64;
+        let bytes = &self.buf[start..cut];
+        let text = match simdutf8::basic::from_utf8(bytes) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(bytes),
+        };
+        Ok(Some(Block { text, offset }))
+    }
+}
+
+/// Whole lines of a segment, as [`LineReader::next_block`] hands them out.
+#[derive(Debug)]
+pub struct Block<'a> {
+    text: Cow<'a, str>,
+    offset: u64,
+}
+
+impl Block<'_> {
+    /// The block's text: whole lines, with their terminators.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The block's lines, each with the offset in the file where it starts, without its
+    /// line terminator.
+    pub fn lines(&self) -> impl Iterator<Item = (u64, &str)> {
+        let mut offset = self.offset;
+        // After lossy decoding, offsets past a replaced byte are those of the decoded
+        // text; they stay exact for valid UTF-8, the case that matters for errors.
+        self.text.split_inclusive('\n').map(move |raw| {
+            let at = offset;
+            offset += raw.len() as u64;
+            let line = raw.strip_suffix('\n').map_or(raw, |l| l.strip_suffix('\r').unwrap_or(l));
+            (at, line)
+        })
     }
 }
 
@@ -183,12 +273,29 @@ mod tests {
     }
 
     fn read_segment(data: &[u8], start: u64, end: u64) -> Vec<String> {
+        read_segment_in_blocks(data, start, end, LINE_BLOCK).into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// The lines with their offsets, read in blocks of about `block` bytes.
+    fn read_segment_in_blocks(data: &[u8], start: u64, end: u64, block: usize) -> Vec<(u64, String)> {
         let mut cur = Cursor::new(data);
         cur.seek(SeekFrom::Start(start.saturating_sub(1))).unwrap();
-        let mut r = LineReader::new(cur, start, end);
+        let mut r = LineReader::with_block_size(cur, start, end, block);
         let mut out = Vec::new();
-        while let Some(l) = r.next_line().unwrap() {
-            out.push(l.into_owned());
+        while let Some(b) = r.next_block().unwrap() {
+            out.extend(b.lines().map(|(at, l)| (at, l.to_string())));
+        }
+        out
+    }
+
+    /// The lines of `data` and their offsets, the plain way.
+    fn plain_lines(data: &[u8]) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        let mut at = 0u64;
+        for raw in data.split_inclusive(|&b| b == b'\n') {
+            let line = raw.strip_suffix(b"\n").map_or(raw, |l| l.strip_suffix(b"\r").unwrap_or(l));
+            out.push((at, String::from_utf8_lossy(line).into_owned()));
+            at += raw.len() as u64;
         }
         out
     }
@@ -211,25 +318,36 @@ mod tests {
         assert_eq!(read_segment(b"\n\nx", 0, 3), vec!["", "", "x"]);
     }
 
+    #[test]
+    fn lines_longer_than_a_block_and_offsets() {
+        let data = b"0123456789abcdef\nxy\r\n\nlast line, no newline";
+        for block in [1, 2, 3, 5, 8, 64] {
+            assert_eq!(read_segment_in_blocks(data, 0, data.len() as u64, block), plain_lines(data), "block {block}");
+        }
+        assert_eq!(read_segment_in_blocks(data, 5, 18, 4), vec![(17, "xy".to_string())]);
+    }
+
     proptest! {
-        /// Whatever the cut points, the segments' lines concatenate to the file's lines.
+        /// Whatever the cut points and block size, the segments' lines, with their
+        /// offsets, concatenate to the file's lines.
         #[test]
         fn every_line_read_exactly_once(
-            lines in proptest::collection::vec("[a-c\r]{0,6}", 0..20),
+            lines in proptest::collection::vec("[a-c\r\u{e9}]{0,6}", 0..20),
             final_newline in any::<bool>(),
             shard in 1u64..12,
+            block in 1usize..20,
         ) {
             let mut data = lines.join("\n");
             if final_newline && !data.is_empty() {
                 data.push('\n');
             }
             let data = data.into_bytes();
-            let expected = read_segment(&data, 0, data.len() as u64);
+            let expected = plain_lines(&data);
             let shards = plan_shards(&[file("f", data.len() as u64)], shard);
             let mut got = Vec::new();
             for s in &shards {
                 for seg in &s.segments {
-                    got.extend(read_segment(&data, seg.start, seg.end));
+                    got.extend(read_segment_in_blocks(&data, seg.start, seg.end, block));
                 }
             }
             prop_assert_eq!(got, expected);

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{BoxError, Emitter, Job, Mapper, Output, Reducer};
 
+mod split;
 mod tuned;
+pub use split::for_each_word;
 pub use tuned::count_tuned;
 
 /// The word count job.
@@ -49,10 +51,13 @@ impl Mapper for WordCount {
     type Value = u64;
 
     fn map(&self, line: &str, emit: &mut Emitter<'_, Word, u64>) -> Result<(), BoxError> {
-        for word in words(line) {
-            emit.emit_borrowed(word, 1);
-        }
+        for_each_word(line, |word| emit.emit_str(word, 1));
         Ok(())
+    }
+
+    /// Line ends separate words like any other separator: split the whole block.
+    fn map_lines(&self, lines: &str, emit: &mut Emitter<'_, Word, u64>) -> Result<(), BoxError> {
+        self.map(lines, emit)
     }
 }
 

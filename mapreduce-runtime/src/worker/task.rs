@@ -11,14 +11,13 @@ use mapreduce_core::buffer::MapBuffer;
 use mapreduce_core::merge::{Merge, MergeError};
 use mapreduce_core::record::{FormatError, RecordReader, RecordWriter};
 use mapreduce_core::scheduler::PartitionFile;
-use mapreduce_core::shard::{LineReader, Segment};
+use mapreduce_core::shard::{Block, LineReader, Segment};
 use mapreduce_core::{BoxError, Emitter, Job, Output};
 use tempfile::NamedTempFile;
 
 use crate::error::{TaskError, panic_message};
 use crate::storage;
 
-const READ_BUFFER: usize = 256 << 10;
 const WRITE_BUFFER: usize = 256 << 10;
 const MERGE_READ_BUFFER: usize = 64 << 10;
 /// Most files a reduce merges at once (Hadoop's `io.sort.factor`), so a reduce over any
@@ -34,7 +33,7 @@ pub(crate) struct MapTask {
     pub(crate) work_dir: PathBuf,
     pub(crate) reducers: u32,
     pub(crate) sort_buffer: u64,
-    /// Set when the master abandons the attempt: stop at the next record.
+    /// Set when the master abandons the attempt: stop at the next block of input.
     pub(crate) cancelled: Arc<AtomicBool>,
 }
 
@@ -121,6 +120,59 @@ fn user_error(at: String, e: BoxError) -> TaskError {
     TaskError::User { at, message: e.to_string() }
 }
 
+/// Input handed to [`mapreduce_core::Mapper::map_lines`] at once, about; the sort buffer's
+/// budget is checked after each block.
+const MAP_BLOCK: usize = 64 << 10;
+
+/// The lines of a block of whole lines.
+fn line_count(text: &str) -> u64 {
+    let bytes = text.as_bytes();
+    let mut chunks = bytes.chunks_exact(8);
+    let mut newlines: u64 = chunks
+        .by_ref()
+        .map(|c| {
+            // Eight bytes at a time: the top bit of each byte that is `\n`, exactly
+            // (no borrow runs between bytes: their top bits are cleared first).
+            const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+            let x = u64::from_le_bytes(c.try_into().expect("8 bytes")) ^ 0x0a0a_0a0a_0a0a_0a0a;
+            let zero = !(((x & LOW7) + LOW7) | x | LOW7);
+            u64::from(zero.count_ones())
+        })
+        .sum();
+    newlines += chunks.remainder().iter().filter(|&&b| b == b'\n').count() as u64;
+    newlines + u64::from(!text.is_empty() && !text.ends_with('\n'))
+}
+
+/// The error of a block whose map failed with `result`, naming the first line that fails
+/// on its own (mapped again, what it emits dropped), or else the block's first line.
+fn block_failure<J: Job>(
+    job: &J,
+    name: &str,
+    path: &str,
+    block: &Block<'_>,
+    result: std::thread::Result<Result<(), BoxError>>,
+) -> TaskError {
+    let failure = |offset: u64, result: std::thread::Result<Result<(), BoxError>>| {
+        let at = format!("{name}, record at {path}:{offset}");
+        match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(user_error(at, e)),
+            Err(payload) => Some(TaskError::Panic { at, message: panic_message(&*payload) }),
+        }
+    };
+    for (offset, line) in block.lines() {
+        let alone = catch_unwind(AssertUnwindSafe(|| job.map(line, &mut Emitter::new(&mut |_, _| {}))));
+        if let Some(e) = failure(offset, alone) {
+            return e;
+        }
+    }
+    let start = block.lines().next().map_or(0, |(offset, _)| offset);
+    failure(start, result).unwrap_or_else(|| TaskError::User {
+        at: format!("{name}, records at {path}:{start}"),
+        message: "map_lines failed".into(),
+    })
+}
+
 /// Runs one map attempt: reads the shard's lines, maps them into the combining buffer,
 /// spills sorted runs when the buffer passes its budget, and writes one sorted record
 /// file per partition.
@@ -134,18 +186,17 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
         let input_err = |source| TaskError::Input { path: path.to_path_buf(), source };
         let mut file = File::open(path).map_err(input_err)?;
         file.seek(SeekFrom::Start(seg.start.saturating_sub(1))).map_err(input_err)?;
-        let mut lines = LineReader::new(BufReader::with_capacity(READ_BUFFER, file), seg.start, seg.end);
-        while let Some(line) = lines.next_line().map_err(input_err)? {
+        let mut reader = LineReader::with_block_size(file, seg.start, seg.end, MAP_BLOCK);
+        while let Some(block) = reader.next_block().map_err(input_err)? {
             check(&t.cancelled)?;
-            input_records += 1;
+            let text = block.text();
+            input_records += line_count(text);
             let combine = |k: &J::Key, acc: &mut J::Value, v| job.combine(k, acc, v);
-            let result =
-                catch_unwind(AssertUnwindSafe(|| job.map(&line, &mut Emitter::buffered(&mut buffer, &combine))));
-            let at = || format!("{name}, record at {}:{}", seg.path, lines.line_start());
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(user_error(at(), e)),
-                Err(payload) => return Err(TaskError::Panic { at: at(), message: panic_message(&*payload) }),
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                job.map_lines(text, &mut Emitter::buffered_in(&mut buffer, &combine, text))
+            }));
+            if !matches!(result, Ok(Ok(()))) {
+                return Err(block_failure(job, &name, &seg.path, &block, result));
             }
             if buffer.bytes() >= t.sort_buffer {
                 spills.push(spill(job, &mut buffer, t, &name)?);
@@ -172,7 +223,8 @@ fn drain<J: Job>(
     name: &str,
 ) -> Result<Sorted<J>, TaskError> {
     let mut bad = None;
-    let sorted = buffer.drain_sorted(|k| {
+    let combine = |k: &J::Key, acc: &mut J::Value, v| job.combine(k, acc, v);
+    let sorted = buffer.drain_sorted(&combine, |k| {
         let p = job.partition(k, reducers);
         if p >= reducers {
             bad = Some(p);
@@ -448,6 +500,16 @@ pub(crate) fn run_reduce<J: Job>(job: &J, t: &ReduceTask) -> Result<ReduceResult
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn line_count_counts_lines_with_and_without_a_final_newline() {
+        let plain = |t: &str| t.split_inclusive('\n').count() as u64;
+        for text in ["", "a", "\n", "a\n", "a\nb", "\n\n\n", "\u{10a}\n\u{a0a}\n\n", "x\n\x0b\x09\u{8a}\n"] {
+            assert_eq!(super::line_count(text), plain(text), "{text:?}");
+        }
+        let long: String = (0..1000).map(|i| if i % 7 == 0 { '\n' } else { 'é' }).collect();
+        assert_eq!(super::line_count(&long), plain(&long));
+    }
+
     use super::*;
     use mapreduce_core::{Mapper, Reducer};
     use serde::{Deserialize, Serialize};
