@@ -18,18 +18,26 @@
 //!   and every Wait with `WorkerIdle`, on a fake clock; throughput is actions drained from
 //!   `poll_action`, that is, scheduling decisions per second.
 //!
+//! - `map/split`: [`for_each_word`] over 16 MiB of the word count bench's corpus (its
+//!   200k-word Zipf vocabulary); throughput is bytes of text.
+//! - `map/buffer`: the same words through [`MapBuffer::insert_str_in`] into one buffer
+//!   (a map task's combining table), drained sorted at the end; throughput is bytes of
+//!   text, so the figure includes the split.
+//!
 //! Inputs are generated from a fixed seed, so every run measures the same bytes.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use mapreduce::mapreduce_core::buffer::MapBuffer;
 use mapreduce::mapreduce_core::merge::Merge;
 use mapreduce::mapreduce_core::record::{RecordReader, RecordWriter};
 use mapreduce::mapreduce_core::scheduler::{
     Action, Event, JobPlan, PartitionFile, Scheduler, SchedulerConfig, TaskKind, TaskOutput,
 };
 use mapreduce::mapreduce_core::shard::{Segment, Shard};
+use mapreduce::wordcount::{Word, for_each_word, generate_corpus};
 
 /// Records in the encode/decode input.
 const RECORDS: usize = 200_000;
@@ -224,5 +232,33 @@ fn bench_scheduler(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_records, bench_merge, bench_scheduler);
+fn bench_map(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("corpus.txt");
+    generate_corpus(&path, 16 << 20, 200_000, 2024).expect("the corpus is written");
+    let text = std::fs::read_to_string(&path).expect("the corpus is UTF-8");
+    let mut group = c.benchmark_group("map");
+    group.sample_size(10).throughput(Throughput::Bytes(text.len() as u64));
+    group.bench_function("split", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            for_each_word(&text, |w| n += w.len());
+            black_box(n)
+        })
+    });
+    let combine = |_: &Word, acc: &mut u64, v: u64| {
+        *acc += v;
+        None
+    };
+    group.bench_function("buffer", |b| {
+        b.iter(|| {
+            let mut buffer = MapBuffer::<Word, u64>::new();
+            for_each_word(&text, |w| buffer.insert_str_in(&text, w, 1, combine));
+            black_box(buffer.drain_sorted(combine, |_| 0).len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_records, bench_merge, bench_scheduler, bench_map);
 criterion_main!(benches);

@@ -15,6 +15,12 @@
 //!    directory that must not exist yet, the number of reducers.
 //! 3. Run it on a cluster and read the report.
 //!
+//! String keys are best emitted with [`Emitter::emit_str`]: the map task's buffer looks
+//! them up a batch at a time and makes a `String` only for a key it does not hold yet. A
+//! map function that does not care where lines end can also override
+//! [`Mapper::map_lines`] and take a whole block of lines at once (word count does, in
+//! [`wordcount`]).
+//!
 //! ```
 //! use mapreduce::{BoxError, Cluster, Emitter, Job, JobSpec, Mapper, Output, Reducer};
 //! use serde::{Deserialize, Serialize};
@@ -28,7 +34,7 @@
 //!     type Value = u64;
 //!     fn map(&self, line: &str, emit: &mut Emitter<'_, String, u64>) -> Result<(), BoxError> {
 //!         for word in line.split(|c: char| !c.is_alphabetic()).filter(|w| !w.is_empty()) {
-//!             emit.emit_borrowed(word, 1); // allocates only for a word new to this task
+//!             emit.emit_str(word, 1); // allocates only for a word new to this task
 //!         }
 //!         Ok(())
 //!     }

@@ -52,7 +52,31 @@ const INLINE: usize = 16;
 /// A combiner, as the buffer calls it.
 pub type Combine<'c, K, V> = &'c dyn Fn(&K, &mut V, V) -> Option<V>;
 
-type FlushFn<K, V> = fn(&mut MapBuffer<K, V>, Combine<'_, K, V>);
+/// What the buffer needs of a string-like `K` to look up and keep queued string keys,
+/// captured where `K: Borrow<str> + From<&str>` is known, so that the flush itself needs
+/// no such bound and can be called with any combiner, statically dispatched.
+#[derive(Debug)]
+struct StrKeys<K> {
+    /// `K::from(str)`.
+    make: fn(&str) -> K,
+    /// Whether a key's `str` is these bytes.
+    equals: fn(&K, &[u8]) -> bool,
+}
+
+// By hand: a derive would ask `K: Copy`, and these are only function pointers.
+impl<K> Clone for StrKeys<K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for StrKeys<K> {}
+
+impl<K: Borrow<str> + for<'q> From<&'q str>> StrKeys<K> {
+    fn new() -> Self {
+        StrKeys { make: |s| K::from(s), equals: |k, b| Borrow::<str>::borrow(k).as_bytes() == b }
+    }
+}
 
 /// `meta` of a slot in use.
 const FULL: u64 = 1 << 63;
@@ -61,22 +85,28 @@ const SHORT: u64 = 1 << 62;
 /// The entry's position, in the low half of `meta`.
 const ENTRY: u64 = 0xffff_ffff;
 
-/// A slot of the index: empty if `meta` is 0. For a short string key, its bytes as two
+/// A slot of the table: empty if `meta` is 0. For a short string key, its bytes as two
 /// little-endian integers, zero-padded, and `meta = FULL | SHORT | len << 32 | key`;
 /// for another key, its hash in `lo` and `meta = FULL | tag << 32 | key`; `key` is the
-/// key's position in `keys` and `values`.
-#[derive(Debug, Clone, Copy, Default)]
-struct Slot {
+/// key's position in `keys`. `value` is the key's combined value, `None` when empty.
+#[derive(Debug)]
+struct Slot<V> {
+    lo: u64,
+    hi: u64,
+    meta: u64,
+    value: Option<V>,
+}
+
+/// Where a key goes, before it has a position and a value.
+#[derive(Clone, Copy)]
+struct Place {
     lo: u64,
     hi: u64,
     meta: u64,
 }
 
-/// A slot before its key has a position.
-type Place = Slot;
-
-fn empty_slots(n: usize) -> Vec<Slot> {
-    vec![Slot::default(); n]
+fn empty_slots<V>(n: usize) -> Vec<Slot<V>> {
+    std::iter::repeat_with(|| Slot { lo: 0, hi: 0, meta: 0, value: None }).take(n).collect()
 }
 
 /// The `meta` bits above the entry of a key that is not a short string: 28 bits of its
@@ -161,21 +191,19 @@ struct Pending<V> {
 /// A combining buffer of map output.
 #[derive(Debug)]
 pub struct MapBuffer<K, V> {
-    /// The index over `keys` and `values`; its length is a power of two.
-    slots: Vec<Slot>,
+    /// One per distinct key, with its values folded together by the combiner; the length
+    /// is a power of two.
+    slots: Vec<Slot<V>>,
     /// The distinct keys, in insertion order.
     keys: Vec<K>,
-    /// Each key's values, folded together by the combiner.
-    values: Vec<V>,
     /// Values the combiner handed back (no combiner, or it declined).
     extra: Vec<(K, V)>,
     /// String keys queued by [`Self::insert_str`], at most [`BATCH`].
     pending: Vec<Pending<V>>,
     /// The bytes of the queued string keys longer than [`INLINE`], back to back.
     arena: String,
-    /// Looks the queued keys up: set by the first [`Self::insert_str`], where `K` is known
-    /// to borrow as `str`.
-    flush_pending: Option<FlushFn<K, V>>,
+    /// Set by the first [`Self::queue_str`], where `K` is known to borrow as `str`.
+    str_keys: Option<StrKeys<K>>,
     /// Set once the combiner declines, or once [`PROBE`] records brought no repeated key
     /// (a sort, say, where combining cannot help): from then on every record goes to
     /// `extra` without a hash lookup, so such a job pays nothing for the table.
@@ -195,7 +223,7 @@ impl<K: Key, V: Value> Default for MapBuffer<K, V> {
 
 /// Where a key is, or would go, in the table.
 enum Found {
-    /// At this position in `keys` and `values`.
+    /// At this slot.
     Entry(usize),
     /// Not held; this empty slot ends its probe sequence.
     Vacant(usize),
@@ -207,11 +235,10 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         MapBuffer {
             slots: empty_slots(INITIAL_SLOTS),
             keys: Vec::new(),
-            values: Vec::new(),
             extra: Vec::new(),
             pending: Vec::with_capacity(BATCH),
             arena: String::new(),
-            flush_pending: None,
+            str_keys: None,
             no_combiner: false,
             hits: 0,
             bytes: 0,
@@ -244,7 +271,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     /// string keys. So `combine` may run for records inserted earlier: pass the same
     /// combiner on every call, and to [`Self::flush`] and [`Self::drain_sorted`].
     #[inline]
-    pub fn insert_str(&mut self, key: &str, value: V, combine: Combine<'_, K, V>)
+    pub fn insert_str(&mut self, key: &str, value: V, combine: impl Fn(&K, &mut V, V) -> Option<V>)
     where
         K: Borrow<str> + for<'q> From<&'q str>,
     {
@@ -255,13 +282,29 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     /// key is then read from the text with one load. Any `text` is correct; one that does
     /// not hold the key only makes the insert slower.
     #[inline]
-    pub fn insert_str_in(&mut self, text: &str, key: &str, value: V, combine: Combine<'_, K, V>)
+    pub fn insert_str_in(&mut self, text: &str, key: &str, value: V, combine: impl Fn(&K, &mut V, V) -> Option<V>)
+    where
+        K: Borrow<str> + for<'q> From<&'q str>,
+    {
+        if self.queue_str(text, key, value) {
+            self.flush(combine);
+        }
+    }
+
+    /// Queues a string key cut from `text` (see [`Self::insert_str_in`]) without looking
+    /// it up: returns `true` once a batch is full, when the caller must call
+    /// [`Self::flush`]. This lets a caller that knows the combiner's type flush with it
+    /// statically dispatched, one dynamic call a batch instead of one a record.
+    #[inline]
+    pub fn queue_str(&mut self, text: &str, key: &str, value: V) -> bool
     where
         K: Borrow<str> + for<'q> From<&'q str>,
     {
         if self.no_combiner {
-            self.insert_with(Borrowed(key), value, combine);
-            return;
+            // Nothing is looked up any more, so nothing is folded: no combiner is called.
+            self.records_in += 1;
+            self.keep_aside(K::from(key), value);
+            return false;
         }
         self.records_in += 1;
         let len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
@@ -274,57 +317,51 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             Pending { hash: HASHER.hash_one(key), lo: 0, hi: 0, len, start, value }
         };
         self.pending.push(p);
-        self.flush_pending = Some(Self::flush_str);
-        if self.pending.len() == BATCH {
-            self.flush_str(combine);
+        if self.str_keys.is_none() {
+            self.str_keys = Some(StrKeys::new());
         }
+        self.pending.len() >= BATCH
     }
 
-    /// Looks up the queued string keys: every slot loaded first, then the probes.
-    fn flush_str(&mut self, combine: Combine<'_, K, V>)
-    where
-        K: Borrow<str> + for<'q> From<&'q str>,
-    {
+    /// Looks up the string keys queued by [`Self::insert_str`] or [`Self::queue_str`],
+    /// folding with `combine`: every slot loaded first, then the probes.
+    pub fn flush(&mut self, combine: impl Fn(&K, &mut V, V) -> Option<V>) {
+        let Some(keys) = self.str_keys.filter(|_| !self.pending.is_empty()) else { return };
         let mut pending = std::mem::take(&mut self.pending);
         let mask = self.slots.len() - 1;
         let mut touch = 0u64;
         for p in &pending {
             // A slot may straddle two cache lines: load from both ends.
             let slot = &self.slots[p.hash as usize & mask];
-            touch ^= slot.lo ^ slot.meta;
+            touch ^= slot.lo ^ u64::from(slot.value.is_some());
         }
         std::hint::black_box(touch);
         let arena = std::mem::take(&mut self.arena);
         for p in pending.drain(..) {
             let len = p.len as usize;
             let short = unpack(p.lo, p.hi);
-            let key = Queued(match len {
-                0..=INLINE => &short[..len],
-                _ => &arena.as_bytes()[p.start as usize..p.start as usize + len],
-            });
+            let key = Queued {
+                bytes: match len {
+                    0..=INLINE => &short[..len],
+                    _ => &arena.as_bytes()[p.start as usize..p.start as usize + len],
+                },
+                make: keys.make,
+            };
             if self.no_combiner {
                 self.keep_aside(key.into_key(), p.value);
             } else if len <= INLINE {
                 let found = self.find_short(p.hash, p.lo, p.hi, len);
                 let slot = Place { lo: p.lo, hi: p.hi, meta: short_meta(len) };
-                self.settle(found, slot, key, p.value, combine);
+                self.settle(found, slot, key, p.value, &combine);
             } else {
-                let found = self.find(p.hash, |k: &K| Borrow::<str>::borrow(k).as_bytes() == key.0);
+                let found = self.find(p.hash, |k: &K| (keys.equals)(k, key.bytes));
                 let slot = Place { lo: p.hash, hi: 0, meta: tag(p.hash) };
-                self.settle(found, slot, key, p.value, combine);
+                self.settle(found, slot, key, p.value, &combine);
             }
         }
         self.arena = arena;
         self.arena.clear();
         self.pending = pending;
-    }
-
-    /// Looks up the string keys still queued by [`Self::insert_str`], folding with
-    /// `combine`.
-    pub fn flush(&mut self, combine: Combine<'_, K, V>) {
-        if let (false, Some(flush)) = (self.pending.is_empty(), self.flush_pending) {
-            flush(self, combine);
-        }
     }
 
     #[inline]
@@ -366,9 +403,11 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         combine: impl FnOnce(&K, &mut V, V) -> Option<V>,
     ) {
         match found {
-            Found::Entry(e) => {
+            Found::Entry(i) => {
                 self.hits += 1;
-                if let Some(value) = combine(&self.keys[e], &mut self.values[e], value) {
+                let slot = &mut self.slots[i];
+                let acc = slot.value.as_mut().expect("a full slot has a value");
+                if let Some(value) = combine(&self.keys[(slot.meta & ENTRY) as usize], acc, value) {
                     self.no_combiner = true;
                     self.keep_aside(source.into_key(), value);
                 }
@@ -377,13 +416,12 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
                 let key = source.into_key();
                 // The key, its slot and the third of an empty one the table keeps beside
                 // it, and what the key and value hold beyond their inline size.
-                let inline = std::mem::size_of::<(K, V)>() + 4 * std::mem::size_of::<Slot>() / 3;
+                let inline = std::mem::size_of::<K>() + 4 * std::mem::size_of::<Slot<V>>() / 3;
                 self.bytes += estimate(&mut self.scratch, &key, &value) + inline as u64;
                 let at = u32::try_from(self.keys.len()).expect("fewer than 2^32 distinct keys");
                 let meta = place.meta | u64::from(at);
-                self.slots[i] = Slot { meta, ..place };
+                self.slots[i] = Slot { lo: place.lo, hi: place.hi, meta, value: Some(value) };
                 self.keys.push(key);
-                self.values.push(value);
                 if self.keys.len() * 4 > self.slots.len() * 3 {
                     self.grow();
                 }
@@ -401,12 +439,12 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         let want = short_meta(len);
         let mut i = hash as usize & mask;
         loop {
-            let s = self.slots[i];
+            let s = &self.slots[i];
             if s.meta == 0 {
                 return Found::Vacant(i);
             }
             if s.meta & !ENTRY == want && s.lo == lo && s.hi == hi {
-                return Found::Entry((s.meta & ENTRY) as usize);
+                return Found::Entry(i);
             }
             i = (i + 1) & mask;
         }
@@ -419,12 +457,12 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         let want = tag(hash);
         let mut i = hash as usize & mask;
         loop {
-            let s = self.slots[i];
+            let s = &self.slots[i];
             if s.meta == 0 {
                 return Found::Vacant(i);
             }
             if s.meta & !ENTRY == want && s.lo == hash && eq(&self.keys[(s.meta & ENTRY) as usize]) {
-                return Found::Entry((s.meta & ENTRY) as usize);
+                return Found::Entry(i);
             }
             i = (i + 1) & mask;
         }
@@ -469,19 +507,55 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     /// up first, folding with `combine`.
     pub fn drain_sorted(
         &mut self,
-        combine: Combine<'_, K, V>,
+        combine: impl Fn(&K, &mut V, V) -> Option<V>,
         mut partition: impl FnMut(&K) -> u32,
     ) -> Vec<(u32, K, V)> {
         self.flush(combine);
-        let mut out = Vec::with_capacity(self.keys.len() + self.extra.len());
         // The table starts small again: a buffer that spilled need not keep its peak.
-        self.slots = empty_slots(INITIAL_SLOTS);
+        let slots = std::mem::replace(&mut self.slots, empty_slots(INITIAL_SLOTS));
+        let mut held: Vec<Option<(V, Option<Prefix>)>> =
+            std::iter::repeat_with(|| None).take(self.keys.len()).collect();
+        let mut prefixes = 0usize;
+        for s in slots.into_iter().filter(|s| s.meta != 0) {
+            let prefix = (s.meta & SHORT != 0).then(|| Prefix::of(s.lo, s.hi, s.meta));
+            prefixes += usize::from(prefix.is_some());
+            held[(s.meta & ENTRY) as usize] = s.value.map(|v| (v, prefix));
+        }
         let keys = std::mem::take(&mut self.keys).into_iter();
-        out.extend(keys.zip(std::mem::take(&mut self.values)).map(|(k, v)| (partition(&k), k, v)));
-        out.extend(self.extra.drain(..).map(|(k, v)| (partition(&k), k, v)));
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        let held = keys.zip(held).map(|(k, held)| (k, held.expect("every key has a slot")));
+        let out = if prefixes == 0 {
+            let mut out: Vec<(u32, K, V)> = Vec::with_capacity(held.len() + self.extra.len());
+            out.extend(held.map(|(k, (v, _))| (partition(&k), k, v)));
+            out.extend(self.extra.drain(..).map(|(k, v)| (partition(&k), k, v)));
+            out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            out
+        } else {
+            let mut records: Vec<(u32, Option<Prefix>, K, V)> = Vec::with_capacity(held.len() + self.extra.len());
+            records.extend(held.map(|(k, (v, prefix))| (partition(&k), prefix, k, v)));
+            records.extend(self.extra.drain(..).map(|(k, v)| (partition(&k), None, k, v)));
+            // Short string keys compare by their packed bytes, in registers; `Borrow<str>`
+            // promises that `K` orders as its `str` does, so this is `K`'s order.
+            records.sort_unstable_by(|a, b| {
+                a.0.cmp(&b.0).then_with(|| match (a.1, b.1) {
+                    (Some(x), Some(y)) => x.cmp(&y),
+                    _ => a.2.cmp(&b.2),
+                })
+            });
+            records.into_iter().map(|(p, _, k, v)| (p, k, v)).collect()
+        };
         self.bytes = 0;
         out
+    }
+}
+
+/// A short string key's sort key: its bytes big-endian (so integers order as the bytes
+/// do), then its length (a key orders before the same key with zero bytes appended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Prefix(u128, u8);
+
+impl Prefix {
+    fn of(lo: u64, hi: u64, meta: u64) -> Prefix {
+        Prefix(u128::from_be_bytes(unpack(lo, hi)), ((meta >> 32) & 0xff) as u8)
     }
 }
 
@@ -514,21 +588,24 @@ impl<K: for<'q> From<&'q Q>, Q: ?Sized> KeySource<K, Q> for Borrowed<'_, Q> {
 }
 
 /// The bytes of a queued string key: turned back into a `str` (checked as UTF-8 again)
-/// only when it becomes a `K`, for a new key.
-struct Queued<'a>(&'a [u8]);
+/// and into a `K` only for a new key.
+struct Queued<'a, K> {
+    bytes: &'a [u8],
+    make: fn(&str) -> K,
+}
 
-impl<'a> Queued<'a> {
+impl<'a, K> Queued<'a, K> {
     fn as_str(&self) -> &'a str {
-        std::str::from_utf8(self.0).expect("a queued key is the bytes of a str")
+        std::str::from_utf8(self.bytes).expect("a queued key is the bytes of a str")
     }
 }
 
-impl<K: for<'q> From<&'q str>> KeySource<K, str> for Queued<'_> {
+impl<K> KeySource<K, str> for Queued<'_, K> {
     fn key(&self) -> &str {
         self.as_str()
     }
     fn into_key(self) -> K {
-        K::from(self.as_str())
+        (self.make)(self.as_str())
     }
 }
 
@@ -562,7 +639,7 @@ mod tests {
         let before = b.bytes();
         b.insert("a".into(), 1, sum);
         assert_eq!(b.bytes(), before, "folding into a held key costs no memory");
-        let got = b.drain_sorted(&sum, |k| u32::from(k != "b"));
+        let got = b.drain_sorted(sum, |k| u32::from(k != "b"));
         let got: Vec<(u32, &str, u64)> = got.iter().map(|(p, k, v)| (*p, k.as_str(), *v)).collect();
         assert_eq!(got, vec![(0, "b", 2), (1, "a", 4), (1, "c", 1)]);
         assert!(b.is_empty());
@@ -576,13 +653,13 @@ mod tests {
         b.insert_borrowed("x", 2, sum);
         b.insert_borrowed("y", 5, sum);
         b.insert("y".to_string(), 1, sum);
-        let got: Vec<(String, u64)> = b.drain_sorted(&sum, |_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
+        let got: Vec<(String, u64)> = b.drain_sorted(sum, |_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
         assert_eq!(got, vec![("x".into(), 3), ("y".into(), 6)]);
         let mut b = MapBuffer::new();
         for (w, v) in [("x", 1), ("x", 2)] {
             b.insert_borrowed(w, v, keep);
         }
-        assert_eq!(b.drain_sorted(&keep, |_| 0).len(), 2, "without a combiner both stay");
+        assert_eq!(b.drain_sorted(keep, |_| 0).len(), 2, "without a combiner both stay");
     }
 
     #[test]
@@ -591,7 +668,7 @@ mod tests {
         for (w, v) in [("x", 1), ("y", 2), ("x", 3), ("x", 4)] {
             b.insert(w.to_string(), v, keep);
         }
-        let mut got: Vec<(String, u64)> = b.drain_sorted(&keep, |_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
+        let mut got: Vec<(String, u64)> = b.drain_sorted(keep, |_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
         got.sort();
         assert_eq!(got, vec![("x".into(), 1), ("x".into(), 3), ("x".into(), 4), ("y".into(), 2)]);
     }
@@ -604,7 +681,7 @@ mod tests {
         }
         assert!(b.no_combiner, "no repeated key in {PROBE} records");
         b.insert("k000000".to_string(), 5, sum); // a repeat after the switch is kept aside
-        let got = b.drain_sorted(&sum, |_| 0);
+        let got = b.drain_sorted(sum, |_| 0);
         assert_eq!(got.len() as u64, PROBE + 101);
         assert!(got.windows(2).all(|w| w[0].1 <= w[1].1), "sorted");
         assert_eq!(got.iter().map(|r| r.2).sum::<u64>(), PROBE + 100 + 5);
@@ -614,7 +691,7 @@ mod tests {
             b.insert(format!("k{}", i % 50), 1, sum);
         }
         assert!(!b.no_combiner);
-        assert_eq!(b.drain_sorted(&sum, |_| 0).len(), 50);
+        assert_eq!(b.drain_sorted(sum, |_| 0).len(), 50);
     }
 
     #[test]
@@ -631,22 +708,22 @@ mod tests {
                     j => format!("w{j}"),
                 };
                 match text.find(&format!("{key} ")) {
-                    Some(at) if round == 1 => b.insert_str_in(&text, &text[at..at + key.len()], 1, &sum),
-                    _ => b.insert_str(&key, 1, &sum),
+                    Some(at) if round == 1 => b.insert_str_in(&text, &text[at..at + key.len()], 1, sum),
+                    _ => b.insert_str(&key, 1, sum),
                 }
             }
         }
         assert_eq!(b.records_in(), 3 * n);
         assert!(!b.is_empty());
-        let got = b.drain_sorted(&sum, |_| 0);
+        let got = b.drain_sorted(sum, |_| 0);
         assert_eq!(got.len() as u64, n, "one entry per key");
         assert!(got.iter().all(|(_, _, c)| *c == 3), "every key three times");
         assert!(b.is_empty());
         // Queued keys alone are flushed by the drain too.
-        b.insert_str("x", 2, &sum);
-        b.insert_str("x", 3, &sum);
+        b.insert_str("x", 2, sum);
+        b.insert_str("x", 3, sum);
         assert!(!b.is_empty());
-        let got: Vec<(String, u64)> = b.drain_sorted(&sum, |_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
+        let got: Vec<(String, u64)> = b.drain_sorted(sum, |_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
         assert_eq!(got, vec![("x".into(), 5)]);
     }
 
@@ -661,13 +738,13 @@ mod tests {
                 let key =
                     if i % 3 == 0 { format!("a-long-key-of-more-than-sixteen-bytes-{i}") } else { format!("k{i}") };
                 match (i + round) % 3 {
-                    0 => b.insert_str(&key, i, &sum),
+                    0 => b.insert_str(&key, i, sum),
                     1 => b.insert_borrowed(key.as_str(), i, sum),
                     _ => b.insert(key, i, sum),
                 }
             }
         }
-        let got = b.drain_sorted(&sum, |k| u32::from(k.len() % 2 == 0));
+        let got = b.drain_sorted(sum, |k| u32::from(k.len() % 2 == 0));
         assert!(got.len() as u64 <= 2 * n);
         assert!(got.windows(2).all(|w| (w[0].0, &w[0].1) <= (w[1].0, &w[1].1)), "sorted by partition, key");
         let mut by_key = std::collections::BTreeMap::new();
@@ -702,9 +779,9 @@ mod tests {
     fn batched_string_keys_without_a_combiner_keep_every_value() {
         let mut b: MapBuffer<String, u64> = MapBuffer::new();
         for v in 0..100 {
-            b.insert_str("k", v, &keep);
+            b.insert_str("k", v, keep);
         }
-        let got = b.drain_sorted(&keep, |_| 0);
+        let got = b.drain_sorted(keep, |_| 0);
         assert_eq!(got.len(), 100);
         assert_eq!(got.iter().map(|r| r.2).sum::<u64>(), (0..100).sum::<u64>());
     }

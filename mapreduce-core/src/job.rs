@@ -104,10 +104,20 @@ pub struct Emitter<'a, K, V> {
 /// A combiner, as the map task's buffer calls it.
 pub type CombineFn<'a, K, V> = crate::buffer::Combine<'a, K, V>;
 
+/// Looks up the string keys queued in a map task's buffer (see [`Emitter::buffered_in`]).
+pub type FlushFn<'a, K, V> = &'a dyn Fn(&mut MapBuffer<K, V>);
+
+/// How an emitter batches string keys: the text the map input is cut from, and what
+/// flushes a full batch.
+struct Batch<'a, K, V> {
+    text: &'a str,
+    flush: Option<FlushFn<'a, K, V>>,
+}
+
 enum Sink<'a, K, V> {
     Fn(&'a mut dyn FnMut(K, V)),
-    /// The buffer, its combiner, and the text the map function's input is cut from.
-    Buffer(&'a mut MapBuffer<K, V>, CombineFn<'a, K, V>, &'a str),
+    /// The buffer and its combiner.
+    Buffer(&'a mut MapBuffer<K, V>, CombineFn<'a, K, V>, Batch<'a, K, V>),
 }
 
 impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
@@ -118,13 +128,20 @@ impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
 
     /// An emitter that inserts into a map task's buffer, combining with `combine`.
     pub fn buffered(buffer: &'a mut MapBuffer<K, V>, combine: CombineFn<'a, K, V>) -> Self {
-        Self::buffered_in(buffer, combine, "")
+        Emitter { sink: Sink::Buffer(buffer, combine, Batch { text: "", flush: None }) }
     }
 
-    /// [`Self::buffered`] for map input cut from `text` (a block of lines): string keys cut
-    /// from it are read faster (see [`MapBuffer::insert_str_in`]).
-    pub fn buffered_in(buffer: &'a mut MapBuffer<K, V>, combine: CombineFn<'a, K, V>, text: &'a str) -> Self {
-        Emitter { sink: Sink::Buffer(buffer, combine, text) }
+    /// [`Self::buffered`] for map input cut from `text` (a block of lines), and with
+    /// `flush` to look a batch of queued string keys up (see [`MapBuffer::queue_str`]):
+    /// a worker passes a closure that calls [`MapBuffer::flush`] with the job's combiner
+    /// itself, so that the combiner is called directly, not through `combine`'s vtable.
+    pub fn buffered_in(
+        buffer: &'a mut MapBuffer<K, V>,
+        combine: CombineFn<'a, K, V>,
+        flush: FlushFn<'a, K, V>,
+        text: &'a str,
+    ) -> Self {
+        Emitter { sink: Sink::Buffer(buffer, combine, Batch { text, flush: Some(flush) }) }
     }
 
     /// Emits one intermediate pair.
@@ -161,7 +178,14 @@ impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
     {
         match &mut self.sink {
             Sink::Fn(f) => f(K::from(key), value),
-            Sink::Buffer(buffer, combine, text) => buffer.insert_str_in(text, key, value, *combine),
+            Sink::Buffer(buffer, combine, batch) => {
+                if buffer.queue_str(batch.text, key, value) {
+                    match batch.flush {
+                        Some(flush) => flush(buffer),
+                        None => buffer.flush(*combine),
+                    }
+                }
+            }
         }
     }
 }

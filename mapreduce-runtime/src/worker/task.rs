@@ -192,8 +192,10 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
             let text = block.text();
             input_records += line_count(text);
             let combine = |k: &J::Key, acc: &mut J::Value, v| job.combine(k, acc, v);
+            // The job's combiner called directly for each record of a batch.
+            let flush = |b: &mut MapBuffer<J::Key, J::Value>| b.flush(combine);
             let result = catch_unwind(AssertUnwindSafe(|| {
-                job.map_lines(text, &mut Emitter::buffered_in(&mut buffer, &combine, text))
+                job.map_lines(text, &mut Emitter::buffered_in(&mut buffer, &combine, &flush, text))
             }));
             if !matches!(result, Ok(Ok(()))) {
                 return Err(block_failure(job, &name, &seg.path, &block, result));
@@ -224,7 +226,7 @@ fn drain<J: Job>(
 ) -> Result<Sorted<J>, TaskError> {
     let mut bad = None;
     let combine = |k: &J::Key, acc: &mut J::Value, v| job.combine(k, acc, v);
-    let sorted = buffer.drain_sorted(&combine, |k| {
+    let sorted = buffer.drain_sorted(combine, |k| {
         let p = job.partition(k, reducers);
         if p >= reducers {
             bad = Some(p);
