@@ -195,6 +195,8 @@ fn run_job(mut sched: Scheduler, start: Instant) -> (Scheduler, u64) {
                     replies.push(Event::Succeeded { attempt, output });
                 }
                 Action::Wait { worker, .. } => replies.push(Event::WorkerIdle(worker)),
+                // A woken Wait is dropped: its answer never comes.
+                Action::Wake { worker } => replies.retain(|e| !matches!(e, Event::WorkerIdle(w) if *w == worker)),
                 Action::Discard(_) => {}
                 Action::Finished(result) => {
                     result.expect("the job succeeds");

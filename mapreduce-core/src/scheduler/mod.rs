@@ -6,7 +6,8 @@
 //!
 //! 1. [`Scheduler::new`] with the [`JobPlan`]; every worker starts ready.
 //! 2. Drain [`Scheduler::poll_action`] until `None`, doing each [`Action`]: start an RPC
-//!    under the given deadline, delete a discarded output, or stop at [`Action::Finished`].
+//!    under the given deadline, cut a worker's idle Wait short ([`Action::Wake`]), delete
+//!    a discarded output, or stop at [`Action::Finished`].
 //! 3. When an RPC ends, feed [`Scheduler::handle_event`]; when [`Scheduler::poll_timeout`]
 //!    passes, just drain again. Go to 2.
 //!
@@ -43,6 +44,10 @@
 //!   run. A task gets one backup at most (until it fails back to TODO). The first success
 //!   wins; the others are discarded when they reply.
 //! - `WorkerIdle` and `Unreachable` are accepted only for a worker with a Wait in flight.
+//! - A worker with nothing to do gets an idle Wait of `idle_wait`. When TODO tasks appear
+//!   (the REDUCE phase starts, an attempt fails) and ready workers cannot take them all,
+//!   a worker in an idle Wait that may take one is woken ([`Action::Wake`]): it gets the
+//!   task now instead of when its Wait ends. A probe is never cut short.
 
 mod report;
 #[cfg(test)]
@@ -371,6 +376,13 @@ pub enum Action {
         /// The RPC's deadline.
         deadline: Duration,
     },
+    /// Cut short the idle Wait in flight to `worker`: drop the call, and report nothing
+    /// for it, ever (a reply to it would be taken for the answer to the worker's next
+    /// Wait). The worker is ready: the actions that follow give it work.
+    Wake {
+        /// Which worker.
+        worker: WorkerId,
+    },
     /// Delete these files: the output of an attempt that lost to another.
     Discard(TaskOutput),
     /// The job is over. Nothing follows.
@@ -452,8 +464,10 @@ enum WorkerState {
     NeedsProbe,
     /// A task attempt is in flight.
     Busy,
-    /// A Wait (or a probe) is in flight.
+    /// A probe (a zero Wait) is in flight.
     Waiting,
+    /// An idle Wait is in flight: the worker had nothing to do, and may be woken.
+    Idle,
     /// Not to be called before `until`, then probed.
     Resting { until: Instant },
 }
@@ -601,13 +615,13 @@ impl Scheduler {
         }
         match event {
             Event::WorkerIdle(w) => {
-                if self.workers[w.0 as usize].state == WorkerState::Waiting {
+                if self.waiting(w) {
                     self.answered(w);
                     self.make_ready(w, WorkerState::Ready);
                 }
             }
             Event::Unreachable(w) => {
-                if self.workers[w.0 as usize].state == WorkerState::Waiting {
+                if self.waiting(w) {
                     self.last_unreachable = format!("{w} did not answer a wait");
                     self.rest_unreachable(now, w);
                 }
@@ -631,6 +645,10 @@ impl Scheduler {
         if self.check_no_workers(now) {
             return self.actions.pop_front();
         }
+        if let Some(w) = self.wakeable() {
+            self.make_ready(w, WorkerState::Ready);
+            return Some(Action::Wake { worker: w });
+        }
         let w = self.ready.pop_front()?;
         let worker = &mut self.workers[w.0 as usize];
         let probe = worker.state == WorkerState::NeedsProbe;
@@ -644,10 +662,11 @@ impl Scheduler {
                 return Some(self.launch(now, w, task, true));
             }
         }
-        self.workers[w.0 as usize].state = WorkerState::Waiting;
         if probe {
+            self.workers[w.0 as usize].state = WorkerState::Waiting;
             return Some(Action::Wait { worker: w, for_: Duration::ZERO, deadline });
         }
+        self.workers[w.0 as usize].state = WorkerState::Idle;
         let for_ = self.config.idle_wait;
         Some(Action::Wait { worker: w, for_, deadline: for_ + deadline })
     }
@@ -810,6 +829,24 @@ impl Scheduler {
     /// that no other worker can take now (each failed it, is unreachable, or rests after
     /// an unreachable call or on probation), as Hadoop avoids rerunning a task on the node where it failed. One
     /// misconfigured worker thus cannot use up a task's attempts alone.
+    /// Whether `w` has a Wait (idle or a probe) in flight.
+    fn waiting(&self, w: WorkerId) -> bool {
+        matches!(self.workers[w.0 as usize].state, WorkerState::Waiting | WorkerState::Idle)
+    }
+
+    /// A worker in an idle Wait to wake for a TODO task that the ready workers leave: one
+    /// on which that task has not failed, so that it surely takes a task once ready.
+    fn wakeable(&self) -> Option<WorkerId> {
+        if self.todo.len() <= self.ready.len() {
+            return None;
+        }
+        let i = self.workers.iter().enumerate().position(|(i, worker)| {
+            let id = WorkerId(i as u32);
+            worker.state == WorkerState::Idle && self.todo.iter().any(|&t| !self.task(t).failed_on.contains(&id))
+        })?;
+        Some(WorkerId(i as u32))
+    }
+
     fn take_todo(&mut self, w: WorkerId) -> Option<TaskId> {
         let usable_elsewhere = |t: &Task| {
             self.workers.iter().enumerate().any(|(i, other)| {

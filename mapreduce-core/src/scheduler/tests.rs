@@ -202,6 +202,13 @@ impl Sim {
                 self.assert_free(*worker, action);
                 self.waits.push(WaitCall { worker: *worker, for_: *for_, sent: self.now });
             }
+            Action::Wake { worker } => {
+                // The runtime drops the call: it never answers.
+                let wait = self.waits.iter().position(|c| c.worker == *worker);
+                let wait = wait.unwrap_or_else(|| panic!("woke {worker} with no Wait in flight"));
+                assert!(!self.waits[wait].for_.is_zero(), "woke {worker} out of a probe");
+                self.waits.remove(wait);
+            }
             Action::Discard(_) => {}
             Action::Finished(result) => self.finished = Some(result.clone()),
         }
@@ -528,9 +535,9 @@ fn a_job_runs_every_map_then_every_reduce_and_reports_the_accepted_outputs() {
     sim.succeed_task(map(1));
     assert_eq!(sim.running(), [map(2)], "no reduce while map-00002 runs");
     sim.succeed_task(map(2));
-    assert_eq!(sim.running(), [reduce(0)]);
-    sim.advance(ms(50)); // worker-1's idle Wait ends
+    // worker-1 was in an idle Wait: it is woken for the second reduce, not left to wait.
     assert_eq!(sim.running(), [reduce(0), reduce(1)]);
+    assert!(sim.log.iter().any(|(_, a)| matches!(a, Action::Wake { worker } if *worker == w(1))));
 
     // Partition 1 finishes first; the report still lists outputs in partition order.
     sim.succeed_task(reduce(1));
@@ -541,7 +548,7 @@ fn a_job_runs_every_map_then_every_reduce_and_reports_the_accepted_outputs() {
         map_tasks: 3,
         reduce_tasks: 2,
         attempts: AttemptCounts { launched: 5, succeeded: 5, ..AttemptCounts::default() },
-        elapsed_ms: 150,
+        elapsed_ms: 100, // no idle Wait sat out: every task replied at 100 ms
         input_bytes: 1000 + 1001 + 1002,
         intermediate_bytes: 3 * (100 + 101),
         output_records: 5 + 6,
@@ -718,15 +725,14 @@ fn a_failed_attempt_requeues_its_task_only_when_no_other_attempt_runs() {
     sim.advance(secs(1));
     assert_eq!(sim.launches(map(1)), 2, "requeued though its backup still runs");
 
-    // Both attempts failed on their workers (the original's, then the backup's): worker-2
-    // takes it as soon as its idle Wait ends; the backup's worker waits meanwhile.
+    // Both attempts failed on their workers (the original's, then the backup's): worker-2,
+    // in an idle Wait, is woken to take it at once; the backup's worker, on which it
+    // failed, is not woken for it and waits.
     assert_eq!((backup.worker, original.worker), (w(0), w(1)));
     sim.fail(backup.attempt, "bad record");
-    assert_eq!(sim.launches(map(1)), 2);
-    assert_eq!(sim.calls_to(w(0)).last(), Some(&(sim.elapsed(), Call::Idle)));
-    sim.advance(ms(50));
     let third = sim.run_of(map(1));
     assert_eq!((sim.launches(map(1)), third.worker, third.sent), (3, w(2), sim.now));
+    assert_eq!(sim.calls_to(w(0)).last(), Some(&(sim.elapsed(), Call::Idle)));
 
     let report = sim.finish_job();
     assert_eq!((report.attempts.failed, report.attempts.speculative), (2, 1));
@@ -1615,6 +1621,8 @@ struct Model {
     backed_up: HashSet<TaskId>,
     running: BTreeMap<AttemptId, Running>,
     waiting: HashSet<WorkerId>,
+    /// Those of `waiting` whose Wait is an idle one (not a probe): they may be woken.
+    idle: HashSet<WorkerId>,
     launched: HashSet<AttemptId>,
     workers: Vec<WorkerModel>,
     counts: AttemptCounts,
@@ -1639,6 +1647,7 @@ impl Model {
             backed_up: HashSet::new(),
             running: BTreeMap::new(),
             waiting: HashSet::new(),
+            idle: HashSet::new(),
             launched: HashSet::new(),
             workers: vec![WorkerModel::default(); s.workers as usize],
             counts: AttemptCounts::default(),
@@ -1741,8 +1750,15 @@ impl Model {
                     let todo = self.next_todo(now, *worker);
                     assert_eq!(todo, None, "{worker} left idle while it may take a TODO task");
                     assert_eq!(self.backup_due(now), None, "{worker} left idle while a backup is due");
+                    self.idle.insert(*worker);
                 }
                 self.waiting.insert(*worker);
+            }
+            Action::Wake { worker } => {
+                assert!(self.waiting.remove(worker), "woke {worker} with no Wait in flight");
+                assert!(self.idle.remove(worker), "woke {worker} out of a probe");
+                let for_it = self.todo.iter().any(|&t| !self.failed_on(t, *worker));
+                assert!(for_it, "woke {worker} with no TODO task it may take");
             }
             Action::Discard(output) => {
                 assert_eq!(expect.discard.take().as_ref(), Some(output), "unexpected discard");
@@ -1825,11 +1841,13 @@ impl Model {
             // Accepted only from a worker with a Wait in flight; else nothing changes.
             Event::WorkerIdle(worker) => {
                 if self.waiting.remove(worker) {
+                    self.idle.remove(worker);
                     self.answered(*worker);
                 }
             }
             Event::Unreachable(worker) => {
                 if self.waiting.remove(worker) {
+                    self.idle.remove(worker);
                     self.rest_unreachable(now, *worker);
                 }
             }
@@ -2101,6 +2119,10 @@ impl<R: Iterator<Item = RunFate>, W: Iterator<Item = WaitFate>> Fates<R, W> {
                     }
                 }
             }
+            // The runtime drops a woken Wait: what it would have answered never comes.
+            Action::Wake { worker } => replies
+                .pending
+                .retain(|_, e| !matches!(e, Event::WorkerIdle(x) | Event::Unreachable(x) if *x == worker)),
             Action::Discard(_) | Action::Finished(_) => {}
         }
     }

@@ -228,7 +228,8 @@ fn classify(status: &tonic::Status) -> Failure {
     }
 }
 
-type Call = std::pin::Pin<Box<dyn std::future::Future<Output = Event> + Send>>;
+/// An RPC in flight: its event, or `None` for an idle Wait that was woken (dropped).
+type Call = std::pin::Pin<Box<dyn std::future::Future<Output = Option<Event>> + Send>>;
 
 /// Everything an RPC future needs, cheap to clone.
 struct Ctx<'a> {
@@ -238,12 +239,17 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn wait(&self, worker: WorkerId, for_: Duration, deadline: Duration) -> Call {
+    /// A Wait call, dropped (ending in `None`) when `woken` fires or its sender is dropped.
+    fn wait(&self, worker: WorkerId, for_: Duration, deadline: Duration, woken: oneshot::Receiver<()>) -> Call {
         let endpoint = &self.workers[worker.0 as usize];
         let (mut client, addr) = (endpoint.client.clone(), endpoint.addr.clone());
         Box::pin(async move {
             let req = pb::WaitRequest { millis: for_.as_millis() as u64 };
-            match tokio::time::timeout(deadline, client.wait(req)).await {
+            let answer = tokio::select! {
+                answer = tokio::time::timeout(deadline, client.wait(req)) => answer,
+                _ = woken => return None,
+            };
+            Some(match answer {
                 Ok(Ok(_)) => Event::WorkerIdle(worker),
                 Ok(Err(status)) => {
                     tracing::warn!(%worker, %addr, code = ?status.code(), message = status.message(), "wait failed");
@@ -253,7 +259,7 @@ impl Ctx<'_> {
                     tracing::warn!(%worker, %addr, ?deadline, "wait passed its deadline");
                     Event::Unreachable(worker)
                 }
-            }
+            })
         })
     }
 
@@ -309,10 +315,10 @@ impl Ctx<'_> {
                     }
                 }
             };
-            match result {
+            Some(match result {
                 Ok(output) => Event::Succeeded { attempt, output },
                 Err(reason) => Event::Failed { attempt, reason },
-            }
+            })
         })
     }
 }
@@ -354,6 +360,8 @@ async fn drive(
 ) -> Result<JobReport, RunError> {
     let ctx = Ctx { workers, job, work_dir };
     let mut calls: FuturesUnordered<Call> = FuturesUnordered::new();
+    // Per worker, what wakes its Wait in flight: dropping the sender drops the call.
+    let mut wakers: Vec<Option<oneshot::Sender<()>>> = workers.iter().map(|_| None).collect();
     loop {
         let now = tokio::time::Instant::now().into_std();
         while let Some(action) = scheduler.poll_action(now) {
@@ -362,7 +370,15 @@ async fn drive(
                     tracing::debug!(%task, %attempt, worker = %workers[worker.0 as usize].addr, "run");
                     calls.push(ctx.run(worker, attempt, task, spec, deadline));
                 }
-                Action::Wait { worker, for_, deadline } => calls.push(ctx.wait(worker, for_, deadline)),
+                Action::Wait { worker, for_, deadline } => {
+                    let (wake, woken) = oneshot::channel();
+                    wakers[worker.0 as usize] = Some(wake);
+                    calls.push(ctx.wait(worker, for_, deadline, woken));
+                }
+                Action::Wake { worker } => {
+                    tracing::debug!(worker = %workers[worker.0 as usize].addr, "wake");
+                    wakers[worker.0 as usize] = None;
+                }
                 Action::Discard(output) => {
                     let paths: Vec<String> = output.paths().into_iter().map(String::from).collect();
                     tokio::task::spawn_blocking(move || {
@@ -377,8 +393,10 @@ async fn drive(
         let wake = scheduler.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             Some(event) = calls.next() => {
-                let now = tokio::time::Instant::now().into_std();
-                scheduler.handle_event(now, event);
+                if let Some(event) = event {
+                    let now = tokio::time::Instant::now().into_std();
+                    scheduler.handle_event(now, event);
+                }
             }
             () = async { tokio::time::sleep_until(wake.expect("guarded")).await }, if wake.is_some() => {}
             else => {
