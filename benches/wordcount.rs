@@ -4,7 +4,10 @@
 //! ```text
 //! cargo bench --bench wordcount -- [--size-mb N] [--runs N] [--workers N]
 //! ```
-//! Prints the median time of each, their ratio, MB/s and the process's peak RSS.
+//! The tuned count and the cluster run alternately, `--runs` times each after one untimed
+//! run of each (which checks the output); the plain count runs once. Prints the median
+//! time of each, their ratio (and the spread of the per-run ratios), MB/s and the peak
+//! RSS of each part.
 
 #![allow(clippy::print_stdout)] // a command-line program: printing is its job
 
@@ -52,55 +55,83 @@ async fn main() -> anyhow::Result<()> {
     let inputs: Vec<PathBuf> = vec![input.clone()];
     println!("wordcount bench: {:.0} MiB corpus, 200k-word Zipf vocabulary, {} runs", bytes as f64 / 1048576.0, a.runs);
 
+    // The reference: a plain FxHashMap count (reads the whole file), run once; it also
+    // gives the expected output.
+    let t = Instant::now();
+    let expected = count_sequential(&inputs)?;
+    let plain = t.elapsed();
+    let plain_rss = peak_rss_mb();
+
     // The baseline: the tuned single-threaded count, writing the same output (sorted
-    // `word<TAB>count` lines) as the job; and, for reference, a plain FxHashMap count.
-    let mut seq_times = Vec::new();
-    let mut plain_times = Vec::new();
-    let mut expected = None;
-    for run in 0..a.runs {
+    // `word<TAB>count` lines) as the job.
+    let seq_path = dir.path().join("seq.txt");
+    let tuned = || -> anyhow::Result<(Duration, Vec<(String, u64)>)> {
         let t = Instant::now();
         let mut counts = count_tuned(&inputs)?;
         counts.sort_unstable();
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.path().join("seq.txt"))?);
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&seq_path)?);
         for (w, c) in &counts {
             writeln!(out, "{w}\t{c}")?;
         }
         out.flush()?;
-        seq_times.push(t.elapsed());
-        let t = Instant::now();
-        let plain = count_sequential(&inputs)?;
-        plain_times.push(t.elapsed());
-        if run == 0 {
-            anyhow::ensure!(counts.iter().cloned().collect::<BTreeMap<_, _>>() == plain, "tuned count differs");
-            expected = Some(plain);
-        }
-    }
-
-    let seq_rss = peak_rss_mb();
-    // Reset the peak, so the cluster runs report their own (Linux 4.0+).
-    let reset = reset_peak_rss();
+        Ok((t.elapsed(), counts))
+    };
     let cluster = Cluster::local(a.workers).await?;
-    let mut mr_times = Vec::new();
-    for run in 0..a.runs {
+    let run_cluster = async |run: usize| -> anyhow::Result<Duration> {
         let out = dir.path().join(format!("out-{run}"));
         let t = Instant::now();
         cluster.run(JobSpec::new(WordCount, &inputs, &out).reducers(a.workers as u32)).await?;
-        mr_times.push(t.elapsed());
+        let elapsed = t.elapsed();
         if run == 0 {
-            anyhow::ensure!(Some(read_output(&out)?) == expected, "framework output differs from the sequential count");
+            anyhow::ensure!(read_output(&out)? == expected, "framework output differs from the sequential count");
         }
         std::fs::remove_dir_all(&out)?;
-    }
+        Ok(elapsed)
+    };
 
-    let (seq, plain, mr) = (median(seq_times), median(plain_times), median(mr_times));
+    // One untimed run of each, checking the output and measuring its peak RSS alone
+    // (the peak is reset between them, Linux 4.0+).
+    let reset = reset_peak_rss();
+    let (_, counts) = tuned()?;
+    anyhow::ensure!(counts.into_iter().collect::<BTreeMap<_, _>>() == expected, "tuned count differs");
+    let seq_rss = peak_rss_mb();
+    reset_peak_rss();
+    run_cluster(0).await?;
+    let mr_rss = peak_rss_mb();
+
+    // The timed runs, alternating, so that a noisy moment of this shared machine weighs
+    // on both sides alike.
+    let (mut seq_times, mut mr_times, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=a.runs {
+        let (seq, _) = tuned()?;
+        let mr = run_cluster(run).await?;
+        ratios.push(seq.as_secs_f64() / mr.as_secs_f64());
+        seq_times.push(seq);
+        mr_times.push(mr);
+    }
+    ratios.sort_by(f64::total_cmp);
+
+    let (seq, mr) = (median(seq_times), median(mr_times));
     let mbs = |d: Duration| bytes as f64 / 1048576.0 / d.as_secs_f64();
     println!("sequential, tuned (1 thread): {:>8.3} s  {:>7.1} MB/s", seq.as_secs_f64(), mbs(seq));
-    println!("sequential, FxHashMap:        {:>8.3} s  {:>7.1} MB/s", plain.as_secs_f64(), mbs(plain));
+    println!("sequential, FxHashMap (once): {:>8.3} s  {:>7.1} MB/s", plain.as_secs_f64(), mbs(plain));
     println!("Cluster::local({}):            {:>8.3} s  {:>7.1} MB/s", a.workers, mr.as_secs_f64(), mbs(mr));
-    println!("speedup (tuned sequential / cluster): {:.2}x", seq.as_secs_f64() / mr.as_secs_f64());
-    if let (Some(seq), Some(mr)) = (seq_rss, peak_rss_mb()) {
-        let scope = if reset { "in the cluster runs (master and workers)" } else { "of the whole process" };
-        println!("peak RSS: {seq:.0} MiB in the sequential runs, {mr:.0} MiB {scope}");
+    println!(
+        "speedup (tuned sequential / cluster): {:.2}x of the medians; per run {:.2}x to {:.2}x, median {:.2}x",
+        seq.as_secs_f64() / mr.as_secs_f64(),
+        ratios[0],
+        ratios[ratios.len() - 1],
+        ratios[ratios.len() / 2]
+    );
+    println!("tuned / FxHashMap count: {:.2}x", plain.as_secs_f64() / seq.as_secs_f64());
+    if let (Some(plain), Some(seq), Some(mr)) = (plain_rss, seq_rss, mr_rss) {
+        match reset {
+            true => println!(
+                "peak RSS: {plain:.0} MiB in the FxHashMap count, {seq:.0} MiB in the tuned count, \
+                 {mr:.0} MiB in a cluster run (master and workers)"
+            ),
+            false => println!("peak RSS of the whole process: {mr:.0} MiB"),
+        }
     }
     Ok(())
 }

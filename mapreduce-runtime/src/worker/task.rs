@@ -126,20 +126,10 @@ const MAP_BLOCK: usize = 64 << 10;
 
 /// The lines of a block of whole lines.
 fn line_count(text: &str) -> u64 {
-    let bytes = text.as_bytes();
-    let mut chunks = bytes.chunks_exact(8);
-    let mut newlines: u64 = chunks
-        .by_ref()
-        .map(|c| {
-            // Eight bytes at a time: the top bit of each byte that is `\n`, exactly
-            // (no borrow runs between bytes: their top bits are cleared first).
-            const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-            let x = u64::from_le_bytes(c.try_into().expect("8 bytes")) ^ 0x0a0a_0a0a_0a0a_0a0a;
-            let zero = !(((x & LOW7) + LOW7) | x | LOW7);
-            u64::from(zero.count_ones())
-        })
-        .sum();
-    newlines += chunks.remainder().iter().filter(|&&b| b == b'\n').count() as u64;
+    // Sums of at most 255 bytes' worth fit a `u8`, and LLVM turns such a sum of compares
+    // into vector compares and adds, 32 bytes at a time.
+    let newlines: u64 =
+        text.as_bytes().chunks(255).map(|c| u64::from(c.iter().fold(0u8, |n, &b| n + u8::from(b == b'\n')))).sum();
     newlines + u64::from(!text.is_empty() && !text.ends_with('\n'))
 }
 
