@@ -232,34 +232,55 @@ impl fmt::Debug for Output<'_> {
 /// 64-bit FNV-1a over `bytes`: a fixed, documented function, so partitions never depend on
 /// the process, the platform or the Rust release.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut h = Fnv::new();
+    h.update(bytes);
+    h.finish()
+}
+
+/// 64-bit FNV-1a as a byte sink, so a key is hashed as postcard writes it: no buffer.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
     }
-    // FNV's low bits mix poorly; fold the high half in before a modulo.
-    h ^ (h >> 32)
+
+    fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        // FNV's low bits mix poorly; fold the high half in before a modulo.
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
+impl Write for Fnv {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The default partitioner: [`stable_hash`] of the key's postcard encoding, modulo
 /// `reducers`. Panics if `reducers` is zero (a [`JobSpec`] never has zero reducers).
 pub fn stable_partition<K: Serialize + ?Sized>(key: &K, reducers: u32) -> u32 {
     assert!(reducers > 0, "stable_partition needs at least one reducer");
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|scratch| {
-        let mut buf = scratch.borrow_mut();
-        buf.clear();
-        let bytes = postcard::to_io(key, &mut *buf).map(|_| ()).map_err(|_| ());
-        let h = match bytes {
-            Ok(()) => stable_hash(&buf),
-            // A key that cannot be serialised cannot be shuffled either; the record writer
-            // reports it with its task. Send it somewhere deterministic meanwhile.
-            Err(()) => 0,
-        };
-        (h % u64::from(reducers)) as u32
-    })
+    let mut h = Fnv::new();
+    let h = match postcard::to_io(key, &mut h) {
+        Ok(_) => h.finish(),
+        // A key that cannot be serialised cannot be shuffled either; the record writer
+        // reports it with its task. Send it somewhere deterministic meanwhile.
+        Err(_) => 0,
+    };
+    (h % u64::from(reducers)) as u32
 }
 
 /// Default size of an input shard: 64 MiB, like an HDFS block.
