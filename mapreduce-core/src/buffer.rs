@@ -5,21 +5,22 @@
 //! The table is built for a key set larger than the cache (a word count's vocabulary), in
 //! two parts:
 //!
-//! - the keys and their combined values, in two dense vectors in insertion order: the
-//!   frequent keys come first, so their values share cache lines (eight `u64` counts to
-//!   a line) that stay in the cache;
-//! - an index of 24-byte slots, open addressing with linear probing at most three
-//!   quarters full, each with its key's position. For a string key of up to 16 bytes
-//!   given to [`MapBuffer::insert_str`], the slot also holds the key's bytes and length:
-//!   such a lookup compares three machine words and never reads the key itself (the
-//!   combiner gets a reference to it). Other keys' slots hold their hash and a tag of it,
-//!   and a probe compares keys only where the tags agree.
+//! - the keys, in a dense vector in insertion order, read only when a key is new, when a
+//!   combiner reads it, or when the buffer drains;
+//! - slots, open addressing with linear probing at most three quarters full, each with
+//!   its key's position and combined value (40 bytes for a `u64` value). For a string key
+//!   of up to 16 bytes given to [`MapBuffer::insert_str`], the slot also holds the key's
+//!   bytes and length: such a lookup compares three machine words and folds the value in
+//!   the same slot without reading the key (the combiner gets a reference to it). Other
+//!   keys' slots hold their hash and a tag of it, and a probe compares keys only where
+//!   the tags agree.
 //!
 //! String keys given to [`MapBuffer::insert_str`] are queued and looked up a batch at a
 //! time: the batch's slots are loaded before any is probed, so the cache misses of a
-//! large table overlap instead of queueing one after the other. Given
-//! the text the key was cut from ([`MapBuffer::insert_str_in`]), a short key is read with
-//! one 16-byte load and a mask, without a branch on its length.
+//! large table overlap instead of queueing one after the other. Given the text the key
+//! was cut from ([`MapBuffer::insert_str_in`]), a short key is read with one 16-byte load
+//! and a mask, without a branch on its length. [`MapBuffer::flush`] is generic over the
+//! combiner, so a caller that knows it (the worker) has it called directly.
 //!
 //! Short string keys from `insert_str` and keys from [`MapBuffer::insert`] or
 //! [`MapBuffer::insert_borrowed`] live in different slots, so a job that emits the same
@@ -43,10 +44,10 @@ const PROBE: u64 = 10_000;
 /// String keys looked up together by [`MapBuffer::insert_str`].
 const BATCH: usize = 32;
 
-/// Index slots of a new buffer.
+/// Slots of a new buffer.
 const INITIAL_SLOTS: usize = 1 << 10;
 
-/// String keys up to this long are held in their index slot.
+/// String keys up to this long are held in their slot.
 const INLINE: usize = 16;
 
 /// A combiner, as the buffer calls it.
@@ -468,7 +469,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         }
     }
 
-    /// Doubles the index and places every slot again, from what the slots hold: no key
+    /// Doubles the slots and places every slot again, from what the slots hold: no key
     /// is read or hashed again.
     fn grow(&mut self) {
         let n = self.slots.len() * 2;
@@ -696,7 +697,7 @@ mod tests {
 
     #[test]
     fn batched_string_keys_combine_and_lose_nothing() {
-        // More keys than a batch and than the first index holds, short and long, some
+        // More keys than a batch and than the first slots hold, short and long, some
         // cut from a text the buffer is told of and some not.
         let text: String = (0..3000).map(|i| format!("w{i} ")).collect();
         let mut b: MapBuffer<String, u64> = MapBuffer::new();
