@@ -268,7 +268,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     }
 
     /// Like [`Self::insert_borrowed`] for a string key, and faster on large key sets (see
-    /// the module docs): the key is queued and looked up with the next [`BATCH`] - 1
+    /// the module docs): the key is queued and looked up with the next 31
     /// string keys. So `combine` may run for records inserted earlier: pass the same
     /// combiner on every call, and to [`Self::flush`] and [`Self::drain_sorted`].
     #[inline]
