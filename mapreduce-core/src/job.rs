@@ -466,6 +466,41 @@ mod tests {
     }
 
     #[test]
+    fn emit_str_reaches_every_kind_of_sink() {
+        // A plain sink gets owned keys.
+        let mut got = Vec::new();
+        let mut sink = |k: String, v: u64| got.push((k, v));
+        let mut emit = Emitter::new(&mut sink);
+        emit.emit_str("a", 1);
+        emit.emit_str("b", 2);
+        assert_eq!(got, vec![("a".to_string(), 1), ("b".to_string(), 2)]);
+
+        // A buffer, flushed through the combiner (no flush function) and by a worker's.
+        let add = |_: &String, acc: &mut u64, v: u64| {
+            *acc += v;
+            None
+        };
+        let text = "one two three four five six seven eight nine ten ".repeat(10);
+        let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
+        let flushes = std::cell::Cell::new(0);
+        let flush = |b: &mut MapBuffer<String, u64>| {
+            flushes.set(flushes.get() + 1);
+            b.flush(add);
+        };
+        let mut buffer = MapBuffer::new();
+        for w in &words {
+            Emitter::buffered(&mut buffer, &add).emit_str(w, 1);
+        }
+        for w in &words {
+            Emitter::buffered_in(&mut buffer, &add, &flush, &text).emit_str(w, 2);
+        }
+        assert!(flushes.get() >= 1, "a full batch goes to the worker's flush");
+        let got = buffer.drain_sorted(add, |_| 0);
+        assert_eq!(got.len(), 10);
+        assert!(got.iter().all(|(_, _, n)| *n == 30), "{got:?}");
+    }
+
+    #[test]
     fn stable_partition_spreads_keys() {
         let mut counts = [0u32; 8];
         for i in 0..8000 {

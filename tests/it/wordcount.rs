@@ -77,3 +77,42 @@ async fn empty_input_gives_r_empty_outputs() {
         assert_eq!(fs::read(out.join(format!("part-{r:05}"))).unwrap(), b"");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_words_long_lines_and_mixed_scripts_equal_the_sequential_count() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mixed.txt");
+    // Words around the 16 bytes a short key holds (ASCII and two-byte letters), separators
+    // that are not ASCII (—, ×, U+FFFD), letters outside the fast ranges (Greek, CJK, a
+    // combining mark), and a line of 200 KiB: longer than the 64 KiB blocks map tasks read.
+    let mut text = String::new();
+    for i in 0..3000 {
+        let n = 12 + i % 9;
+        text.push_str(&"x".repeat(n));
+        text.push(' ');
+        text.push_str(&"é".repeat(n / 2));
+        text.push_str(["—", " ", "×", "\u{fffd}", "\t"][i % 5]);
+        text.push_str(["αβγ", "日本語", "e\u{301}t\u{e9}", "Straße", "жук"][i % 5]);
+        text.push_str(if i % 7 == 0 { ".\r\n" } else { " " });
+    }
+    let long_line: String =
+        (0..50_000).map(|i| format!("w{} ", ["a", "é", "ж", "b"][i % 4].repeat(1 + i % 5))).collect();
+    text.push_str(&long_line);
+    text.push('\n');
+    text.push_str(&text.clone());
+    fs::write(&input, &text).unwrap();
+    assert!(long_line.len() > 3 * (64 << 10));
+
+    let cluster = Cluster::local(2).await.unwrap();
+    // The default shard size (one map task), then small shards that cut the long line.
+    for (shard, reducers) in [(mapreduce::DEFAULT_SHARD_SIZE, 2), (50_000, 3)] {
+        let out = dir.path().join(format!("out-{shard}"));
+        let spec = JobSpec::new(WordCount, [&input], &out).reducers(reducers).shard_size(shard);
+        cluster.run(spec).await.unwrap();
+        let counts = assert_wordcount_output(&out, reducers, std::slice::from_ref(&input));
+        assert_eq!(counts[&"x".repeat(20)], 2 * 333, "a word of 20 bytes");
+        assert_eq!(counts["日本語"], 2 * 600);
+        assert!(counts.keys().any(|w| w.len() > 16 && w.starts_with('é')), "long two-byte words");
+    }
+}
