@@ -2,25 +2,26 @@
 //! estimate of its memory, and drains sorted by `(partition, key)` when it is full or the
 //! task ends (like Hadoop's sort buffer, with the combiner applied on insert).
 //!
-//! The table is built for a key set larger than the cache (a word count's vocabulary), in
-//! two parts:
+//! The table is built for a key set larger than the cache (a word count's vocabulary):
 //!
 //! - the keys, in a dense vector in insertion order, read only when a key is new, when a
 //!   combiner reads it, or when the buffer drains;
-//! - slots, open addressing with linear probing at most three quarters full, each with
-//!   its key's position and combined value (40 bytes for a `u64` value). For a string key
-//!   of up to 16 bytes given to [`MapBuffer::insert_str`], the slot also holds the key's
-//!   bytes and length: such a lookup compares three machine words and folds the value in
-//!   the same slot without reading the key (the combiner gets a reference to it). Other
-//!   keys' slots hold their hash and a tag of it, and a probe compares keys only where
-//!   the tags agree.
+//! - for string keys of up to 16 bytes given to [`MapBuffer::insert_str`] (the bulk of a
+//!   word count), a table of 32-byte slots (for a `u64` value) aligned to 32, so a
+//!   lookup touches one cache line: the key's bytes and length, its position, and the
+//!   combined value. A lookup compares three machine words and folds the value without
+//!   reading the key (the combiner gets a reference to it). Empty slots hold
+//!   `V::default()`, which is why `insert_str` asks `V: Default`;
+//! - for the other keys, slots with the key's hash, a tag of it, its position and the
+//!   value in an `Option`; a probe compares keys only where the tags agree.
 //!
-//! String keys given to [`MapBuffer::insert_str`] are queued and looked up a batch at a
-//! time: the batch's slots are loaded before any is probed, so the cache misses of a
-//! large table overlap instead of queueing one after the other. Given the text the key
-//! was cut from ([`MapBuffer::insert_str_in`]), a short key is read with one 16-byte load
-//! and a mask, without a branch on its length. [`MapBuffer::flush`] is generic over the
-//! combiner, so a caller that knows it (the worker) has it called directly.
+//! Both use open addressing with linear probing, at most three quarters full. String keys
+//! given to [`MapBuffer::insert_str`] are queued and looked up a batch at a time: the
+//! batch's slots are loaded before any is probed, so the cache misses of a large table
+//! overlap instead of queueing one after the other. Given the text the key was cut from
+//! ([`MapBuffer::insert_str_in`]), a short key is read with one 16-byte load and a mask,
+//! without a branch on its length. [`MapBuffer::flush`] is generic over the combiner, so
+//! a caller that knows it (the worker) has it called directly.
 //!
 //! Short string keys from `insert_str` and keys from [`MapBuffer::insert`] or
 //! [`MapBuffer::insert_borrowed`] live in different slots, so a job that emits the same
@@ -57,25 +58,27 @@ pub type Combine<'c, K, V> = &'c dyn Fn(&K, &mut V, V) -> Option<V>;
 /// captured where `K: Borrow<str> + From<&str>` is known, so that the flush itself needs
 /// no such bound and can be called with any combiner, statically dispatched.
 #[derive(Debug)]
-struct StrKeys<K> {
+struct StrKeys<K, V> {
     /// `K::from(str)`.
     make: fn(&str) -> K,
     /// Whether a key's `str` is these bytes.
     equals: fn(&K, &[u8]) -> bool,
+    /// `V::default()`, for the empty slots of the short-key table.
+    fill: fn() -> V,
 }
 
-// By hand: a derive would ask `K: Copy`, and these are only function pointers.
-impl<K> Clone for StrKeys<K> {
+// By hand: a derive would ask `K: Copy, V: Copy`, and these are only function pointers.
+impl<K, V> Clone for StrKeys<K, V> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<K> Copy for StrKeys<K> {}
+impl<K, V> Copy for StrKeys<K, V> {}
 
-impl<K: Borrow<str> + for<'q> From<&'q str>> StrKeys<K> {
+impl<K: Borrow<str> + for<'q> From<&'q str>, V: Default> StrKeys<K, V> {
     fn new() -> Self {
-        StrKeys { make: |s| K::from(s), equals: |k, b| Borrow::<str>::borrow(k).as_bytes() == b }
+        StrKeys { make: |s| K::from(s), equals: |k, b| Borrow::<str>::borrow(k).as_bytes() == b, fill: V::default }
     }
 }
 
@@ -86,16 +89,31 @@ const SHORT: u64 = 1 << 62;
 /// The entry's position, in the low half of `meta`.
 const ENTRY: u64 = 0xffff_ffff;
 
-/// A slot of the table: empty if `meta` is 0. For a short string key, its bytes as two
-/// little-endian integers, zero-padded, and `meta = FULL | SHORT | len << 32 | key`;
-/// for another key, its hash in `lo` and `meta = FULL | tag << 32 | key`; `key` is the
-/// key's position in `keys`. `value` is the key's combined value, `None` when empty.
+/// A slot of the table of other keys: empty if `meta` is 0, else the key's hash in `lo`
+/// and `meta = FULL | tag << 32 | key`, `key` the key's position in `keys`. `value` is
+/// the key's combined value, `None` when empty.
 #[derive(Debug)]
 struct Slot<V> {
     lo: u64,
-    hi: u64,
     meta: u64,
     value: Option<V>,
+}
+
+/// A slot of the short-key table, 32 bytes for a `u64` value and aligned to 32, so that a
+/// lookup touches one cache line: empty if `meta` is 0, else the key's bytes as two
+/// little-endian integers, zero-padded, and `meta = FULL | SHORT | len << 32 | key`.
+/// An empty slot's `value` is `V::default()`, never read.
+#[derive(Debug)]
+#[repr(align(32))]
+struct ShortSlot<V> {
+    lo: u64,
+    hi: u64,
+    meta: u64,
+    value: V,
+}
+
+fn empty_short_slots<V>(n: usize, fill: fn() -> V) -> Vec<ShortSlot<V>> {
+    std::iter::repeat_with(|| ShortSlot { lo: 0, hi: 0, meta: 0, value: fill() }).take(n).collect()
 }
 
 /// Where a key goes, before it has a position and a value.
@@ -107,7 +125,7 @@ struct Place {
 }
 
 fn empty_slots<V>(n: usize) -> Vec<Slot<V>> {
-    std::iter::repeat_with(|| Slot { lo: 0, hi: 0, meta: 0, value: None }).take(n).collect()
+    std::iter::repeat_with(|| Slot { lo: 0, meta: 0, value: None }).take(n).collect()
 }
 
 /// The `meta` bits above the entry of a key that is not a short string: 28 bits of its
@@ -203,8 +221,14 @@ pub struct MapBuffer<K, V> {
     pending: Vec<Pending<V>>,
     /// The bytes of the queued string keys longer than [`INLINE`], back to back.
     arena: String,
-    /// Set by the first [`Self::queue_str`], where `K` is known to borrow as `str`.
-    str_keys: Option<StrKeys<K>>,
+    /// The short string keys from [`Self::queue_str`], apart: their slots need no `Option`
+    /// around the value. Empty until the first such key; the length is then a power of two.
+    short: Vec<ShortSlot<V>>,
+    /// Keys in `short`.
+    short_len: usize,
+    /// Set by the first [`Self::queue_str`], where `K` is known to borrow as `str` and `V`
+    /// to have a default.
+    str_keys: Option<StrKeys<K, V>>,
     /// Set once the combiner declines, or once [`PROBE`] records brought no repeated key
     /// (a sort, say, where combining cannot help): from then on every record goes to
     /// `extra` without a hash lookup, so such a job pays nothing for the table.
@@ -239,6 +263,8 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             extra: Vec::new(),
             pending: Vec::with_capacity(BATCH),
             arena: String::new(),
+            short: Vec::new(),
+            short_len: 0,
             str_keys: None,
             no_combiner: false,
             hits: 0,
@@ -275,6 +301,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     pub fn insert_str(&mut self, key: &str, value: V, combine: impl Fn(&K, &mut V, V) -> Option<V>)
     where
         K: Borrow<str> + for<'q> From<&'q str>,
+        V: Default,
     {
         self.insert_str_in("", key, value, combine);
     }
@@ -286,6 +313,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     pub fn insert_str_in(&mut self, text: &str, key: &str, value: V, combine: impl Fn(&K, &mut V, V) -> Option<V>)
     where
         K: Borrow<str> + for<'q> From<&'q str>,
+        V: Default,
     {
         if self.queue_str(text, key, value) {
             self.flush(combine);
@@ -300,6 +328,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     pub fn queue_str(&mut self, text: &str, key: &str, value: V) -> bool
     where
         K: Borrow<str> + for<'q> From<&'q str>,
+        V: Default,
     {
         if self.no_combiner {
             // Nothing is looked up any more, so nothing is folded: no combiner is called.
@@ -321,6 +350,9 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         if self.str_keys.is_none() {
             self.str_keys = Some(StrKeys::new());
         }
+        if self.short.is_empty() {
+            self.short = empty_short_slots(INITIAL_SLOTS, V::default);
+        }
         self.pending.len() >= BATCH
     }
 
@@ -329,12 +361,10 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     pub fn flush(&mut self, combine: impl Fn(&K, &mut V, V) -> Option<V>) {
         let Some(keys) = self.str_keys.filter(|_| !self.pending.is_empty()) else { return };
         let mut pending = std::mem::take(&mut self.pending);
-        let mask = self.slots.len() - 1;
+        let mask = self.short.len() - 1;
         let mut touch = 0u64;
-        for p in &pending {
-            // A slot may straddle two cache lines: load from both ends.
-            let slot = &self.slots[p.hash as usize & mask];
-            touch ^= slot.lo ^ u64::from(slot.value.is_some());
+        for p in pending.iter().filter(|p| p.len as usize <= INLINE) {
+            touch ^= self.short[p.hash as usize & mask].meta;
         }
         std::hint::black_box(touch);
         let arena = std::mem::take(&mut self.arena);
@@ -353,7 +383,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             } else if len <= INLINE {
                 let found = self.find_short(p.hash, p.lo, p.hi, len);
                 let slot = Place { lo: p.lo, hi: p.hi, meta: short_meta(len) };
-                self.settle(found, slot, key, p.value, &combine);
+                self.settle_short(found, slot, key, p.value, &combine, keys.fill);
             } else {
                 let found = self.find(p.hash, |k: &K| (keys.equals)(k, key.bytes));
                 let slot = Place { lo: p.hash, hi: 0, meta: tag(p.hash) };
@@ -421,9 +451,9 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
                 self.bytes += estimate(&mut self.scratch, &key, &value) + inline as u64;
                 let at = u32::try_from(self.keys.len()).expect("fewer than 2^32 distinct keys");
                 let meta = place.meta | u64::from(at);
-                self.slots[i] = Slot { lo: place.lo, hi: place.hi, meta, value: Some(value) };
+                self.slots[i] = Slot { lo: place.lo, meta, value: Some(value) };
                 self.keys.push(key);
-                if self.keys.len() * 4 > self.slots.len() * 3 {
+                if (self.keys.len() - self.short_len) * 4 > self.slots.len() * 3 {
                     self.grow();
                 }
                 if self.records_in >= PROBE && self.hits == 0 {
@@ -433,14 +463,67 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         }
     }
 
+    /// [`Self::settle`] in the short-key table.
+    #[inline(always)]
+    fn settle_short(
+        &mut self,
+        found: Found,
+        place: Place,
+        source: Queued<'_, K>,
+        value: V,
+        combine: impl FnOnce(&K, &mut V, V) -> Option<V>,
+        fill: fn() -> V,
+    ) {
+        match found {
+            Found::Entry(i) => {
+                self.hits += 1;
+                let slot = &mut self.short[i];
+                if let Some(value) = combine(&self.keys[(slot.meta & ENTRY) as usize], &mut slot.value, value) {
+                    self.no_combiner = true;
+                    self.keep_aside(source.into_key(), value);
+                }
+            }
+            Found::Vacant(i) => {
+                let key = source.into_key();
+                // As in `settle`, with this table's slots.
+                let inline = std::mem::size_of::<K>() + 4 * std::mem::size_of::<ShortSlot<V>>() / 3;
+                self.bytes += estimate(&mut self.scratch, &key, &value) + inline as u64;
+                let at = u32::try_from(self.keys.len()).expect("fewer than 2^32 distinct keys");
+                self.short[i] = ShortSlot { lo: place.lo, hi: place.hi, meta: place.meta | u64::from(at), value };
+                self.keys.push(key);
+                self.short_len += 1;
+                if self.short_len * 4 > self.short.len() * 3 {
+                    self.grow_short(fill);
+                }
+                if self.records_in >= PROBE && self.hits == 0 {
+                    self.no_combiner = true;
+                }
+            }
+        }
+    }
+
+    /// Doubles the short-key table and places every slot again from what it holds.
+    fn grow_short(&mut self, fill: fn() -> V) {
+        let n = self.short.len() * 2;
+        let old = std::mem::replace(&mut self.short, empty_short_slots(n, fill));
+        let mask = n - 1;
+        for s in old.into_iter().filter(|s| s.meta != 0) {
+            let mut i = short_hash(s.lo, s.hi, ((s.meta >> 32) & 0xff) as usize) as usize & mask;
+            while self.short[i].meta != 0 {
+                i = (i + 1) & mask;
+            }
+            self.short[i] = s;
+        }
+    }
+
     /// Finds a short string key by its packed bytes: no key is read.
     #[inline(always)]
     fn find_short(&self, hash: u64, lo: u64, hi: u64, len: usize) -> Found {
-        let mask = self.slots.len() - 1;
+        let mask = self.short.len() - 1;
         let want = short_meta(len);
         let mut i = hash as usize & mask;
         loop {
-            let s = &self.slots[i];
+            let s = &self.short[i];
             if s.meta == 0 {
                 return Found::Vacant(i);
             }
@@ -476,11 +559,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         let old = std::mem::replace(&mut self.slots, empty_slots(n));
         let mask = n - 1;
         for s in old.into_iter().filter(|s| s.meta != 0) {
-            let hash = match s.meta & SHORT {
-                0 => s.lo,
-                _ => short_hash(s.lo, s.hi, ((s.meta >> 32) & 0xff) as usize),
-            };
-            let mut i = hash as usize & mask;
+            let mut i = s.lo as usize & mask;
             while self.slots[i].meta != 0 {
                 i = (i + 1) & mask;
             }
@@ -516,11 +595,12 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         let slots = std::mem::replace(&mut self.slots, empty_slots(INITIAL_SLOTS));
         let mut held: Vec<Option<(V, Option<Prefix>)>> =
             std::iter::repeat_with(|| None).take(self.keys.len()).collect();
-        let mut prefixes = 0usize;
         for s in slots.into_iter().filter(|s| s.meta != 0) {
-            let prefix = (s.meta & SHORT != 0).then(|| Prefix::of(s.lo, s.hi, s.meta));
-            prefixes += usize::from(prefix.is_some());
-            held[(s.meta & ENTRY) as usize] = s.value.map(|v| (v, prefix));
+            held[(s.meta & ENTRY) as usize] = s.value.map(|v| (v, None));
+        }
+        let prefixes = std::mem::replace(&mut self.short_len, 0);
+        for s in std::mem::take(&mut self.short).into_iter().filter(|s| s.meta != 0) {
+            held[(s.meta & ENTRY) as usize] = Some((s.value, Some(Prefix::of(s.lo, s.hi, s.meta))));
         }
         let keys = std::mem::take(&mut self.keys).into_iter();
         let held = keys.zip(held).map(|(k, held)| (k, held.expect("every key has a slot")));

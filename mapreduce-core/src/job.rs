@@ -170,11 +170,13 @@ impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
     /// Emits one intermediate pair with a string key (a `String`, a `CompactString`...):
     /// the fastest way to emit string keys. The key is turned into a `K` only if the
     /// buffer does not hold it yet, and keys are looked up a batch at a time, so that the
-    /// cache misses of a large key set overlap.
+    /// cache misses of a large key set overlap. The value type needs a `Default` (every
+    /// number has one): the table of short keys keeps it in its empty slots.
     #[inline]
     pub fn emit_str(&mut self, key: &str, value: V)
     where
         K: Borrow<str> + for<'q> From<&'q str>,
+        V: Default,
     {
         match &mut self.sink {
             Sink::Fn(f) => f(K::from(key), value),
