@@ -492,16 +492,6 @@ pub(crate) fn run_reduce<J: Job>(job: &J, t: &ReduceTask) -> Result<ReduceResult
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn line_count_counts_lines_with_and_without_a_final_newline() {
-        let plain = |t: &str| t.split_inclusive('\n').count() as u64;
-        for text in ["", "a", "\n", "a\n", "a\nb", "\n\n\n", "\u{10a}\n\u{a0a}\n\n", "x\n\x0b\x09\u{8a}\n"] {
-            assert_eq!(super::line_count(text), plain(text), "{text:?}");
-        }
-        let long: String = (0..1000).map(|i| if i % 7 == 0 { '\n' } else { 'é' }).collect();
-        assert_eq!(super::line_count(&long), plain(&long));
-    }
-
     use super::*;
     use mapreduce_core::{Mapper, Reducer};
     use serde::{Deserialize, Serialize};
@@ -684,5 +674,15 @@ mod tests {
         assert!(err.to_string().contains("m-corrupt"), "{err}");
         // No attempt file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn line_count_counts_lines_with_and_without_a_final_newline() {
+        let plain = |t: &str| t.split_inclusive('\n').count() as u64;
+        for text in ["", "a", "\n", "a\n", "a\nb", "\n\n\n", "\u{10a}\n\u{a0a}\n\n", "x\n\x0b\x09\u{8a}\n"] {
+            assert_eq!(line_count(text), plain(text), "{text:?}");
+        }
+        let long: String = (0..1000).map(|i| if i % 7 == 0 { '\n' } else { 'é' }).collect();
+        assert_eq!(line_count(&long), plain(&long));
     }
 }
