@@ -68,11 +68,17 @@ impl Key {
         };
         let raw = if len == INLINE { raw } else { raw & ((1u128 << (8 * len)) - 1) };
         let (lo, hi) = (raw as u64, (raw >> 64) as u64);
+        Key { lo, hi, len: len as u64, hash: Self::hash(lo, hi, len as u64) }
+    }
+
+    /// A few multiplies over the packed bytes and the length.
+    #[inline(always)]
+    fn hash(lo: u64, hi: u64, len: u64) -> u64 {
         let mut h = (lo ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h ^= (hi ^ len as u64).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= (hi ^ len).wrapping_mul(0x94d0_49bb_1331_11eb);
         h ^= h >> 31;
         h = h.wrapping_mul(0xd6e8_feb8_6659_fd93);
-        Key { lo, hi, len: len as u64, hash: h ^ (h >> 32) }
+        h ^ (h >> 32)
     }
 
     fn bytes(&self) -> Vec<u8> {
@@ -161,8 +167,7 @@ impl Table {
         let old = std::mem::replace(&mut self.slots, vec![Slot::default(); cap]);
         self.mask = cap - 1;
         for s in old.into_iter().filter(|s| s.meta != 0) {
-            let key = Key { lo: s.lo, hi: s.hi, len: s.len() as u64, hash: 0 };
-            let mut i = Key::of(&key.bytes(), 0, s.len()).hash as usize & self.mask;
+            let mut i = Key::hash(s.lo, s.hi, s.len() as u64) as usize & self.mask;
             while self.slots[i].meta != 0 {
                 i = (i + 1) & self.mask;
             }
