@@ -285,8 +285,9 @@ pub fn stable_partition<K: Serialize + ?Sized>(key: &K, reducers: u32) -> u32 {
     (h % u64::from(reducers)) as u32
 }
 
-/// Default size of an input shard: 64 MiB, like an HDFS block.
-pub const DEFAULT_SHARD_SIZE: u64 = 64 << 20;
+/// Default size of an input shard: 128 MiB, the default block size of HDFS and so the
+/// split size of Hadoop jobs (and Spark's `maxPartitionBytes`).
+pub const DEFAULT_SHARD_SIZE: u64 = 128 << 20;
 /// Default memory budget of a map task's sort buffer: 64 MiB.
 pub const DEFAULT_SORT_BUFFER: u64 = 64 << 20;
 

@@ -62,14 +62,26 @@ impl std::fmt::Display for Shard {
     }
 }
 
-/// Cuts `files` into shards of `shard_size` bytes of the concatenated input (the last may be
-/// shorter). Empty files contribute nothing; no shard is empty. Panics if `shard_size` is 0
-/// (a validated `JobSpec` never has it).
+/// How much longer than `shard_size` the last shard may be, in tenths: a remainder of up
+/// to 10% of a shard joins the shard before it instead of making a task of its own
+/// (Hadoop's `SPLIT_SLOP`).
+const SLOP_TENTHS: u128 = 11;
+
+/// Cuts `files` into shards of `shard_size` bytes of the concatenated input. The last
+/// shard may be shorter, or up to 10% longer, so that no task gets a sliver of input
+/// (the rule of Hadoop's `FileInputFormat`). Empty files contribute nothing; no shard
+/// is empty. Panics if `shard_size` is 0 (a validated `JobSpec` never has it).
 pub fn plan_shards(files: &[InputFile], shard_size: u64) -> Vec<Shard> {
     assert!(shard_size > 0, "shard size must be positive");
+    // Bytes of the input not yet in a shard (u128: the lengths' sum may pass u64).
+    let mut left: u128 = files.iter().map(|f| u128::from(f.len)).sum();
+    let room_for = |left: u128| match left * 10 <= u128::from(shard_size) * SLOP_TENTHS {
+        true => u64::try_from(left).unwrap_or(u64::MAX),
+        false => shard_size,
+    };
     let mut shards = Vec::new();
     let mut current = Vec::new();
-    let mut room = shard_size;
+    let mut room = room_for(left);
     for file in files {
         let mut pos = 0;
         while pos < file.len {
@@ -77,9 +89,10 @@ pub fn plan_shards(files: &[InputFile], shard_size: u64) -> Vec<Shard> {
             current.push(Segment { path: file.path.clone(), start: pos, end: pos + take });
             pos += take;
             room -= take;
+            left -= u128::from(take);
             if room == 0 {
                 shards.push(Shard { segments: std::mem::take(&mut current) });
-                room = shard_size;
+                room = room_for(left);
             }
         }
     }
@@ -270,6 +283,22 @@ mod tests {
         );
         assert_eq!(shards[1].len(), 6);
         assert!(plan_shards(&[file("e", 0)], 4).is_empty());
+    }
+
+    #[test]
+    fn a_remainder_within_a_tenth_of_a_shard_joins_the_last_shard() {
+        let lens = |files: &[InputFile], shard| plan_shards(files, shard).iter().map(Shard::len).collect::<Vec<_>>();
+        // 10% of 100 is 10: a remainder of 10 joins, one of 11 is a shard of its own.
+        assert_eq!(lens(&[file("a", 210)], 100), vec![100, 110]);
+        assert_eq!(lens(&[file("a", 211)], 100), vec![100, 100, 11]);
+        assert_eq!(lens(&[file("a", 105)], 100), vec![105]);
+        // Across files: the slop counts the whole input left, not the file's.
+        assert_eq!(lens(&[file("a", 150), file("b", 55)], 100), vec![100, 105]);
+        let last = plan_shards(&[file("a", 150), file("b", 55)], 100).pop().unwrap();
+        assert_eq!(last.segments.len(), 2);
+        // Huge sizes do not overflow the comparison.
+        assert_eq!(lens(&[file("a", u64::MAX)], u64::MAX / 2), vec![u64::MAX / 2, u64::MAX / 2 + 1]);
+        assert_eq!(lens(&[file("a", u64::MAX), file("b", 4)], u64::MAX), vec![u64::MAX, 4]);
     }
 
     fn read_segment(data: &[u8], start: u64, end: u64) -> Vec<String> {

@@ -260,9 +260,11 @@ impl pb::worker_server::Worker for WorkerService {
         let _cancel = CancelOnDrop(cancelled.clone());
         let t = MapTask { task, attempt: req.attempt, segments, work_dir, reducers, sort_buffer, cancelled };
         tracing::debug!(task, attempt = req.attempt, "map");
+        let started = std::time::Instant::now();
         let result = blocking(move || job.decode()?.map(&t))
             .await
             .inspect_err(|e| tracing::warn!(task, error = %e, "map failed"))?;
+        tracing::debug!(task, attempt = req.attempt, ms = started.elapsed().as_millis() as u64, "map done");
         Ok(Response::new(pb::MapResponse {
             files: result.files.into_iter().map(convert::file_to_pb).collect(),
             input_records: result.input_records,
@@ -286,9 +288,11 @@ impl pb::worker_server::Worker for WorkerService {
         let _cancel = CancelOnDrop(cancelled.clone());
         let t = ReduceTask { attempt: req.attempt, partition, inputs, work_dir, fanin: task::MERGE_FANIN, cancelled };
         tracing::debug!(partition, attempt = req.attempt, "reduce");
+        let started = std::time::Instant::now();
         let result = blocking(move || job.decode()?.reduce(&t))
             .await
             .inspect_err(|e| tracing::warn!(partition, error = %e, "reduce failed"))?;
+        tracing::debug!(partition, attempt = req.attempt, ms = started.elapsed().as_millis() as u64, "reduce done");
         Ok(Response::new(pb::ReduceResponse { path: result.path, records: result.records, bytes: result.bytes }))
     }
 }
