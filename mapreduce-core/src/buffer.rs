@@ -65,6 +65,8 @@ struct StrKeys<K, V> {
     equals: fn(&K, &[u8]) -> bool,
     /// `V::default()`, for the empty slots of the short-key table.
     fill: fn() -> V,
+    /// A key's `str`, as bytes.
+    bytes: fn(&K) -> &[u8],
 }
 
 // By hand: a derive would ask `K: Copy, V: Copy`, and these are only function pointers.
@@ -78,7 +80,12 @@ impl<K, V> Copy for StrKeys<K, V> {}
 
 impl<K: Borrow<str> + for<'q> From<&'q str>, V: Default> StrKeys<K, V> {
     fn new() -> Self {
-        StrKeys { make: |s| K::from(s), equals: |k, b| Borrow::<str>::borrow(k).as_bytes() == b, fill: V::default }
+        StrKeys {
+            make: |s| K::from(s),
+            equals: |k, b| Borrow::<str>::borrow(k).as_bytes() == b,
+            fill: V::default,
+            bytes: |k| Borrow::<str>::borrow(k).as_bytes(),
+        }
     }
 }
 
@@ -616,52 +623,85 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         mut partition: impl FnMut(&K) -> u32,
     ) -> Vec<(u32, K, V)> {
         self.flush(combine);
-        // The table starts small again: a buffer that spilled need not keep its peak.
+        // The tables start small again: a buffer that spilled need not keep its peak.
         let slots = std::mem::replace(&mut self.slots, empty_slots(INITIAL_SLOTS));
-        let mut held: Vec<Option<(V, Option<Prefix>)>> =
-            std::iter::repeat_with(|| None).take(self.keys.len()).collect();
-        for s in slots.into_iter().filter(|s| s.meta != 0) {
-            held[(s.meta & ENTRY) as usize] = s.value.map(|v| (v, None));
-        }
-        let prefixes = std::mem::replace(&mut self.short_len, 0);
-        for s in std::mem::take(&mut self.short).into_iter().filter(|s| s.meta != 0) {
-            held[(s.meta & ENTRY) as usize] = Some((s.value, Some(Prefix::of(s.lo, s.hi, s.meta))));
-        }
-        let keys = std::mem::take(&mut self.keys).into_iter();
-        let held = keys.zip(held).map(|(k, held)| (k, held.expect("every key has a slot")));
-        let out = if prefixes == 0 {
-            let mut out: Vec<(u32, K, V)> = Vec::with_capacity(held.len() + self.extra.len());
-            out.extend(held.map(|(k, (v, _))| (partition(&k), k, v)));
-            out.extend(self.extra.drain(..).map(|(k, v)| (partition(&k), k, v)));
-            out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-            out
-        } else {
-            let mut records: Vec<(u32, Option<Prefix>, K, V)> = Vec::with_capacity(held.len() + self.extra.len());
-            records.extend(held.map(|(k, (v, prefix))| (partition(&k), prefix, k, v)));
-            records.extend(self.extra.drain(..).map(|(k, v)| (partition(&k), None, k, v)));
-            // Short string keys compare by their packed bytes, in registers; `Borrow<str>`
-            // promises that `K` orders as its `str` does, so this is `K`'s order.
-            records.sort_unstable_by(|a, b| {
-                a.0.cmp(&b.0).then_with(|| match (a.1, b.1) {
-                    (Some(x), Some(y)) => x.cmp(&y),
-                    _ => a.2.cmp(&b.2),
-                })
-            });
-            records.into_iter().map(|(p, _, k, v)| (p, k, v)).collect()
-        };
+        let short = std::mem::take(&mut self.short);
+        self.short_len = 0;
         self.bytes = 0;
-        out
+        let mut keys = std::mem::take(&mut self.keys);
+        // Each key's value, by the key's position.
+        let mut values: Vec<Option<V>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
+        for s in slots.into_iter().filter(|s| s.meta != 0) {
+            values[(s.meta & ENTRY) as usize] = s.value;
+        }
+        for s in short.into_iter().filter(|s| s.meta != 0) {
+            values[(s.meta & ENTRY) as usize] = Some(s.value);
+        }
+        let Some(str_keys) = self.str_keys else {
+            let held = keys.into_iter().zip(values).map(|(k, v)| (k, v.expect("every key has a slot")));
+            let mut out: Vec<(u32, K, V)> =
+                held.chain(self.extra.drain(..)).map(|(k, v)| (partition(&k), k, v)).collect();
+            out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            return out;
+        };
+        for (k, v) in self.extra.drain(..) {
+            keys.push(k);
+            values.push(Some(v));
+        }
+        // String keys sort by the partition and their first 16 bytes, as integers; keys
+        // longer than that by the whole key where those are equal. `Borrow<str>` promises
+        // that `K` orders as its `str` does, so this is `K`'s order.
+        let mut order: Vec<SortKey> =
+            keys.iter().enumerate().map(|(i, k)| SortKey::new(partition(k), (str_keys.bytes)(k), i)).collect();
+        order.sort_unstable_by(|a, b| {
+            a.bits.cmp(&b.bits).then_with(|| match a.is_long() {
+                true => keys[a.at as usize].cmp(&keys[b.at as usize]),
+                false => std::cmp::Ordering::Equal,
+            })
+        });
+        let mut keys: Vec<Option<K>> = keys.into_iter().map(Some).collect();
+        order
+            .into_iter()
+            .map(|o| {
+                let at = o.at as usize;
+                let key = keys[at].take().expect("each key drained once");
+                (o.partition(), key, values[at].take().expect("every key has a value"))
+            })
+            .collect()
     }
 }
 
-/// A short string key's sort key: its bytes big-endian (so integers order as the bytes
-/// do), then its length (a key orders before the same key with zero bytes appended).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Prefix(u128, u8);
+/// Where a string key goes in the drained order: its partition and first 16 bytes
+/// big-endian (so integers order as the bytes do), then its length capped at 17 (a key
+/// orders before the same key with bytes appended), as three integers; and its position.
+#[derive(Debug, Clone, Copy)]
+struct SortKey {
+    bits: [u64; 3],
+    at: u32,
+}
 
-impl Prefix {
-    fn of(lo: u64, hi: u64, meta: u64) -> Prefix {
-        Prefix(u128::from_be_bytes(unpack(lo, hi)), ((meta >> 32) & 0xff) as u8)
+impl SortKey {
+    fn new(partition: u32, bytes: &[u8], at: usize) -> SortKey {
+        let n = bytes.len().min(INLINE);
+        let mut head = [0u8; INLINE];
+        head[..n].copy_from_slice(&bytes[..n]);
+        let head = u128::from_be_bytes(head);
+        let len = bytes.len().min(INLINE + 1) as u64;
+        let bits = [
+            (u64::from(partition) << 32) | (head >> 96) as u64,
+            (head >> 32) as u64,
+            ((head as u64) << 32) | (len << 24),
+        ];
+        SortKey { bits, at: u32::try_from(at).expect("fewer than 2^32 records") }
+    }
+
+    fn partition(&self) -> u32 {
+        (self.bits[0] >> 32) as u32
+    }
+
+    /// Longer than 16 bytes: equal bits say nothing of the rest.
+    fn is_long(&self) -> bool {
+        (self.bits[2] >> 24) & 0xff > INLINE as u64
     }
 }
 
@@ -831,6 +871,38 @@ mod tests {
         assert!(!b.is_empty());
         let got: Vec<(String, u64)> = b.drain_sorted(sum, |_| 0).into_iter().map(|(_, k, v)| (k, v)).collect();
         assert_eq!(got, vec![("x".into(), 5)]);
+    }
+
+    proptest::proptest! {
+        /// Whatever the keys (NUL bytes, a shared 16-byte head, multibyte characters,
+        /// lengths around 16) and however they are inserted, with the combiner folding or
+        /// declining, the drain is sorted by (partition, key) and loses no value.
+        #[test]
+        fn drained_string_keys_are_sorted_by_partition_then_key(
+            records in proptest::collection::vec(
+                ("(abcdefghijklmnop)?[a\u{0}\u{e9}z]{0,20}", 0u64..1000, 0u8..3), 0..300),
+            decline in proptest::bool::ANY,
+        ) {
+            let combine = |_: &String, acc: &mut u64, v: u64| if decline && v.is_multiple_of(5) { Some(v) } else { *acc += v; None };
+            let mut b: MapBuffer<String, u64> = MapBuffer::new();
+            let mut want = std::collections::BTreeMap::new();
+            for (key, v, how) in &records {
+                *want.entry(key.clone()).or_insert(0) += v;
+                match how {
+                    0 => b.insert_str(key, *v, combine),
+                    1 => b.insert_borrowed(key.as_str(), *v, combine),
+                    _ => b.insert(key.clone(), *v, combine),
+                }
+            }
+            let got = b.drain_sorted(combine, |k| k.len() as u32 % 3);
+            proptest::prop_assert!(got.windows(2).all(|w| (w[0].0, &w[0].1) <= (w[1].0, &w[1].1)), "{:?}", got);
+            proptest::prop_assert!(got.iter().all(|(p, k, _)| *p == k.len() as u32 % 3));
+            let mut sums = std::collections::BTreeMap::new();
+            for (_, k, v) in got {
+                *sums.entry(k).or_insert(0) += v;
+            }
+            proptest::prop_assert_eq!(sums, want);
+        }
     }
 
     #[test]
