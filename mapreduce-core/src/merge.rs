@@ -5,6 +5,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
 
 /// A merge failed: a source failed, or a source's keys were not sorted.
 #[derive(Debug, thiserror::Error)]
@@ -64,25 +65,16 @@ where
 {
     /// Starts a merge, reading the first record of every source.
     pub fn new(sources: Vec<I>) -> Result<Self, MergeError<E>> {
-        let mut merge = Merge { heap: BinaryHeap::with_capacity(sources.len()), sources };
-        for source in 0..merge.sources.len() {
-            merge.refill(source, None)?;
-        }
-        Ok(merge)
-    }
-
-    fn refill(&mut self, source: usize, previous: Option<&K>) -> Result<(), MergeError<E>> {
-        match self.sources[source].next() {
-            None => Ok(()),
-            Some(Err(error)) => Err(MergeError::Source { input: source, error }),
-            Some(Ok((key, value))) => {
-                if previous.is_some_and(|p| key < *p) {
-                    return Err(MergeError::Unsorted { input: source });
-                }
-                self.heap.push(Head { key, value, source });
-                Ok(())
+        let mut heap = BinaryHeap::with_capacity(sources.len());
+        let mut sources = sources;
+        for (source, records) in sources.iter_mut().enumerate() {
+            match records.next() {
+                None => {}
+                Some(Err(error)) => return Err(MergeError::Source { input: source, error }),
+                Some(Ok((key, value))) => heap.push(Head { key, value, source }),
             }
         }
+        Ok(Merge { heap, sources })
     }
 
     /// The smallest key not yet taken.
@@ -93,9 +85,25 @@ where
     /// Takes the smallest record.
     #[allow(clippy::should_implement_trait)] // fallible; an Iterator would hide the source
     pub fn next(&mut self) -> Result<Option<(K, V)>, MergeError<E>> {
-        let Some(head) = self.heap.pop() else { return Ok(None) };
-        self.refill(head.source, Some(&head.key))?;
-        Ok(Some((head.key, head.value)))
+        let Some(mut top) = self.heap.peek_mut() else { return Ok(None) };
+        let source = top.source;
+        // The top's source's next record takes its place, sifted down once: half the
+        // work of a pop and a push, and little when one source holds a run of the
+        // smallest keys.
+        match self.sources[source].next() {
+            None => {
+                let head = PeekMut::pop(top);
+                Ok(Some((head.key, head.value)))
+            }
+            Some(Err(error)) => Err(MergeError::Source { input: source, error }),
+            Some(Ok((key, value))) => {
+                if key < top.key {
+                    return Err(MergeError::Unsorted { input: source });
+                }
+                let head = std::mem::replace(&mut *top, Head { key, value, source });
+                Ok(Some((head.key, head.value)))
+            }
+        }
     }
 
     /// Calls `f` once per distinct key, in key order, with an iterator over all the values
