@@ -5,9 +5,11 @@
 //! cargo bench --bench sort -- [--size-mb N] [--runs N] [--workers N] [--reducers N]
 //!                             [--samples N] [--shard-mb N] [--sort-buffer-mb N]
 //! ```
-//! Prints the median time of each (reading the input and writing the sorted output
-//! included; the framework's time includes sampling the boundaries), their ratio, MB/s and
-//! the process's peak RSS during each phase.
+//! The two run alternately, `--runs` times each after one untimed run of each (which
+//! checks the output and measures each one's peak RSS). Prints the median time of each
+//! (reading the input and writing the sorted output included; the framework's time
+//! includes sampling the boundaries), their ratio and the spread of the per-run ratios,
+//! MB/s, CPU time and the process's peak RSS during each part.
 
 #![allow(clippy::print_stdout)] // a command-line program: printing is its job
 
@@ -88,22 +90,13 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let expected = dir.path().join("expected.txt");
-    let per_phase = reset_peak_rss();
-    let mut seq_times = Vec::new();
-    let cpu = cpu_time();
-    for _ in 0..a.runs {
-        let t = Instant::now();
+    let seq_run = || -> anyhow::Result<(Duration, Option<Duration>)> {
+        let (t, cpu) = (Instant::now(), cpu_time());
         sort_sequential(&inputs, &expected)?;
-        seq_times.push(t.elapsed());
-    }
-    let seq_rss = peak_rss_mb();
-    let seq_cpu = cpu.zip(cpu_time()).map(|(before, after)| after - before);
-
+        Ok((t.elapsed(), cpu.zip(cpu_time()).map(|(before, after)| after - before)))
+    };
     let cluster = Cluster::local(a.workers).await?;
-    reset_peak_rss();
-    let mut mr_times = Vec::new();
-    let mut mr_cpu = Some(Duration::ZERO);
-    for run in 0..a.runs {
+    let mr_run = async |run: usize| -> anyhow::Result<(Duration, Option<Duration>)> {
         let out = dir.path().join(format!("out-{run}"));
         let (t, cpu) = (Instant::now(), cpu_time());
         let job = Sort::sampled(&inputs, a.reducers, a.samples)?;
@@ -112,14 +105,37 @@ async fn main() -> anyhow::Result<()> {
             .shard_size(a.shard_size)
             .sort_buffer_bytes(a.sort_buffer);
         cluster.run(spec).await?;
-        mr_times.push(t.elapsed());
-        mr_cpu = mr_cpu.zip(cpu.zip(cpu_time())).map(|(sum, (before, after))| sum + (after - before));
+        let took = (t.elapsed(), cpu.zip(cpu_time()).map(|(before, after)| after - before));
         if run == 0 {
             anyhow::ensure!(output_equals(&out, &expected)?, "framework output differs from the sequential sort");
         }
         std::fs::remove_dir_all(&out)?;
-    }
+        Ok(took)
+    };
+
+    // One untimed run of each, checking the output and measuring each one's peak RSS
+    // alone (the peak is reset between them, Linux 4.0+).
+    let per_phase = reset_peak_rss();
+    seq_run()?;
+    let seq_rss = peak_rss_mb();
+    reset_peak_rss();
+    mr_run(0).await?;
     let mr_rss = peak_rss_mb();
+
+    // The timed runs, alternating, so that a noisy moment of this shared machine weighs
+    // on both sides alike.
+    let (mut seq_times, mut mr_times, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut seq_cpu, mut mr_cpu) = (Some(Duration::ZERO), Some(Duration::ZERO));
+    for run in 1..=a.runs {
+        let (seq, cpu) = seq_run()?;
+        seq_cpu = seq_cpu.zip(cpu).map(|(sum, c)| sum + c);
+        let (mr, cpu) = mr_run(run).await?;
+        mr_cpu = mr_cpu.zip(cpu).map(|(sum, c)| sum + c);
+        ratios.push(seq.as_secs_f64() / mr.as_secs_f64());
+        seq_times.push(seq);
+        mr_times.push(mr);
+    }
+    ratios.sort_by(f64::total_cmp);
 
     let (seq, mr) = (median(seq_times), median(mr_times));
     let mbs = |d: Duration| bytes as f64 / 1048576.0 / d.as_secs_f64();
@@ -135,7 +151,13 @@ async fn main() -> anyhow::Result<()> {
         mbs(mr),
         cpu(mr_cpu)
     );
-    println!("ratio (sequential / cluster): {:.2}x", seq.as_secs_f64() / mr.as_secs_f64());
+    println!(
+        "ratio (sequential / cluster): {:.2}x of the medians; per run {:.2}x to {:.2}x, median {:.2}x",
+        seq.as_secs_f64() / mr.as_secs_f64(),
+        ratios[0],
+        ratios[ratios.len() - 1],
+        ratios[ratios.len() / 2]
+    );
     match (per_phase, seq_rss, mr_rss) {
         (true, Some(seq), Some(mr)) => {
             println!("peak RSS of this process: {seq:.0} MiB in the sequential sort, {mr:.0} MiB in the cluster runs");

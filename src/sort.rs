@@ -496,7 +496,9 @@ mod tests {
 
         let job = Sort::sampled(&[&a, &b], 3, 500).unwrap();
         let out = dir.path().join("out");
-        let spec = JobSpec::new(job, [&a, &b], &out).reducers(3).shard_size(100 << 10).sort_buffer_bytes(128 << 10);
+        // The smallest sort buffer: each map attempt spills, and writes a run per spill
+        // that the reduces merge.
+        let spec = JobSpec::new(job, [&a, &b], &out).reducers(3).shard_size(100 << 10).sort_buffer_bytes(64 << 10);
         let cluster = Cluster::local(2).await.unwrap();
         let report = cluster.run(spec).await.unwrap();
         assert_eq!(report.output_records, 5006);

@@ -609,6 +609,13 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         self.records_in
     }
 
+    /// Whether records are still looked up and folded: `false` once the combiner
+    /// declined, or once the first 10,000 records brought no repeated key. Merging spills
+    /// of such a buffer would combine nothing.
+    pub fn combines(&self) -> bool {
+        !self.no_combiner
+    }
+
     /// Whether the buffer holds nothing.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty() && self.extra.is_empty() && self.pending.is_empty()

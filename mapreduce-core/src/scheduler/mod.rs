@@ -237,9 +237,10 @@ pub fn backoff(k: u32, base: Duration, cap: Duration) -> Duration {
     base.checked_mul(factor).map_or(cap, |d| d.min(cap))
 }
 
-/// One partition of a map attempt's output: a range of the attempt's file (one file per
-/// map attempt, the partitions back to back, as Hadoop writes them) holding a complete,
-/// sorted record stream.
+/// A sorted record stream of one partition of a map attempt's output: a range of the
+/// attempt's file (one file per map attempt, the partitions back to back, as Hadoop
+/// writes them). An attempt that spilled without combining writes one run of such
+/// streams per spill, and the reduce merges them all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionFile {
     /// The partition (reduce task) it feeds.
@@ -257,7 +258,8 @@ pub struct PartitionFile {
 /// What a successful attempt produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskOutput {
-    /// A map attempt's files, one per partition in partition order, and the lines it read.
+    /// A map attempt's files: runs of one range per partition in partition order (one run
+    /// unless the attempt spilled without combining), and the lines it read.
     Map {
         /// The files.
         files: Vec<PartitionFile>,
@@ -790,10 +792,11 @@ impl Scheduler {
                 inputs: self
                     .maps
                     .iter()
-                    .map(|m| match &m.output {
-                        Some(TaskOutput::Map { files, .. }) => files[task.index as usize].clone(),
+                    .flat_map(|m| match &m.output {
+                        Some(TaskOutput::Map { files, .. }) => files.iter().filter(move |f| f.partition == task.index),
                         other => panic!("reduce {task} launched before every map output exists: {other:?}"),
                     })
+                    .cloned()
                     .collect(),
             },
         };

@@ -64,7 +64,7 @@ fn speculative(min: Duration, factor: f64, max_backups: u32) -> SchedulerConfig 
 }
 
 /// What a worker writes for an attempt: files named after the task and the attempt, one
-/// per partition for a map (reduce launch reads `files[partition]`).
+/// per partition for a map (a reduce gets every range of its partition).
 fn output_for(task: TaskId, attempt: AttemptId, reducers: u32) -> TaskOutput {
     let dir = format!("{task}/{attempt}");
     match task.kind {
@@ -563,6 +563,40 @@ fn a_job_runs_every_map_then_every_reduce_and_reports_the_accepted_outputs() {
         outputs: vec!["reduce-00000/attempt-3/out".into(), "reduce-00001/attempt-4/out".into()],
     };
     assert_eq!(sim.report(), want);
+}
+
+#[test]
+fn a_reduce_gets_every_run_of_its_partition_from_every_map() {
+    // Map attempts that spilled without combining answer one run of ranges per spill.
+    let mut sim = Sim::new(2, 2, 2, quiet());
+    sim.run_until_idle();
+    let runs = |task: TaskId, n: u32| TaskOutput::Map {
+        files: (0..n * 2)
+            .map(|i| PartitionFile {
+                partition: i % 2,
+                path: format!("{task}/out"),
+                offset: u64::from(i) * 10,
+                bytes: 10,
+                records: 1,
+            })
+            .collect(),
+        input_records: 3,
+    };
+    for (task, n) in [(map(0), 3), (map(1), 1)] {
+        let attempt = sim.run_of(task).attempt;
+        sim.feed(Event::Succeeded { attempt, output: runs(task, n) });
+        sim.run_until_idle();
+    }
+    let inputs = |p: u32| match sim.run_of(reduce(p)).spec {
+        TaskSpec::Reduce { inputs, .. } => inputs.iter().map(|f| (f.path.clone(), f.offset)).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    let at = |task: TaskId, offsets: &[u64]| offsets.iter().map(|&o| (format!("{task}/out"), o)).collect::<Vec<_>>();
+    assert_eq!(inputs(0), [at(map(0), &[0, 20, 40]), at(map(1), &[0])].concat());
+    assert_eq!(inputs(1), [at(map(0), &[10, 30, 50]), at(map(1), &[10])].concat());
+    sim.succeed_task(reduce(0));
+    sim.succeed_task(reduce(1));
+    assert_eq!(sim.report().intermediate_bytes, 80);
 }
 
 #[test]
@@ -1785,10 +1819,12 @@ impl Model {
             TaskKind::Reduce => {
                 assert!(self.maps_done(), "{task} launched before every map was done");
                 let file = |m: u32| match &self.accepted[&map(m)] {
-                    TaskOutput::Map { files, .. } => files[task.index as usize].clone(),
+                    TaskOutput::Map { files, .. } => {
+                        files.iter().filter(|f| f.partition == task.index).cloned().collect::<Vec<_>>()
+                    }
                     other => panic!("a map accepted {other:?}"),
                 };
-                let inputs = (0..self.maps()).map(file).collect();
+                let inputs = (0..self.maps()).flat_map(file).collect();
                 let want = TaskSpec::Reduce { partition: task.index, inputs };
                 assert_eq!(*spec, want);
             }

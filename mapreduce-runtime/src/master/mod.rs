@@ -323,10 +323,9 @@ impl Ctx<'_> {
     }
 }
 
-/// Checks a map reply: one file per partition, in order.
-/// Checks a map reply: one range per partition, in order, back to back in the one file
-/// this attempt must write, so that the master never deletes or reads a path a worker
-/// made up.
+/// Checks a map reply: one or more runs of one range per partition, in order, back to
+/// back in the one file this attempt must write, so that the master never deletes or
+/// reads a path a worker made up.
 fn map_output(
     resp: pb::MapResponse,
     reducers: u32,
@@ -339,11 +338,12 @@ fn map_output(
     let as_expected = resp.files.iter().enumerate().all(|(i, f)| {
         let contiguous = f.offset == next;
         next = f.offset.saturating_add(f.bytes);
-        f.partition == i as u32 && Path::new(&f.path) == expected && contiguous
+        u64::from(f.partition) == i as u64 % u64::from(reducers) && Path::new(&f.path) == expected && contiguous
     });
-    if resp.files.len() != reducers as usize || !as_expected {
+    let whole_runs = !resp.files.is_empty() && (resp.files.len() as u64).is_multiple_of(u64::from(reducers));
+    if !whole_runs || !as_expected {
         return Err(Failure::Task(format!(
-            "worker answered {} ranges for {reducers} partitions, not of the expected file {expected:?}",
+            "worker answered {} ranges for {reducers} partitions, not runs of the expected file {expected:?}",
             resp.files.len()
         )));
     }

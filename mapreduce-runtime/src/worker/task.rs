@@ -164,12 +164,16 @@ fn block_failure<J: Job>(
 }
 
 /// Runs one map attempt: reads the shard's lines, maps them into the combining buffer,
-/// spills sorted runs when the buffer passes its budget, and writes one sorted record
-/// file per partition.
+/// spills sorted runs when the buffer passes its budget, and writes the attempt's output
+/// file: one sorted record stream per partition, or, when the buffer spilled without
+/// combining anything (a sort, say), one run of such streams per spill, which the reduce
+/// side merges (merging them here would read and write every record once more for
+/// nothing).
 pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskError> {
     let name = format!("map-{:05}", t.task);
     let mut buffer = MapBuffer::<J::Key, J::Value>::new();
     let mut spills: Vec<Spill> = Vec::new();
+    let mut runs: Option<MapOutput> = None;
     let mut input_records = 0u64;
     for seg in &t.segments {
         let path = Path::new(&seg.path);
@@ -191,20 +195,53 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
                 return Err(block_failure(job, &name, &seg.path, &block, result));
             }
             if buffer.bytes() >= t.sort_buffer {
-                spills.push(spill(job, &mut buffer, t, &name)?);
+                match &mut runs {
+                    Some(out) => write_run(job, &mut buffer, t, &name, out)?,
+                    None if spills.is_empty() && !buffer.combines() => {
+                        let mut out = MapOutput::create(t)?;
+                        write_run(job, &mut buffer, t, &name, &mut out)?;
+                        runs = Some(out);
+                    }
+                    None => spills.push(spill(job, &mut buffer, t, &name)?),
+                }
             }
         }
     }
-    let files = if spills.is_empty() {
-        let sorted = drain(job, &mut buffer, t.reducers, &name)?;
-        write_final(t, sorted.into_iter())?
-    } else {
-        if !buffer.is_empty() {
-            spills.push(spill(job, &mut buffer, t, &name)?);
+    let files = match runs {
+        Some(mut out) => {
+            if !buffer.is_empty() {
+                write_run(job, &mut buffer, t, &name, &mut out)?;
+            }
+            out.persist(t)?
         }
-        merge_spills(job, t, spills)?
+        None if spills.is_empty() => {
+            let sorted = drain(job, &mut buffer, t.reducers, &name)?;
+            let mut out = MapOutput::create(t)?;
+            write_sorted(t, &mut out, sorted.into_iter())?;
+            out.persist(t)?
+        }
+        None => {
+            if !buffer.is_empty() {
+                spills.push(spill(job, &mut buffer, t, &name)?);
+            }
+            merge_spills(job, t, spills)?
+        }
     };
     Ok(MapResult { files, input_records })
+}
+
+/// Drains the buffer as one more run of the attempt's output.
+fn write_run<J: Job>(
+    job: &J,
+    buffer: &mut MapBuffer<J::Key, J::Value>,
+    t: &MapTask,
+    name: &str,
+    out: &mut MapOutput,
+) -> Result<(), TaskError> {
+    let sorted = drain(job, buffer, t.reducers, name)?;
+    write_sorted(t, out, sorted.into_iter())?;
+    tracing::debug!(task = name, runs = out.ranges.len() / t.reducers as usize, "wrote a run of the sort buffer");
+    Ok(())
 }
 
 /// Empties the buffer sorted by (partition, key), checking the partitioner's answers.
@@ -276,31 +313,57 @@ fn spill<J: Job>(
     Ok(Spill { file, ranges: ranges.into_iter().map(|(offset, bytes, _)| (offset, bytes)).collect() })
 }
 
-/// Writes the attempt's output file, one partition after another, under a temporary name,
-/// and renames it to its attempt-unique name: one file per map attempt, whatever R is.
-fn write_output(
-    t: &MapTask,
-    each: impl FnMut(u32, &mut RecordWriter<&mut BufWriter<NamedTempFile>>) -> Result<(), TaskError>,
-) -> Result<Vec<PartitionFile>, TaskError> {
-    let path = t.work_dir.join(storage::map_file_name(t.task, t.attempt));
-    let werr = write_err(&path);
-    let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&t.work_dir).map_err(&werr)?;
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, tmp);
-    let ranges = write_partitions(&mut out, t, each)?;
-    let tmp = out.into_inner().map_err(|e| werr(e.into_error()))?;
-    tmp.persist_noclobber(&path).map_err(|e| werr(e.error))?;
-    let path = path.to_string_lossy().into_owned();
-    Ok(ranges
-        .into_iter()
-        .enumerate()
-        .map(|(p, (offset, bytes, records))| PartitionFile {
-            partition: p as u32,
-            path: path.clone(),
-            offset,
-            bytes,
-            records,
-        })
-        .collect())
+/// A map attempt's output file while it is written, under a temporary name: runs of one
+/// record stream per partition, back to back. Renamed to its attempt-unique name at the
+/// end: one file per map attempt, whatever R is.
+struct MapOutput {
+    path: PathBuf,
+    out: BufWriter<NamedTempFile>,
+    /// `(offset, bytes, records)` of every stream written, run after run.
+    ranges: Vec<(u64, u64, u64)>,
+    offset: u64,
+}
+
+impl MapOutput {
+    fn create(t: &MapTask) -> Result<MapOutput, TaskError> {
+        let path = t.work_dir.join(storage::map_file_name(t.task, t.attempt));
+        let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&t.work_dir).map_err(write_err(&path))?;
+        Ok(MapOutput { path, out: BufWriter::with_capacity(WRITE_BUFFER, tmp), ranges: Vec::new(), offset: 0 })
+    }
+
+    /// Writes one run: `each` fills partition `p`'s stream, for every partition in order.
+    fn run(
+        &mut self,
+        t: &MapTask,
+        each: impl FnMut(u32, &mut RecordWriter<&mut BufWriter<NamedTempFile>>) -> Result<(), TaskError>,
+    ) -> Result<(), TaskError> {
+        for (offset, bytes, records) in write_partitions(&mut self.out, t, each)? {
+            self.ranges.push((self.offset + offset, bytes, records));
+        }
+        self.offset = self.ranges.last().map_or(0, |&(offset, bytes, _)| offset + bytes);
+        Ok(())
+    }
+
+    /// Renames the file to its attempt-unique name: the ranges, run after run, each run
+    /// one range per partition in order.
+    fn persist(self, t: &MapTask) -> Result<Vec<PartitionFile>, TaskError> {
+        let werr = write_err(&self.path);
+        let tmp = self.out.into_inner().map_err(|e| werr(e.into_error()))?;
+        tmp.persist_noclobber(&self.path).map_err(|e| werr(e.error))?;
+        let path = self.path.to_string_lossy().into_owned();
+        Ok(self
+            .ranges
+            .into_iter()
+            .enumerate()
+            .map(|(i, (offset, bytes, records))| PartitionFile {
+                partition: (i % t.reducers as usize) as u32,
+                path: path.clone(),
+                offset,
+                bytes,
+                records,
+            })
+            .collect())
+    }
 }
 
 fn format_error(t: &MapTask) -> impl Fn(FormatError) -> TaskError + '_ {
@@ -316,7 +379,8 @@ fn merge_spills<J: Job>(job: &J, t: &MapTask, spills: Vec<Spill>) -> Result<Vec<
             source: FormatError::Corrupt { offset: 0, what: "spill not sorted" },
         },
     };
-    write_output(t, |p, w| {
+    let mut out = MapOutput::create(t)?;
+    out.run(t, |p, w| {
         let readers: Vec<RecordReader<_, J::Key, J::Value>> = spills
             .iter()
             .map(|s| {
@@ -346,15 +410,18 @@ fn merge_spills<J: Job>(job: &J, t: &MapTask, spills: Vec<Spill>) -> Result<Vec<
             w.write(&ck, &acc).map_err(format_error(t))?;
         }
         Ok(())
-    })
+    })?;
+    out.persist(t)
 }
 
-fn write_final<K: serde::Serialize, V: serde::Serialize>(
+/// Writes drained records, sorted by partition and key, as one run of `out`.
+fn write_sorted<K: serde::Serialize, V: serde::Serialize>(
     t: &MapTask,
+    out: &mut MapOutput,
     sorted: impl Iterator<Item = (u32, K, V)>,
-) -> Result<Vec<PartitionFile>, TaskError> {
+) -> Result<(), TaskError> {
     let mut sorted = sorted.peekable();
-    write_output(t, |p, w| {
+    out.run(t, |p, w| {
         while let Some((_, k, v)) = sorted.next_if(|r| r.0 == p) {
             w.write(&k, &v).map_err(format_error(t))?;
         }
@@ -575,19 +642,31 @@ mod tests {
             let big = map_all(&job, &input, &work, 1 << 30, 3);
             let small = map_all(&job, &input, &work, 64 << 10, 3); // spills several times
             assert_eq!(big.len(), 3);
-            for (a, b) in big.iter().zip(&small) {
-                let (ra, rb) = (read(a), read(b));
+            if combine {
+                assert_eq!(small.len(), 3, "combining spills are merged into one run");
+            } else {
+                // Spills that combined nothing are not merged: one run of 3 ranges each.
+                assert!(small.len() > 3 && small.len().is_multiple_of(3), "{} ranges", small.len());
+            }
+            assert!(small.iter().enumerate().all(|(i, f)| f.partition as usize == i % 3));
+            assert!(small.windows(2).all(|w| w[1].offset == w[0].offset + w[0].bytes && w[1].path == w[0].path));
+            let last = small.last().unwrap();
+            assert_eq!(last.offset + last.bytes, std::fs::metadata(&last.path).unwrap().len());
+            for a in &big {
+                let ra = read(a);
                 assert!(ra.windows(2).all(|w| w[0].0 <= w[1].0), "sorted");
+                assert_eq!(ra.len() as u64, a.records);
+                let runs: Vec<_> = small.iter().filter(|f| f.partition == a.partition).map(read).collect();
+                assert!(runs.iter().all(|r| r.windows(2).all(|w| w[0].0 <= w[1].0)), "every run sorted");
                 if combine {
-                    assert_eq!(ra, rb, "combined spills merge to the same records");
+                    assert_eq!(ra, runs[0], "combined spills merge to the same records");
                     assert!(ra.windows(2).all(|w| w[0].0 < w[1].0), "one record per key");
                 } else {
                     let mut sa = ra.clone();
-                    let mut sb = rb.clone();
+                    let mut sb = runs.concat();
                     sa.sort();
                     sb.sort();
                     assert_eq!(sa, sb);
-                    assert_eq!(ra.len() as u64, a.records);
                 }
             }
             let keys: usize = big.iter().map(|f| read(f).len()).sum();
