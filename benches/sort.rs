@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench sort -- [--size-mb N] [--runs N] [--workers N] [--reducers N]
 //!                             [--samples N] [--shard-mb N] [--sort-buffer-mb N]
+//!                             [--compression none|lz4]
 //! ```
 //! The two run alternately, `--runs` times each after one untimed run of each (which
 //! checks the output and measures each one's peak RSS). Prints the median time of each
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::{median, peak_rss_mb, reset_peak_rss};
 use mapreduce::sort::{RECORD_LEN, Sort, generate_records, output_equals, sort_sequential};
-use mapreduce::{Cluster, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, JobSpec};
+use mapreduce::{Cluster, Compression, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, JobSpec};
 
 struct Args {
     size_mb: u64,
@@ -31,6 +32,7 @@ struct Args {
     samples: usize,
     shard_size: u64,
     sort_buffer: u64,
+    compression: Compression,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -42,6 +44,7 @@ fn args() -> anyhow::Result<Args> {
         samples: 10_000,
         shard_size: DEFAULT_SHARD_SIZE,
         sort_buffer: DEFAULT_SORT_BUFFER,
+        compression: Compression::None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -54,6 +57,7 @@ fn args() -> anyhow::Result<Args> {
             "--samples" => a.samples = value()?.parse()?,
             "--shard-mb" => a.shard_size = value()?.parse::<u64>()? << 20,
             "--sort-buffer-mb" => a.sort_buffer = value()?.parse::<u64>()? << 20,
+            "--compression" => a.compression = value()?.parse().map_err(anyhow::Error::msg)?,
             "--bench" => {}
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -81,11 +85,13 @@ async fn main() -> anyhow::Result<()> {
     let bytes = std::fs::metadata(&input)?.len();
     let inputs: Vec<PathBuf> = vec![input.clone()];
     println!(
-        "sort bench: {:.0} MiB of {RECORD_LEN}-byte records, {} reducers, shard {} MiB, sort buffer {} MiB, {} runs",
+        "sort bench: {:.0} MiB of {RECORD_LEN}-byte records, {} reducers, shard {} MiB, sort buffer {} MiB, \
+         compression {}, {} runs",
         bytes as f64 / 1048576.0,
         a.reducers,
         a.shard_size >> 20,
         a.sort_buffer >> 20,
+        a.compression,
         a.runs
     );
 
@@ -103,7 +109,8 @@ async fn main() -> anyhow::Result<()> {
         let spec = JobSpec::new(job, &inputs, &out)
             .reducers(a.reducers)
             .shard_size(a.shard_size)
-            .sort_buffer_bytes(a.sort_buffer);
+            .sort_buffer_bytes(a.sort_buffer)
+            .compression(a.compression);
         cluster.run(spec).await?;
         let took = (t.elapsed(), cpu.zip(cpu_time()).map(|(before, after)| after - before));
         if run == 0 {

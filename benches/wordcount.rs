@@ -2,7 +2,7 @@
 //! plain `FxHashMap` one, for reference) of the same generated corpus, in the same run.
 //!
 //! ```text
-//! cargo bench --bench wordcount -- [--size-mb N] [--runs N] [--workers N]
+//! cargo bench --bench wordcount -- [--size-mb N] [--runs N] [--workers N] [--compression none|lz4]
 //! ```
 //! The tuned count and the cluster run alternately, `--runs` times each after one untimed
 //! run of each (which checks the output); the plain count runs once. Prints the median
@@ -21,16 +21,17 @@ use std::time::{Duration, Instant};
 
 use common::{median, peak_rss_mb, reset_peak_rss};
 use mapreduce::wordcount::{WordCount, count_sequential, count_tuned, generate_corpus, read_output};
-use mapreduce::{Cluster, JobSpec};
+use mapreduce::{Cluster, Compression, JobSpec};
 
 struct Args {
     size_mb: u64,
     runs: usize,
     workers: usize,
+    compression: Compression,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args { size_mb: 256, runs: 3, workers: 2 };
+    let mut a = Args { size_mb: 256, runs: 3, workers: 2, compression: Compression::default() };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{arg} needs a value"));
@@ -38,6 +39,7 @@ fn args() -> anyhow::Result<Args> {
             "--size-mb" => a.size_mb = value()?.parse()?,
             "--runs" => a.runs = value()?.parse()?,
             "--workers" => a.workers = value()?.parse()?,
+            "--compression" => a.compression = value()?.parse().map_err(anyhow::Error::msg)?,
             "--bench" => {}
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -80,7 +82,8 @@ async fn main() -> anyhow::Result<()> {
     let run_cluster = async |run: usize| -> anyhow::Result<Duration> {
         let out = dir.path().join(format!("out-{run}"));
         let t = Instant::now();
-        cluster.run(JobSpec::new(WordCount, &inputs, &out).reducers(a.workers as u32)).await?;
+        let spec = JobSpec::new(WordCount, &inputs, &out).reducers(a.workers as u32).compression(a.compression);
+        cluster.run(spec).await?;
         let elapsed = t.elapsed();
         if run == 0 {
             anyhow::ensure!(read_output(&out)? == expected, "framework output differs from the sequential count");

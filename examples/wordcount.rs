@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use mapreduce::wordcount::{WordCount, generate_corpus, read_output};
 use mapreduce::worker::Worker;
-use mapreduce::{Cluster, DEFAULT_SHARD_SIZE, JobReport, JobSpec, Registry, SchedulerConfig};
+use mapreduce::{Cluster, Compression, DEFAULT_SHARD_SIZE, JobReport, JobSpec, Registry, SchedulerConfig};
 
 #[derive(Parser)]
 #[command(name = "wordcount", about = "Counts words with mapreduce-rs", version)]
@@ -86,6 +86,18 @@ struct Shape {
     /// Target bytes of input per map task.
     #[arg(long, default_value_t = DEFAULT_SHARD_SIZE)]
     shard_size: u64,
+    /// How intermediate files store their blocks: none or lz4.
+    #[arg(long, default_value_t = Compression::None)]
+    compression: Compression,
+}
+
+impl Shape {
+    fn spec(&self, inputs: Vec<PathBuf>, output: &Path) -> JobSpec<WordCount> {
+        JobSpec::new(WordCount, inputs, output)
+            .reducers(self.reducers)
+            .shard_size(self.shard_size)
+            .compression(self.compression)
+    }
 }
 
 #[tokio::main]
@@ -129,7 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => tempfile::Builder::new().prefix("wordcount-out-").tempdir()?.keep(),
             };
             let cluster = Cluster::local(workers).await?;
-            let spec = JobSpec::new(WordCount, inputs, &output).reducers(shape.reducers).shard_size(shape.shard_size);
+            let spec = shape.spec(inputs, &output);
             finish(cluster.run(spec).await?, &output, report.as_deref())
         }
         Command::Master { workers, inputs, output, shape, task_timeout, no_worker_timeout, report } => {
@@ -138,7 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut cluster = Cluster::connect(&workers).await?.with_task_timeout(task_timeout);
             let config = SchedulerConfig { no_worker_timeout, ..cluster.scheduler_config().clone() };
             cluster = cluster.with_scheduler_config(config);
-            let spec = JobSpec::new(WordCount, inputs, &output).reducers(shape.reducers).shard_size(shape.shard_size);
+            let spec = shape.spec(inputs, &output);
             finish(cluster.run(spec).await?, &output, report.as_deref())
         }
     }

@@ -99,8 +99,8 @@ pub mod wordcount;
 
 pub use mapreduce_core::scheduler::{AttemptCounts, JobError, JobReport, SchedulerConfig, WorkerReport};
 pub use mapreduce_core::{
-    BoxError, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, Emitter, Job, JobSpec, Key, Mapper, Output, Reducer, SpecError,
-    Value, stable_partition,
+    BoxError, Compression, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, Emitter, Job, JobSpec, Key, Mapper, Output,
+    Reducer, SpecError, Value, stable_partition,
 };
 pub use mapreduce_runtime::{Cluster, ClusterError, Registry, RunError, ServeError};
 

@@ -497,8 +497,12 @@ mod tests {
         let job = Sort::sampled(&[&a, &b], 3, 500).unwrap();
         let out = dir.path().join("out");
         // The smallest sort buffer: each map attempt spills, and writes a run per spill
-        // that the reduces merge.
-        let spec = JobSpec::new(job, [&a, &b], &out).reducers(3).shard_size(100 << 10).sort_buffer_bytes(64 << 10);
+        // that the reduces merge; the runs LZ4-compressed.
+        let spec = JobSpec::new(job, [&a, &b], &out)
+            .reducers(3)
+            .shard_size(100 << 10)
+            .sort_buffer_bytes(64 << 10)
+            .compression(crate::Compression::Lz4);
         let cluster = Cluster::local(2).await.unwrap();
         let report = cluster.run(spec).await.unwrap();
         assert_eq!(report.output_records, 5006);

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::buffer::MapBuffer;
+use crate::record::Compression;
 
 /// The error type user code returns. Anything that implements `std::error::Error` converts
 /// into it with `?`, and so does a `String` or `&str`.
@@ -307,6 +308,8 @@ pub struct JobSpec<J> {
     pub shard_size: u64,
     /// Memory budget of a map task's sort buffer in bytes, before it spills to disk.
     pub sort_buffer_bytes: u64,
+    /// How map outputs and spills store their blocks: [`Compression::None`] by default.
+    pub compression: Compression,
 }
 
 impl<J: Job> JobSpec<J> {
@@ -319,6 +322,7 @@ impl<J: Job> JobSpec<J> {
             reducers: 1,
             shard_size: DEFAULT_SHARD_SIZE,
             sort_buffer_bytes: DEFAULT_SORT_BUFFER,
+            compression: Compression::None,
         }
     }
 
@@ -337,6 +341,14 @@ impl<J: Job> JobSpec<J> {
     /// Sets the sort buffer budget of a map task in bytes.
     pub fn sort_buffer_bytes(mut self, bytes: u64) -> Self {
         self.sort_buffer_bytes = bytes;
+        self
+    }
+
+    /// Sets how intermediate files store their blocks: LZ4 pays for map output that
+    /// compresses well (padded or repetitive records), where writing and reading fewer
+    /// bytes saves more than compressing costs.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
         self
     }
 

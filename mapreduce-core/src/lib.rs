@@ -56,4 +56,5 @@ pub use job::{
     BoxError, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, Emitter, Job, JobSpec, Key, Mapper, Output, Reducer, SpecError,
     Value, stable_hash, stable_partition,
 };
+pub use record::Compression;
 pub use scheduler::{JobError, JobReport, Scheduler, SchedulerConfig};

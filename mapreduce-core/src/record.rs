@@ -2,11 +2,16 @@
 //!
 //! ```text
 //! file    = magic block* trailer
-//! magic   = "MRR1"
-//! block   = len:u32le crc:u32le count:u32le payload[len]   (len > 0)
+//! magic   = "MRR1" | "MRZ1"                                 (plain | LZ4 blocks)
+//! block   = len:u32le crc:u32le count:u32le [raw:u32le] payload[len]   (len > 0)
 //! payload = (frame_len:varint postcard((key, value)))*       (count frames)
 //! trailer = 0:u32le records:u64le crc:u32le                 (crc of the 8 record bytes)
 //! ```
+//!
+//! In an `MRZ1` file every block's payload is LZ4-compressed (the block format, one
+//! block at a time) and `raw` is its length before compression; `crc` covers the bytes
+//! as stored, so corruption is found before anything is decompressed. Readers tell the
+//! two apart by the magic, so only the writer chooses ([`Compression`]).
 //!
 //! Every block carries a CRC-32C of its payload and the trailer carries the total record
 //! count, so a flipped bit, a truncated file or a file cut at a block boundary is an
@@ -19,6 +24,41 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 const MAGIC: &[u8; 4] = b"MRR1";
+const MAGIC_LZ4: &[u8; 4] = b"MRZ1";
+
+/// How the blocks of intermediate record files are stored: a job setting
+/// ([`crate::JobSpec::compression`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Compression {
+    /// As encoded (the default: on local disks, compression pays only for data that
+    /// compresses well; see `benches/README.md`).
+    #[default]
+    None,
+    /// LZ4 (the block format): fast, for data with repeats, such as padded records.
+    Lz4,
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+        })
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    /// `none` or `lz4`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Compression::None),
+            "lz4" => Ok(Compression::Lz4),
+            other => Err(format!("unknown compression {other:?}: expected none or lz4")),
+        }
+    }
+}
 /// A block is flushed once its payload reaches this size.
 const BLOCK_TARGET: usize = 64 << 10;
 /// Refuse to allocate for a block claimed larger than this (a corrupt length).
@@ -76,6 +116,9 @@ pub enum FormatError {
 #[derive(Debug)]
 pub struct RecordWriter<W: Write> {
     inner: W,
+    compression: Compression,
+    /// The compressed block, with LZ4.
+    packed: Vec<u8>,
     block: Vec<u8>,
     scratch: Vec<u8>,
     block_records: u32,
@@ -84,11 +127,21 @@ pub struct RecordWriter<W: Write> {
 }
 
 impl<W: Write> RecordWriter<W> {
-    /// Starts a record file on `inner` (writes the magic).
-    pub fn new(mut inner: W) -> io::Result<Self> {
-        inner.write_all(MAGIC)?;
+    /// Starts a record file on `inner` (writes the magic), blocks stored as encoded.
+    pub fn new(inner: W) -> io::Result<Self> {
+        Self::with_compression(inner, Compression::None)
+    }
+
+    /// Starts a record file on `inner` whose blocks are stored with `compression`.
+    pub fn with_compression(mut inner: W, compression: Compression) -> io::Result<Self> {
+        inner.write_all(match compression {
+            Compression::None => MAGIC,
+            Compression::Lz4 => MAGIC_LZ4,
+        })?;
         Ok(RecordWriter {
             inner,
+            compression,
+            packed: Vec::new(),
             block: Vec::with_capacity(BLOCK_TARGET + 1024),
             scratch: Vec::with_capacity(256),
             block_records: 0,
@@ -121,13 +174,24 @@ impl<W: Write> RecordWriter<W> {
         if self.block.is_empty() {
             return Ok(());
         }
-        let mut header = [0u8; 12];
-        header[0..4].copy_from_slice(&(self.block.len() as u32).to_le_bytes());
-        header[4..8].copy_from_slice(&crc32c::crc32c(&self.block).to_le_bytes());
+        let (stored, header_len) = match self.compression {
+            Compression::None => (&self.block, 12),
+            Compression::Lz4 => {
+                self.packed.resize(lz4_flex::block::get_maximum_output_size(self.block.len()), 0);
+                let n = lz4_flex::block::compress_into(&self.block, &mut self.packed)
+                    .map_err(|e| io::Error::other(format!("lz4 compression failed: {e}")))?;
+                self.packed.truncate(n);
+                (&self.packed, 16)
+            }
+        };
+        let mut header = [0u8; 16];
+        header[0..4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
+        header[4..8].copy_from_slice(&crc32c::crc32c(stored).to_le_bytes());
         header[8..12].copy_from_slice(&self.block_records.to_le_bytes());
-        self.inner.write_all(&header)?;
-        self.inner.write_all(&self.block)?;
-        self.bytes += (header.len() + self.block.len()) as u64;
+        header[12..16].copy_from_slice(&(self.block.len() as u32).to_le_bytes());
+        self.inner.write_all(&header[..header_len])?;
+        self.inner.write_all(stored)?;
+        self.bytes += (header_len + stored.len()) as u64;
         self.block.clear();
         self.block_records = 0;
         Ok(())
@@ -166,6 +230,10 @@ fn push_varint(out: &mut Vec<u8>, mut v: u64) {
 #[derive(Debug)]
 pub struct RecordReader<R, K, V> {
     inner: R,
+    /// Set by the magic: blocks are LZ4-compressed.
+    lz4: bool,
+    /// A compressed block as read, with LZ4.
+    packed: Vec<u8>,
     block: Vec<u8>,
     cursor: usize,
     block_left: u32,
@@ -187,6 +255,8 @@ impl<R: Read, K: DeserializeOwned, V: DeserializeOwned> RecordReader<R, K, V> {
     pub fn new(inner: R) -> Self {
         RecordReader {
             inner,
+            lz4: false,
+            packed: Vec::new(),
             block: Vec::new(),
             cursor: 0,
             block_left: 0,
@@ -214,9 +284,11 @@ impl<R: Read, K: DeserializeOwned, V: DeserializeOwned> RecordReader<R, K, V> {
         if self.state == ReadState::Start {
             let mut magic = [0u8; 4];
             self.read_exact_at(&mut magic)?;
-            if &magic != MAGIC {
-                return Err(FormatError::BadMagic);
-            }
+            self.lz4 = match &magic {
+                MAGIC => false,
+                MAGIC_LZ4 => true,
+                _ => return Err(FormatError::BadMagic),
+            };
             self.state = ReadState::Blocks;
         }
         let at = self.offset;
@@ -242,17 +314,28 @@ impl<R: Read, K: DeserializeOwned, V: DeserializeOwned> RecordReader<R, K, V> {
         if len > BLOCK_LIMIT {
             return Err(FormatError::Corrupt { offset: at, what: "block length too large" });
         }
-        let mut header = [0u8; 8];
-        self.read_exact_at(&mut header)?;
+        let mut header = [0u8; 12];
+        let header = &mut header[..if self.lz4 { 12 } else { 8 }];
+        self.read_exact_at(header)?;
         let crc = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
         let count = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-        self.block.resize(len, 0);
-        let mut block = std::mem::take(&mut self.block);
-        let read = self.read_exact_at(&mut block);
-        self.block = block;
+        let raw = header.get(8..12).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+        let mut stored = std::mem::take(if self.lz4 { &mut self.packed } else { &mut self.block });
+        stored.resize(len, 0);
+        let read = self.read_exact_at(&mut stored);
+        *(if self.lz4 { &mut self.packed } else { &mut self.block }) = stored;
         read?;
-        if crc32c::crc32c(&self.block) != crc {
+        if crc32c::crc32c(if self.lz4 { &self.packed } else { &self.block }) != crc {
             return Err(FormatError::Checksum { offset: at });
+        }
+        if let Some(raw) = raw {
+            if raw > BLOCK_LIMIT {
+                return Err(FormatError::Corrupt { offset: at, what: "block length too large" });
+            }
+            self.block.resize(raw, 0);
+            if lz4_flex::block::decompress_into(&self.packed, &mut self.block).ok() != Some(raw) {
+                return Err(FormatError::Corrupt { offset: at, what: "block does not decompress to its length" });
+            }
         }
         if count == 0 {
             return Err(FormatError::Corrupt { offset: at, what: "empty block" });
@@ -322,8 +405,14 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const BOTH: [Compression; 2] = [Compression::None, Compression::Lz4];
+
     fn encode(records: &[(String, u64)]) -> Vec<u8> {
-        let mut w = RecordWriter::new(Vec::new()).unwrap();
+        encode_with(records, Compression::None)
+    }
+
+    fn encode_with(records: &[(String, u64)], compression: Compression) -> Vec<u8> {
+        let mut w = RecordWriter::with_compression(Vec::new(), compression).unwrap();
         for (k, v) in records {
             w.write(k, v).unwrap();
         }
@@ -340,33 +429,71 @@ mod tests {
     #[test]
     fn round_trip_across_many_blocks() {
         let records: Vec<(String, u64)> = (0..50_000).map(|i| (format!("key{i:07}"), i)).collect();
-        let bytes = encode(&records);
-        assert_eq!(decode(&bytes).unwrap(), records);
-        assert_eq!(decode(&encode(&[])).unwrap(), vec![]);
+        for c in BOTH {
+            assert_eq!(decode(&encode_with(&records, c)).unwrap(), records, "{c}");
+            assert_eq!(decode(&encode_with(&[], c)).unwrap(), vec![], "{c}");
+        }
+        let (plain, packed) = (encode(&records), encode_with(&records, Compression::Lz4));
+        assert!(packed.len() * 2 < plain.len(), "lz4 {} bytes, plain {}", packed.len(), plain.len());
     }
 
     #[test]
     fn every_flipped_byte_and_every_truncation_is_detected() {
         let records: Vec<(String, u64)> = (0..40).map(|i| (format!("k{i}"), i * 1000)).collect();
-        let bytes = encode(&records);
-        for i in 0..bytes.len() {
-            let mut bad = bytes.clone();
-            bad[i] ^= 0x10;
-            assert!(decode(&bad).is_err(), "flip at byte {i} went unnoticed");
-            assert!(decode(&bytes[..i]).is_err(), "truncation to {i} bytes went unnoticed");
+        for c in BOTH {
+            let bytes = encode_with(&records, c);
+            for i in 0..bytes.len() {
+                let mut bad = bytes.clone();
+                bad[i] ^= 0x10;
+                assert!(decode(&bad).is_err(), "{c}: flip at byte {i} went unnoticed");
+                assert!(decode(&bytes[..i]).is_err(), "{c}: truncation to {i} bytes went unnoticed");
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(decode(&longer).is_err());
         }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert!(decode(&longer).is_err());
+    }
+
+    #[test]
+    fn a_compressed_block_that_does_not_decompress_is_corrupt_even_with_a_good_checksum() {
+        let bytes = encode_with(&[("key".into(), 7), ("key".into(), 8)], Compression::Lz4);
+        let block = |bytes: &[u8]| u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        let resealed = |mut bytes: Vec<u8>| {
+            let len = block(&bytes);
+            let crc = crc32c::crc32c(&bytes[20..20 + len]);
+            bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+            bytes
+        };
+        // A raw length that differs from what the payload holds.
+        let mut wrong_len = bytes.clone();
+        wrong_len[16] ^= 1;
+        // Payload bytes that are not LZ4 of the claimed length, under a recomputed CRC.
+        let mut garbage = bytes.clone();
+        let len = block(&garbage);
+        garbage[20..20 + len].fill(0xff);
+        for bad in [wrong_len, resealed(garbage)] {
+            let got = decode(&bad);
+            assert!(matches!(got, Err(FormatError::Corrupt { offset: 4, .. })), "{got:?}");
+        }
     }
 
     #[test]
     fn a_file_cut_at_a_block_boundary_is_truncated() {
         let records: Vec<(String, u64)> = (0..30_000).map(|i| (format!("key{i}"), i)).collect();
-        let bytes = encode(&records);
-        let first_block = 4 + 12 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
-        assert!(first_block < bytes.len() - 16);
-        assert!(matches!(decode(&bytes[..first_block]), Err(FormatError::Truncated { .. })));
+        for (c, header) in [(Compression::None, 12), (Compression::Lz4, 16)] {
+            let bytes = encode_with(&records, c);
+            let first_block = 4 + header + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+            assert!(first_block < bytes.len() - 16);
+            assert!(matches!(decode(&bytes[..first_block]), Err(FormatError::Truncated { .. })), "{c}");
+        }
+    }
+
+    #[test]
+    fn compression_names_parse_and_print() {
+        for c in BOTH {
+            assert_eq!(c.to_string().parse::<Compression>(), Ok(c));
+        }
+        assert_eq!("zip".parse::<Compression>(), Err("unknown compression \"zip\": expected none or lz4".into()));
     }
 
     #[test]
@@ -378,8 +505,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(records in proptest::collection::vec((".{0,20}", any::<u64>()), 0..200)) {
-            prop_assert_eq!(decode(&encode(&records)).unwrap(), records);
+        fn round_trip(records in proptest::collection::vec((".{0,20}", any::<u64>()), 0..200), lz4 in any::<bool>()) {
+            let c = if lz4 { Compression::Lz4 } else { Compression::None };
+            prop_assert_eq!(decode(&encode_with(&records, c)).unwrap(), records);
         }
     }
 }

@@ -165,6 +165,7 @@ impl Cluster {
             payload,
             reducers: spec.reducers,
             sort_buffer_bytes: spec.sort_buffer_bytes,
+            compression: convert::compression_to_pb(spec.compression) as i32,
         });
         let result = drive(scheduler, &self.workers, job, Arc::from(output.work_str())).await;
         let output = Arc::new(output);

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use mapreduce_core::Job;
 use mapreduce_core::shard::Segment;
+use mapreduce_core::{Compression, Job};
 use mapreduce_rpc::pb;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -157,6 +157,14 @@ impl Worker {
     }
 }
 
+/// The job part of a request, checked.
+struct JobParts {
+    job: PendingJob,
+    reducers: u32,
+    sort_buffer: u64,
+    compression: Compression,
+}
+
 /// The worker's gRPC service (`mapreduce.v1.Worker`).
 #[derive(Debug, Clone)]
 pub struct WorkerService {
@@ -167,7 +175,7 @@ pub struct WorkerService {
 impl WorkerService {
     /// Checks the job part of a request and finds its type; the fields are decoded later,
     /// off the async threads (a user's `Deserialize` may be slow or panic).
-    fn job(&self, spec: Option<pb::JobSpec>) -> Result<(PendingJob, u32, u64), TaskError> {
+    fn job(&self, spec: Option<pb::JobSpec>) -> Result<JobParts, TaskError> {
         let spec = spec.ok_or_else(|| TaskError::InvalidRequest("missing job".into()))?;
         if !(1..=MAX_REDUCERS).contains(&spec.reducers) {
             return Err(TaskError::InvalidRequest(format!(
@@ -186,8 +194,14 @@ impl WorkerService {
             registry.jobs.get(spec.name.as_str()).copied()
         };
         let decoder = decoder.ok_or_else(|| TaskError::UnknownJob(spec.name.clone()))?;
-        let (reducers, sort_buffer) = (spec.reducers, spec.sort_buffer_bytes);
-        Ok((PendingJob { decoder, name: spec.name, payload: spec.payload }, reducers, sort_buffer))
+        let compression = convert::compression_from_pb(spec.compression)
+            .ok_or_else(|| TaskError::InvalidRequest(format!("unknown compression {}", spec.compression)))?;
+        Ok(JobParts {
+            job: PendingJob { decoder, name: spec.name, payload: spec.payload },
+            reducers: spec.reducers,
+            sort_buffer: spec.sort_buffer_bytes,
+            compression,
+        })
     }
 
     /// Checks that `path` is absolute, has no `..`, and lies under the root if one is set.
@@ -242,7 +256,7 @@ impl pb::worker_server::Worker for WorkerService {
 
     async fn map(&self, request: Request<pb::MapRequest>) -> Result<Response<pb::MapResponse>, Status> {
         let req = request.into_inner();
-        let (job, reducers, sort_buffer) = self.job(req.job)?;
+        let JobParts { job, reducers, sort_buffer, compression } = self.job(req.job)?;
         let task = u32::try_from(req.task).map_err(|_| TaskError::InvalidRequest("task index too large".into()))?;
         let segments = req
             .segments
@@ -258,7 +272,8 @@ impl pb::worker_server::Worker for WorkerService {
         let work_dir = self.path(&req.work_dir)?;
         let cancelled = Arc::new(AtomicBool::new(false));
         let _cancel = CancelOnDrop(cancelled.clone());
-        let t = MapTask { task, attempt: req.attempt, segments, work_dir, reducers, sort_buffer, cancelled };
+        let t =
+            MapTask { task, attempt: req.attempt, segments, work_dir, reducers, sort_buffer, compression, cancelled };
         tracing::debug!(task, attempt = req.attempt, "map");
         let started = std::time::Instant::now();
         let result = blocking(move || job.decode()?.map(&t))
@@ -273,7 +288,7 @@ impl pb::worker_server::Worker for WorkerService {
 
     async fn reduce(&self, request: Request<pb::ReduceRequest>) -> Result<Response<pb::ReduceResponse>, Status> {
         let req = request.into_inner();
-        let (job, reducers, _) = self.job(req.job)?;
+        let JobParts { job, reducers, compression, .. } = self.job(req.job)?;
         if req.partition >= reducers {
             return Err(TaskError::InvalidRequest(format!("partition {} of {reducers} reducers", req.partition)).into());
         }
@@ -286,7 +301,15 @@ impl pb::worker_server::Worker for WorkerService {
         let partition = req.partition;
         let cancelled = Arc::new(AtomicBool::new(false));
         let _cancel = CancelOnDrop(cancelled.clone());
-        let t = ReduceTask { attempt: req.attempt, partition, inputs, work_dir, fanin: task::MERGE_FANIN, cancelled };
+        let t = ReduceTask {
+            attempt: req.attempt,
+            partition,
+            inputs,
+            work_dir,
+            fanin: task::MERGE_FANIN,
+            compression,
+            cancelled,
+        };
         tracing::debug!(partition, attempt = req.attempt, "reduce");
         let started = std::time::Instant::now();
         let result = blocking(move || job.decode()?.reduce(&t))
@@ -294,5 +317,50 @@ impl pb::worker_server::Worker for WorkerService {
             .inspect_err(|e| tracing::warn!(partition, error = %e, "reduce failed"))?;
         tracing::debug!(partition, attempt = req.attempt, ms = started.elapsed().as_millis() as u64, "reduce done");
         Ok(Response::new(pb::ReduceResponse { path: result.path, records: result.records, bytes: result.bytes }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mapreduce_core::{BoxError, Emitter, Mapper, Output, Reducer};
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Nop;
+
+    impl Mapper for Nop {
+        type Key = String;
+        type Value = u64;
+        fn map(&self, _: &str, _: &mut Emitter<'_, String, u64>) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    impl Reducer for Nop {
+        fn reduce(&self, _: &String, _: &mut dyn Iterator<Item = u64>, _: &mut Output<'_>) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    impl Job for Nop {
+        const NAME: &'static str = "nop";
+    }
+
+    #[test]
+    fn the_job_part_of_a_request_is_checked_and_names_what_is_wrong() {
+        let service = Worker::new(Registry::new().register::<Nop>()).into_service();
+        let spec = |compression| pb::JobSpec {
+            name: "nop".into(),
+            payload: Vec::new(),
+            reducers: 2,
+            sort_buffer_bytes: 1 << 20,
+            compression,
+        };
+        let parts = service.job(Some(spec(pb::Compression::Lz4 as i32))).unwrap();
+        assert_eq!((parts.reducers, parts.sort_buffer, parts.compression), (2, 1 << 20, Compression::Lz4));
+        let err = service.job(Some(spec(7))).err().expect("an unknown compression is refused");
+        assert!(matches!(&err, TaskError::InvalidRequest(m) if m == "unknown compression 7"), "{err}");
+        let err = service.job(Some(pb::JobSpec { name: "other".into(), ..spec(0) })).err().unwrap();
+        assert!(matches!(&err, TaskError::UnknownJob(name) if name == "other"), "{err}");
     }
 }

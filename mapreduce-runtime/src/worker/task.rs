@@ -12,7 +12,7 @@ use mapreduce_core::merge::{Merge, MergeError};
 use mapreduce_core::record::{FormatError, RecordReader, RecordWriter};
 use mapreduce_core::scheduler::PartitionFile;
 use mapreduce_core::shard::{Block, LineReader, Segment};
-use mapreduce_core::{BoxError, Emitter, Job, Output};
+use mapreduce_core::{BoxError, Compression, Emitter, Job, Output};
 use tempfile::NamedTempFile;
 
 use crate::error::{TaskError, panic_message};
@@ -33,6 +33,8 @@ pub(crate) struct MapTask {
     pub(crate) work_dir: PathBuf,
     pub(crate) reducers: u32,
     pub(crate) sort_buffer: u64,
+    /// How the attempt's output and spills store their blocks.
+    pub(crate) compression: Compression,
     /// Set when the master abandons the attempt: stop at the next block of input.
     pub(crate) cancelled: Arc<AtomicBool>,
 }
@@ -53,6 +55,8 @@ pub(crate) struct ReduceTask {
     pub(crate) work_dir: PathBuf,
     /// Most files merged at once.
     pub(crate) fanin: usize,
+    /// How the runs of merge passes store their blocks.
+    pub(crate) compression: Compression,
     /// Set when the master abandons the attempt: stop at the next key.
     pub(crate) cancelled: Arc<AtomicBool>,
 }
@@ -281,7 +285,7 @@ fn write_partitions<W: Write>(
     let mut offset = 0;
     for p in 0..t.reducers {
         check(&t.cancelled)?;
-        let mut w = RecordWriter::new(&mut *out).map_err(&werr)?;
+        let mut w = RecordWriter::with_compression(&mut *out, t.compression).map_err(&werr)?;
         each(p, &mut w)?;
         let (_, records, bytes) = w.finish().map_err(&werr)?;
         ranges.push((offset, bytes, records));
@@ -481,13 +485,12 @@ fn merge_error(names: &[PathBuf]) -> impl Fn(MergeError<FormatError>) -> TaskErr
 /// that a reduce over any number of map outputs keeps a bounded number of files open.
 fn merge_passes<K: mapreduce_core::Key, V: mapreduce_core::Value>(
     mut level: Vec<Input>,
-    fanin: usize,
-    work_dir: &Path,
-    cancelled: &AtomicBool,
+    t: &ReduceTask,
 ) -> Result<Vec<Input>, TaskError> {
+    let (fanin, work_dir) = (t.fanin.max(2), t.work_dir.as_path());
     let werr = write_err(work_dir);
     while level.len() > fanin {
-        check(cancelled)?;
+        check(&t.cancelled)?;
         let mut next = Vec::with_capacity(level.len().div_ceil(fanin));
         let mut rest = level.into_iter();
         loop {
@@ -498,7 +501,8 @@ fn merge_passes<K: mapreduce_core::Key, V: mapreduce_core::Value>(
             let (readers, names) = open_all::<K, V>(chunk)?;
             let mut merge = Merge::new(readers).map_err(merge_error(&names))?;
             let file = tempfile::tempfile_in(work_dir).map_err(&werr)?;
-            let mut w = RecordWriter::new(BufWriter::with_capacity(WRITE_BUFFER, file)).map_err(&werr)?;
+            let mut w = RecordWriter::with_compression(BufWriter::with_capacity(WRITE_BUFFER, file), t.compression)
+                .map_err(&werr)?;
             while let Some((k, v)) = merge.next().map_err(merge_error(&names))? {
                 w.write(&k, &v).map_err(|source| TaskError::Intermediate { path: work_dir.to_path_buf(), source })?;
             }
@@ -521,7 +525,7 @@ pub(crate) fn run_reduce<J: Job>(job: &J, t: &ReduceTask) -> Result<ReduceResult
         .iter()
         .map(|f| Input::Range { path: PathBuf::from(&f.path), offset: f.offset, bytes: f.bytes })
         .collect();
-    let inputs = merge_passes::<J::Key, J::Value>(inputs, t.fanin.max(2), &t.work_dir, &t.cancelled)?;
+    let inputs = merge_passes::<J::Key, J::Value>(inputs, t)?;
     let (readers, names) = open_all::<J::Key, J::Value>(inputs)?;
     let merge_err = merge_error(&names);
     let werr = write_err(&t.work_dir);
@@ -605,6 +609,17 @@ mod tests {
     }
 
     fn map_all(job: &Count, input: &Path, work: &Path, sort_buffer: u64, reducers: u32) -> Vec<PartitionFile> {
+        map_with(job, input, work, sort_buffer, reducers, Compression::None)
+    }
+
+    fn map_with(
+        job: &Count,
+        input: &Path,
+        work: &Path,
+        sort_buffer: u64,
+        reducers: u32,
+        compression: Compression,
+    ) -> Vec<PartitionFile> {
         let len = std::fs::metadata(input).unwrap().len();
         let seg = Segment { path: input.to_string_lossy().into(), start: 0, end: len };
         let t = MapTask {
@@ -614,6 +629,7 @@ mod tests {
             work_dir: work.into(),
             reducers,
             sort_buffer,
+            compression,
             cancelled: Arc::default(),
         };
         run_map(job, &t).unwrap().files
@@ -635,12 +651,15 @@ mod tests {
     fn spilling_map_output_equals_the_in_memory_output() {
         let dir = tempfile::tempdir().unwrap();
         let input = corpus(dir.path(), 20_000);
-        for combine in [true, false] {
+        let cases = [true, false].into_iter().flat_map(|c| [(c, Compression::None), (c, Compression::Lz4)]);
+        for (combine, compression) in cases {
             let job = Count { combine };
-            let work = dir.path().join(format!("work-{combine}"));
+            let work = dir.path().join(format!("work-{combine}-{compression}"));
             std::fs::create_dir(&work).unwrap();
             let big = map_all(&job, &input, &work, 1 << 30, 3);
-            let small = map_all(&job, &input, &work, 64 << 10, 3); // spills several times
+            // Spills several times; the spills, the runs and the output stored compressed
+            // or not.
+            let small = map_with(&job, &input, &work, 64 << 10, 3, compression);
             assert_eq!(big.len(), 3);
             if combine {
                 assert_eq!(small.len(), 3, "combining spills are merged into one run");
@@ -693,6 +712,7 @@ mod tests {
             work_dir: work.clone(),
             reducers: 2,
             sort_buffer: 1 << 20,
+            compression: Compression::None,
             cancelled: Arc::new(AtomicBool::new(true)),
         };
         assert!(matches!(run_map(&Count { combine: true }, &t), Err(TaskError::Cancelled)));
@@ -719,6 +739,7 @@ mod tests {
             inputs,
             work_dir: dir.path().into(),
             fanin: 2,
+            compression: Compression::Lz4,
             cancelled: Arc::default(),
         };
         let out = run_reduce(&job, &t).unwrap();
@@ -746,6 +767,7 @@ mod tests {
             inputs: vec![whole(&path)],
             work_dir: dir.path().into(),
             fanin: 10,
+            compression: Compression::None,
             cancelled: Arc::default(),
         };
         let err = run_reduce(&Count { combine: true }, &t).unwrap_err();
