@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mapreduce_core::buffer::MapBuffer;
+use mapreduce_core::buffer::{Drained, MapBuffer};
 use mapreduce_core::merge::{Merge, MergeError};
 use mapreduce_core::record::{FormatError, RecordReader, RecordWriter};
 use mapreduce_core::scheduler::PartitionFile;
@@ -74,7 +74,7 @@ fn check(cancelled: &AtomicBool) -> Result<(), TaskError> {
     if cancelled.load(Ordering::Relaxed) { Err(TaskError::Cancelled) } else { Ok(()) }
 }
 /// A drained sort buffer: `(partition, key, value)` sorted by partition, then key.
-type Sorted<J> = Vec<(u32, <J as mapreduce_core::Mapper>::Key, <J as mapreduce_core::Mapper>::Value)>;
+type Sorted<J> = Drained<<J as mapreduce_core::Mapper>::Key, <J as mapreduce_core::Mapper>::Value>;
 /// Open merge inputs and their names for errors.
 type Opened<K, V> = (Vec<Reader<K, V>>, Vec<PathBuf>);
 
@@ -221,7 +221,7 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
         None if spills.is_empty() => {
             let sorted = drain(job, &mut buffer, t.reducers, &name)?;
             let mut out = MapOutput::create(t)?;
-            write_sorted(t, &mut out, sorted.into_iter())?;
+            write_sorted(t, &mut out, sorted)?;
             out.persist(t)?
         }
         None => {
@@ -242,9 +242,18 @@ fn write_run<J: Job>(
     name: &str,
     out: &mut MapOutput,
 ) -> Result<(), TaskError> {
+    let started = std::time::Instant::now();
     let sorted = drain(job, buffer, t.reducers, name)?;
-    write_sorted(t, out, sorted.into_iter())?;
-    tracing::debug!(task = name, runs = out.ranges.len() / t.reducers as usize, "wrote a run of the sort buffer");
+    let (records, drained) = (sorted.len(), started.elapsed());
+    write_sorted(t, out, sorted)?;
+    tracing::debug!(
+        task = name,
+        runs = out.ranges.len() / t.reducers as usize,
+        records,
+        drain_ms = drained.as_millis() as u64,
+        write_ms = (started.elapsed() - drained).as_millis() as u64,
+        "wrote a run of the sort buffer"
+    );
     Ok(())
 }
 
@@ -257,7 +266,7 @@ fn drain<J: Job>(
 ) -> Result<Sorted<J>, TaskError> {
     let mut bad = None;
     let combine = |k: &J::Key, acc: &mut J::Value, v| job.combine(k, acc, v);
-    let sorted = buffer.drain_sorted(combine, |k| {
+    let sorted = buffer.drain_sorted_iter(combine, |k| {
         let p = job.partition(k, reducers);
         if p >= reducers {
             bad = Some(p);
@@ -304,14 +313,13 @@ fn spill<J: Job>(
     let werr = write_err(&t.work_dir);
     let file = tempfile::tempfile_in(&t.work_dir).map_err(&werr)?;
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-    let mut records = sorted.iter().peekable();
+    let mut records = sorted.peekable();
     let ranges = write_partitions(&mut out, t, |p, w| {
         while let Some((_, k, v)) = records.next_if(|r| r.0 == p) {
-            w.write(k, v).map_err(|source| TaskError::Intermediate { path: t.work_dir.clone(), source })?;
+            w.write(&k, &v).map_err(|source| TaskError::Intermediate { path: t.work_dir.clone(), source })?;
         }
         Ok(())
     })?;
-    drop(sorted);
     let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
     tracing::debug!(task = name, spill_bytes = ranges.iter().map(|r| r.1).sum::<u64>(), "spilled sort buffer");
     Ok(Spill { file, ranges: ranges.into_iter().map(|(offset, bytes, _)| (offset, bytes)).collect() })
