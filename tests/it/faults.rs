@@ -69,12 +69,16 @@ impl Plan {
     }
 }
 
+/// The least a call to a slowed worker takes, per unit of slowdown.
+const SLOW_FLOOR: Duration = Duration::from_millis(10);
+
 /// The real worker service behind a fault plan and an optional slowdown.
 #[derive(Clone)]
 struct Faulty {
     inner: WorkerService,
     plan: Arc<Mutex<Plan>>,
-    /// Each task call takes this many times as long as it really does.
+    /// Each task call takes this many times as long as it really does, and at least this
+    /// many times [`SLOW_FLOOR`], so that a slowed worker is slow in any build profile.
     slowdown: u32,
 }
 
@@ -96,7 +100,9 @@ impl Faulty {
         let started = tokio::time::Instant::now();
         let out = call.await;
         if self.slowdown > 1 {
-            tokio::time::sleep(started.elapsed() * (self.slowdown - 1)).await;
+            let took = started.elapsed();
+            tokio::time::sleep((took * (self.slowdown - 1)).max((SLOW_FLOOR * self.slowdown).saturating_sub(took)))
+                .await;
         }
         out
     }
