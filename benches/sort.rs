@@ -44,7 +44,7 @@ fn args() -> anyhow::Result<Args> {
         samples: 10_000,
         shard_size: DEFAULT_SHARD_SIZE,
         sort_buffer: DEFAULT_SORT_BUFFER,
-        compression: Compression::None,
+        compression: Compression::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {

@@ -87,7 +87,7 @@ struct Shape {
     #[arg(long, default_value_t = DEFAULT_SHARD_SIZE)]
     shard_size: u64,
     /// How intermediate files store their blocks: none or lz4.
-    #[arg(long, default_value_t = Compression::None)]
+    #[arg(long, default_value_t = Compression::default())]
     compression: Compression,
 }
 

@@ -308,7 +308,7 @@ pub struct JobSpec<J> {
     pub shard_size: u64,
     /// Memory budget of a map task's sort buffer in bytes, before it spills to disk.
     pub sort_buffer_bytes: u64,
-    /// How map outputs and spills store their blocks: [`Compression::None`] by default.
+    /// How map outputs and spills store their blocks: [`Compression::Lz4`] by default.
     pub compression: Compression,
 }
 
@@ -322,7 +322,7 @@ impl<J: Job> JobSpec<J> {
             reducers: 1,
             shard_size: DEFAULT_SHARD_SIZE,
             sort_buffer_bytes: DEFAULT_SORT_BUFFER,
-            compression: Compression::None,
+            compression: Compression::default(),
         }
     }
 
@@ -344,9 +344,8 @@ impl<J: Job> JobSpec<J> {
         self
     }
 
-    /// Sets how intermediate files store their blocks: LZ4 pays for map output that
-    /// compresses well (padded or repetitive records), where writing and reading fewer
-    /// bytes saves more than compressing costs.
+    /// Sets how intermediate files store their blocks (LZ4 by default; it pays for map
+    /// output that compresses well and costs next to nothing on output that does not).
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
         self
