@@ -77,7 +77,7 @@ pub struct TaskId {
 /// The two kinds of task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TaskKind {
-    /// Reads a shard, writes one sorted file per partition.
+    /// Reads a shard, writes one file of sorted record streams, one or more per partition.
     Map,
     /// Merges one partition of every map output, writes one output file.
     Reduce,
