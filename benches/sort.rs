@@ -20,7 +20,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{median, peak_rss_mb, reset_peak_rss};
+use common::{median, peak_rss_mb, ratio_summary, reset_peak_rss};
 use mapreduce::sort::{RECORD_LEN, Sort, generate_records, output_equals, sort_sequential};
 use mapreduce::{Cluster, Compression, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, JobSpec};
 
@@ -142,7 +142,6 @@ async fn main() -> anyhow::Result<()> {
         seq_times.push(seq);
         mr_times.push(mr);
     }
-    ratios.sort_by(f64::total_cmp);
 
     let (seq, mr) = (median(seq_times), median(mr_times));
     let mbs = |d: Duration| bytes as f64 / 1048576.0 / d.as_secs_f64();
@@ -158,13 +157,7 @@ async fn main() -> anyhow::Result<()> {
         mbs(mr),
         cpu(mr_cpu)
     );
-    println!(
-        "ratio (sequential / cluster): {:.2}x of the medians; per run {:.2}x to {:.2}x, median {:.2}x",
-        seq.as_secs_f64() / mr.as_secs_f64(),
-        ratios[0],
-        ratios[ratios.len() - 1],
-        ratios[ratios.len() / 2]
-    );
+    println!("ratio (sequential / cluster): {}", ratio_summary(seq, mr, ratios));
     match (per_phase, seq_rss, mr_rss) {
         (true, Some(seq), Some(mr)) => {
             println!("peak RSS of this process: {seq:.0} MiB in the sequential sort, {mr:.0} MiB in the cluster runs");

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{median, peak_rss_mb, reset_peak_rss};
+use common::{median, peak_rss_mb, ratio_summary, reset_peak_rss};
 use mapreduce::wordcount::{WordCount, count_sequential, count_tuned, generate_corpus, read_output};
 use mapreduce::{Cluster, Compression, JobSpec};
 
@@ -112,20 +112,13 @@ async fn main() -> anyhow::Result<()> {
         seq_times.push(seq);
         mr_times.push(mr);
     }
-    ratios.sort_by(f64::total_cmp);
 
     let (seq, mr) = (median(seq_times), median(mr_times));
     let mbs = |d: Duration| bytes as f64 / 1048576.0 / d.as_secs_f64();
     println!("sequential, tuned (1 thread): {:>8.3} s  {:>7.1} MB/s", seq.as_secs_f64(), mbs(seq));
     println!("sequential, FxHashMap (once): {:>8.3} s  {:>7.1} MB/s", plain.as_secs_f64(), mbs(plain));
     println!("Cluster::local({}):            {:>8.3} s  {:>7.1} MB/s", a.workers, mr.as_secs_f64(), mbs(mr));
-    println!(
-        "speedup (tuned sequential / cluster): {:.2}x of the medians; per run {:.2}x to {:.2}x, median {:.2}x",
-        seq.as_secs_f64() / mr.as_secs_f64(),
-        ratios[0],
-        ratios[ratios.len() - 1],
-        ratios[ratios.len() / 2]
-    );
+    println!("speedup (tuned sequential / cluster): {}", ratio_summary(seq, mr, ratios));
     println!("tuned / FxHashMap count: {:.2}x", plain.as_secs_f64() / seq.as_secs_f64());
     if let (Some(plain), Some(seq), Some(mr)) = (plain_rss, seq_rss, mr_rss) {
         match reset {

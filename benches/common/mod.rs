@@ -22,3 +22,16 @@ pub(crate) fn peak_rss_mb() -> Option<f64> {
 pub(crate) fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
+
+/// The ratio of the medians `baseline / framework`, then the spread and median of the
+/// per-run ratios: `"1.32x of the medians; per run 1.14x to 1.66x, median 1.39x"`.
+pub(crate) fn ratio_summary(baseline: Duration, framework: Duration, mut ratios: Vec<f64>) -> String {
+    ratios.sort_by(f64::total_cmp);
+    format!(
+        "{:.2}x of the medians; per run {:.2}x to {:.2}x, median {:.2}x",
+        baseline.as_secs_f64() / framework.as_secs_f64(),
+        ratios[0],
+        ratios[ratios.len() - 1],
+        ratios[ratios.len() / 2]
+    )
+}

@@ -388,22 +388,24 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             let len = p.len as usize;
             let short = len <= INLINE;
             if short && !self.no_combiner {
-                let found = self.find_short(p.hash, p.lo, p.hi, len);
-                if let Found::Entry(i) = found {
+                let bytes = || unpack(p.lo, p.hi);
+                match self.find_short(p.hash, p.lo, p.hi, len) {
                     // The common case, kept free of the key's bytes: fold into the slot.
-                    self.hits += 1;
-                    let slot = &mut self.short[i];
-                    if let Some(value) = combine(&self.keys[(slot.meta & ENTRY) as usize], &mut slot.value, p.value) {
-                        self.no_combiner = true;
-                        let key = Queued { bytes: &unpack(p.lo, p.hi)[..len], make: keys.make };
-                        self.keep_aside(key.into_key(), value);
+                    Found::Entry(i) => {
+                        self.hits += 1;
+                        let slot = &mut self.short[i];
+                        let key = &self.keys[(slot.meta & ENTRY) as usize];
+                        if let Some(value) = combine(key, &mut slot.value, p.value) {
+                            self.no_combiner = true;
+                            self.keep_aside((keys.make)(queued_str(&bytes()[..len])), value);
+                        }
                     }
-                    continue;
+                    Found::Vacant(i) => {
+                        let key = (keys.make)(queued_str(&bytes()[..len]));
+                        let place = Place { lo: p.lo, hi: p.hi, meta: short_meta(len) };
+                        self.add_short(i, place, key, p.value, keys.fill);
+                    }
                 }
-                let bytes = unpack(p.lo, p.hi);
-                let key = Queued { bytes: &bytes[..len], make: keys.make };
-                let slot = Place { lo: p.lo, hi: p.hi, meta: short_meta(len) };
-                self.settle_short(found, slot, key, p.value, &combine, keys.fill);
                 continue;
             }
             let bytes = unpack(p.lo, p.hi);
@@ -495,42 +497,21 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         }
     }
 
-    /// [`Self::settle`] in the short-key table.
+    /// Puts a new short string key in the empty slot `i` of the short-key table.
     #[inline(always)]
-    fn settle_short(
-        &mut self,
-        found: Found,
-        place: Place,
-        source: Queued<'_, K>,
-        value: V,
-        combine: impl FnOnce(&K, &mut V, V) -> Option<V>,
-        fill: fn() -> V,
-    ) {
-        match found {
-            Found::Entry(i) => {
-                self.hits += 1;
-                let slot = &mut self.short[i];
-                if let Some(value) = combine(&self.keys[(slot.meta & ENTRY) as usize], &mut slot.value, value) {
-                    self.no_combiner = true;
-                    self.keep_aside(source.into_key(), value);
-                }
-            }
-            Found::Vacant(i) => {
-                let key = source.into_key();
-                // As in `settle`, with this table's slots.
-                let inline = std::mem::size_of::<K>() + 4 * std::mem::size_of::<ShortSlot<V>>() / 3;
-                self.bytes += estimate(&mut self.scratch, &key, &value) + inline as u64;
-                let at = u32::try_from(self.keys.len()).expect("fewer than 2^32 distinct keys");
-                self.short[i] = ShortSlot { lo: place.lo, hi: place.hi, meta: place.meta | u64::from(at), value };
-                self.keys.push(key);
-                self.short_len += 1;
-                if self.short_len * 4 > self.short.len() * 3 {
-                    self.grow_short(fill);
-                }
-                if self.records_in >= PROBE && self.hits == 0 {
-                    self.no_combiner = true;
-                }
-            }
+    fn add_short(&mut self, i: usize, place: Place, key: K, value: V, fill: fn() -> V) {
+        // As in `settle`, with this table's slots.
+        let inline = std::mem::size_of::<K>() + 4 * std::mem::size_of::<ShortSlot<V>>() / 3;
+        self.bytes += estimate(&mut self.scratch, &key, &value) + inline as u64;
+        let at = u32::try_from(self.keys.len()).expect("fewer than 2^32 distinct keys");
+        self.short[i] = ShortSlot { lo: place.lo, hi: place.hi, meta: place.meta | u64::from(at), value };
+        self.keys.push(key);
+        self.short_len += 1;
+        if self.short_len * 4 > self.short.len() * 3 {
+            self.grow_short(fill);
+        }
+        if self.records_in >= PROBE && self.hits == 0 {
+            self.no_combiner = true;
         }
     }
 
@@ -783,8 +764,13 @@ struct Queued<'a, K> {
 
 impl<'a, K> Queued<'a, K> {
     fn as_str(&self) -> &'a str {
-        std::str::from_utf8(self.bytes).expect("a queued key is the bytes of a str")
+        queued_str(self.bytes)
     }
+}
+
+/// The `str` a queued key's bytes were cut from (checked as UTF-8 again).
+fn queued_str(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("a queued key is the bytes of a str")
 }
 
 impl<K> KeySource<K, str> for Queued<'_, K> {
