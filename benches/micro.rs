@@ -30,13 +30,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use mapreduce::mapreduce_core::buffer::MapBuffer;
-use mapreduce::mapreduce_core::merge::Merge;
-use mapreduce::mapreduce_core::record::{RecordReader, RecordWriter};
 use mapreduce::mapreduce_core::scheduler::{
     Action, Event, JobPlan, PartitionFile, Scheduler, SchedulerConfig, TaskKind, TaskOutput,
 };
 use mapreduce::mapreduce_core::shard::{Segment, Shard};
+use mapreduce::mapreduce_core::shuffle::buffer::MapBuffer;
+use mapreduce::mapreduce_core::shuffle::merge::Merge;
+use mapreduce::mapreduce_core::shuffle::record::{RecordReader, RecordWriter};
 use mapreduce::wordcount::{Word, for_each_word, generate_corpus};
 
 /// Records in the encode/decode input.

@@ -397,7 +397,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapreduce_core::record::{RecordReader, RecordWriter};
+    use crate::mapreduce_core::shuffle::record::{RecordReader, RecordWriter};
     use crate::{Cluster, JobSpec};
 
     fn lines(path: &Path) -> Vec<String> {

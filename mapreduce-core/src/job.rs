@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::buffer::MapBuffer;
-use crate::record::Compression;
+use crate::shuffle::buffer::{Combine, MapBuffer};
+use crate::shuffle::record::Compression;
 
 /// The error type user code returns. Anything that implements `std::error::Error` converts
 /// into it with `?`, and so does a `String` or `&str`.
@@ -102,11 +102,8 @@ pub struct Emitter<'a, K, V> {
     sink: Sink<'a, K, V>,
 }
 
-/// A combiner, as the map task's buffer calls it.
-pub type CombineFn<'a, K, V> = crate::buffer::Combine<'a, K, V>;
-
 /// Looks up the string keys queued in a map task's buffer (see [`Emitter::buffered_in`]).
-pub type FlushFn<'a, K, V> = &'a dyn Fn(&mut MapBuffer<K, V>);
+type FlushFn<'a, K, V> = &'a dyn Fn(&mut MapBuffer<K, V>);
 
 /// How an emitter batches string keys: the text the map input is cut from, and what
 /// flushes a full batch.
@@ -118,7 +115,7 @@ struct Batch<'a, K, V> {
 enum Sink<'a, K, V> {
     Fn(&'a mut dyn FnMut(K, V)),
     /// The buffer and its combiner.
-    Buffer(&'a mut MapBuffer<K, V>, CombineFn<'a, K, V>, Batch<'a, K, V>),
+    Buffer(&'a mut MapBuffer<K, V>, Combine<'a, K, V>, Batch<'a, K, V>),
 }
 
 impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
@@ -128,7 +125,8 @@ impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
     }
 
     /// An emitter that inserts into a map task's buffer, combining with `combine`.
-    pub fn buffered(buffer: &'a mut MapBuffer<K, V>, combine: CombineFn<'a, K, V>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn buffered(buffer: &'a mut MapBuffer<K, V>, combine: Combine<'a, K, V>) -> Self {
         Emitter { sink: Sink::Buffer(buffer, combine, Batch { text: "", flush: None }) }
     }
 
@@ -136,9 +134,9 @@ impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
     /// `flush` to look a batch of queued string keys up (see [`MapBuffer::queue_str`]):
     /// a worker passes a closure that calls [`MapBuffer::flush`] with the job's combiner
     /// itself, so that the combiner is called directly, not through `combine`'s vtable.
-    pub fn buffered_in(
+    pub(crate) fn buffered_in(
         buffer: &'a mut MapBuffer<K, V>,
-        combine: CombineFn<'a, K, V>,
+        combine: Combine<'a, K, V>,
         flush: FlushFn<'a, K, V>,
         text: &'a str,
     ) -> Self {

@@ -3,8 +3,9 @@
 //! - [`job`]: the user API: [`Mapper`], [`Reducer`] (with its optional combiner and its
 //!   partitioner), [`Job`] and the [`JobSpec`] that says what to run it on.
 //! - [`shard`]: cutting input files into shards at line boundaries, and the line reader.
-//! - [`record`]: the checksummed intermediate record format.
-//! - [`buffer`] and [`merge`]: the map side's combining sort buffer and the k-way merge.
+//! - [`shuffle`]: the data path from map output to reduce input: the combining sort
+//!   buffer, spills and the layout of map output, the checksummed record format, and the
+//!   k-way merge with its merge passes.
 //! - [`scheduler`]: the sans-IO scheduler: task states, attempts, deadlines, retries and
 //!   speculation, driven with an explicit clock.
 //!
@@ -45,16 +46,14 @@
 //! # Ok::<(), BoxError>(())
 //! ```
 
-pub mod buffer;
 pub mod job;
-pub mod merge;
-pub mod record;
 pub mod scheduler;
 pub mod shard;
+pub mod shuffle;
 
 pub use job::{
     BoxError, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, Emitter, Job, JobSpec, Key, Mapper, Output, Reducer, SpecError,
     Value, stable_hash, stable_partition,
 };
-pub use record::Compression;
 pub use scheduler::{JobError, JobReport, Scheduler, SchedulerConfig};
+pub use shuffle::record::Compression;

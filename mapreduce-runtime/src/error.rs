@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use mapreduce_core::record::FormatError;
 use mapreduce_core::scheduler::ConfigError;
+use mapreduce_core::shuffle::record::FormatError;
 use mapreduce_core::{JobError, SpecError};
 
 /// Why [`crate::Cluster::run`] failed.

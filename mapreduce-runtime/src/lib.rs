@@ -52,6 +52,7 @@
 mod convert;
 pub mod error;
 pub mod master;
+pub mod shuffle;
 pub mod storage;
 pub mod worker;
 

@@ -1,9 +1,18 @@
 //! The worker: a tonic server running map and reduce attempts for registered job types.
 //!
+//! - this module: the gRPC service, the registry, and the checks of every request;
+//! - `map`: a map attempt, from input lines to its output file;
+//! - `reduce`: a reduce attempt, from map output ranges to its output file;
+//! - `files`: the atomic output file and the scratch files of both.
+//!
 //! User code runs on tokio's blocking pool, never on the async threads, and a panic in it
 //! is caught and answered as a failed attempt: a worker survives any task.
 
-mod task;
+mod files;
+mod map;
+mod reduce;
+#[cfg(test)]
+mod testing;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,15 +32,18 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::error::{ServeError, TaskError, panic_message};
-use task::{MapResult, MapTask, ReduceResult, ReduceTask};
+use crate::shuffle::{SharedFs, ShuffleSource};
+use map::{MapResult, MapTask};
+use reduce::{ReduceResult, ReduceTask};
 
 use mapreduce_core::job::{MAX_REDUCERS, MAX_SORT_BUFFER};
 use mapreduce_core::scheduler::MAX_IDLE_WAIT as MAX_WAIT;
+use mapreduce_core::shuffle::reduce_side::MERGE_FANIN;
 
 /// A job type erased behind the worker's two operations.
 trait ErasedJob: Send + Sync {
     fn map(&self, task: &MapTask) -> Result<MapResult, TaskError>;
-    fn reduce(&self, task: &ReduceTask) -> Result<ReduceResult, TaskError>;
+    fn reduce(&self, task: &ReduceTask, source: &dyn ShuffleSource) -> Result<ReduceResult, TaskError>;
 }
 
 struct Typed<J>(J);
@@ -40,12 +52,12 @@ impl<J: Job> ErasedJob for Typed<J> {
     fn map(&self, task: &MapTask) -> Result<MapResult, TaskError> {
         // Records are guarded one by one; this catches panics elsewhere in user code (the
         // partitioner, the combiner while merging spills) with the task's name.
-        catch_unwind(AssertUnwindSafe(|| task::run_map(&self.0, task))).unwrap_or_else(|payload| {
+        catch_unwind(AssertUnwindSafe(|| map::run_map(&self.0, task))).unwrap_or_else(|payload| {
             Err(TaskError::Panic { at: format!("map-{:05}", task.task), message: panic_message(&*payload) })
         })
     }
-    fn reduce(&self, task: &ReduceTask) -> Result<ReduceResult, TaskError> {
-        catch_unwind(AssertUnwindSafe(|| task::run_reduce(&self.0, task))).unwrap_or_else(|payload| {
+    fn reduce(&self, task: &ReduceTask, source: &dyn ShuffleSource) -> Result<ReduceResult, TaskError> {
+        catch_unwind(AssertUnwindSafe(|| reduce::run_reduce(&self.0, task, source))).unwrap_or_else(|payload| {
             Err(TaskError::Panic { at: format!("reduce-{:05}", task.partition), message: panic_message(&*payload) })
         })
     }
@@ -127,7 +139,7 @@ impl Worker {
     }
 
     pub(crate) fn with_shared(registry: SharedRegistry) -> Self {
-        Worker { service: WorkerService { registry, root: None } }
+        Worker { service: WorkerService { registry, root: None, shuffle: Arc::new(SharedFs) } }
     }
 
     /// Confines the worker to files under `root`: a request naming any path outside it is
@@ -170,6 +182,8 @@ struct JobParts {
 pub struct WorkerService {
     registry: SharedRegistry,
     root: Option<PathBuf>,
+    /// Where reduces read map output from.
+    shuffle: Arc<dyn ShuffleSource>,
 }
 
 impl WorkerService {
@@ -237,7 +251,8 @@ async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
         Err(e) if e.is_panic() => Err(TaskError::Panic { at: "task".into(), message: panic_message(&*e.into_panic()) }),
-        Err(e) => Err(TaskError::InvalidRequest(format!("task cancelled: {e}"))),
+        // The runtime is shutting down: nobody waits for the answer.
+        Err(_) => Err(TaskError::Cancelled),
     }
 }
 
@@ -306,13 +321,14 @@ impl pb::worker_server::Worker for WorkerService {
             partition,
             inputs,
             work_dir,
-            fanin: task::MERGE_FANIN,
+            fanin: MERGE_FANIN,
             compression,
             cancelled,
         };
         tracing::debug!(partition, attempt = req.attempt, "reduce");
         let started = std::time::Instant::now();
-        let result = blocking(move || job.decode()?.reduce(&t))
+        let shuffle = self.shuffle.clone();
+        let result = blocking(move || job.decode()?.reduce(&t, &*shuffle))
             .await
             .inspect_err(|e| tracing::warn!(partition, error = %e, "reduce failed"))?;
         tracing::debug!(partition, attempt = req.attempt, ms = started.elapsed().as_millis() as u64, "reduce done");

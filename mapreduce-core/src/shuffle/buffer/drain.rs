@@ -1,0 +1,186 @@
+//! Draining the buffer sorted by `(partition, key)`: string keys sort as integers of their
+//! first 16 bytes, other keys as records.
+
+use super::slots::{ENTRY, empty_slots};
+use super::{INITIAL_SLOTS, INLINE, Key, MapBuffer, Value};
+
+impl<K: Key, V: Value> MapBuffer<K, V> {
+    /// Empties the buffer into a vector sorted by `(partition, key)`, with the partition
+    /// of each record computed once per distinct key. String keys still queued are looked
+    /// up first, folding with `combine`.
+    pub fn drain_sorted(
+        &mut self,
+        combine: impl Fn(&K, &mut V, V) -> Option<V>,
+        partition: impl FnMut(&K) -> u32,
+    ) -> Vec<(u32, K, V)> {
+        self.drain_sorted_iter(combine, partition).collect()
+    }
+
+    /// [`Self::drain_sorted`] as an iterator: the records are sorted (and `partition`
+    /// called for each) before it returns, and each is moved out as the iterator reaches
+    /// it, so a caller that writes them out never holds a second copy of the buffer.
+    pub fn drain_sorted_iter(
+        &mut self,
+        combine: impl Fn(&K, &mut V, V) -> Option<V>,
+        mut partition: impl FnMut(&K) -> u32,
+    ) -> Drained<K, V> {
+        self.flush(combine);
+        // The tables start small again: a buffer that spilled need not keep its peak.
+        let slots = std::mem::replace(&mut self.slots, empty_slots(INITIAL_SLOTS));
+        let short = std::mem::take(&mut self.short);
+        self.short_len = 0;
+        self.bytes = 0;
+        let mut keys = std::mem::take(&mut self.keys);
+        // Each key's value, by the key's position.
+        let mut values: Vec<Option<V>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
+        for s in slots.into_iter().filter(|s| s.meta != 0) {
+            values[(s.meta & ENTRY) as usize] = s.value;
+        }
+        for s in short.into_iter().filter(|s| s.meta != 0) {
+            values[(s.meta & ENTRY) as usize] = Some(s.value);
+        }
+        let Some(str_keys) = self.str_keys else {
+            let held = keys.into_iter().zip(values).map(|(k, v)| (k, v.expect("every key has a slot")));
+            let records = held.chain(self.extra.drain(..));
+            // Sorting the records themselves beats sorting keys and gathering large
+            // values afterwards: the gather's random reads cost more than the moves.
+            let mut out: Vec<(u32, K, V)> = records.map(|(k, v)| (partition(&k), k, v)).collect();
+            out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            return Drained(Box::new(out.into_iter()));
+        };
+        for (k, v) in self.extra.drain(..) {
+            keys.push(k);
+            values.push(Some(v));
+        }
+        // String keys sort by the partition and their first 16 bytes, as integers; keys
+        // longer than that by the whole key where those are equal. `Borrow<str>` promises
+        // that `K` orders as its `str` does, so this is `K`'s order.
+        let mut order: Vec<SortKey> =
+            keys.iter().enumerate().map(|(i, k)| SortKey::new(partition(k), (str_keys.bytes)(k), i)).collect();
+        order.sort_unstable_by(|a, b| {
+            a.bits.cmp(&b.bits).then_with(|| match a.is_long() {
+                true => keys[a.at as usize].cmp(&keys[b.at as usize]),
+                false => std::cmp::Ordering::Equal,
+            })
+        });
+        let mut keys: Vec<Option<K>> = keys.into_iter().map(Some).collect();
+        Drained(Box::new(order.into_iter().map(move |o| {
+            let at = o.at as usize;
+            let key = keys[at].take().expect("each key drained once");
+            (o.partition(), key, values[at].take().expect("every key has a value"))
+        })))
+    }
+}
+
+/// The records of a drained buffer, sorted by `(partition, key)`: see
+/// [`MapBuffer::drain_sorted_iter`].
+pub struct Drained<K, V>(Box<dyn ExactSizeIterator<Item = (u32, K, V)>>);
+
+impl<K, V> Iterator for Drained<K, V> {
+    type Item = (u32, K, V);
+
+    fn next(&mut self) -> Option<(u32, K, V)> {
+        self.0.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl<K, V> ExactSizeIterator for Drained<K, V> {}
+
+impl<K, V> std::fmt::Debug for Drained<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Drained({} records)", self.0.len())
+    }
+}
+
+/// Where a string key goes in the drained order: its partition and first 16 bytes
+/// big-endian (so integers order as the bytes do), then its length capped at 17 (a key
+/// orders before the same key with bytes appended), as three integers; and its position.
+#[derive(Debug, Clone, Copy)]
+struct SortKey {
+    bits: [u64; 3],
+    at: u32,
+}
+
+impl SortKey {
+    fn new(partition: u32, bytes: &[u8], at: usize) -> SortKey {
+        let n = bytes.len().min(INLINE);
+        let mut head = [0u8; INLINE];
+        head[..n].copy_from_slice(&bytes[..n]);
+        let head = u128::from_be_bytes(head);
+        let len = bytes.len().min(INLINE + 1) as u64;
+        let bits = [
+            (u64::from(partition) << 32) | (head >> 96) as u64,
+            (head >> 32) as u64,
+            ((head as u64) << 32) | (len << 24),
+        ];
+        SortKey { bits, at: u32::try_from(at).expect("fewer than 2^32 records") }
+    }
+
+    fn partition(&self) -> u32 {
+        (self.bits[0] >> 32) as u32
+    }
+
+    /// Longer than 16 bytes: equal bits say nothing of the rest.
+    fn is_long(&self) -> bool {
+        (self.bits[2] >> 24) & 0xff > INLINE as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::MapBuffer;
+
+    proptest::proptest! {
+        /// Whatever the keys (NUL bytes, a shared 16-byte head, multibyte characters,
+        /// lengths around 16) and however they are inserted, with the combiner folding or
+        /// declining, the drain is sorted by (partition, key) and loses no value.
+        #[test]
+        fn drained_string_keys_are_sorted_by_partition_then_key(
+            records in proptest::collection::vec(
+                ("(abcdefghijklmnop)?[a\u{0}\u{e9}z]{0,20}", 0u64..1000, 0u8..3), 0..300),
+            decline in proptest::bool::ANY,
+        ) {
+            let combine = |_: &String, acc: &mut u64, v: u64| if decline && v.is_multiple_of(5) { Some(v) } else { *acc += v; None };
+            let mut b: MapBuffer<String, u64> = MapBuffer::new();
+            let mut want = std::collections::BTreeMap::new();
+            for (key, v, how) in &records {
+                *want.entry(key.clone()).or_insert(0) += v;
+                match how {
+                    0 => b.insert_str(key, *v, combine),
+                    1 => b.insert_borrowed(key.as_str(), *v, combine),
+                    _ => b.insert(key.clone(), *v, combine),
+                }
+            }
+            let got = b.drain_sorted(combine, |k| k.len() as u32 % 3);
+            proptest::prop_assert!(got.windows(2).all(|w| (w[0].0, &w[0].1) <= (w[1].0, &w[1].1)), "{:?}", got);
+            proptest::prop_assert!(got.iter().all(|(p, k, _)| *p == k.len() as u32 % 3));
+            let mut sums = std::collections::BTreeMap::new();
+            for (_, k, v) in got {
+                *sums.entry(k).or_insert(0) += v;
+            }
+            proptest::prop_assert_eq!(sums, want);
+        }
+    }
+
+    #[test]
+    fn large_values_stay_with_their_keys_through_the_drain() {
+        type Big = [u64; 8];
+        let keep = |_: &u64, _: &mut Big, v: Big| Some(v);
+        let mut b: MapBuffer<u64, Big> = MapBuffer::new();
+        let keys: Vec<u64> = (0..20_000u64).map(|i| (i * 7919) % 5003).collect();
+        for (i, &k) in keys.iter().enumerate() {
+            b.insert(k, [k, i as u64, 0, 0, 0, 0, 0, k ^ 0xff], keep);
+        }
+        let got = b.drain_sorted(keep, |k| (*k % 3) as u32);
+        assert_eq!(got.len(), keys.len());
+        assert!(got.windows(2).all(|w| (w[0].0, w[0].1) <= (w[1].0, w[1].1)), "sorted by partition, key");
+        assert!(got.iter().all(|(p, k, v)| *p == (*k % 3) as u32 && v[0] == *k && v[7] == *k ^ 0xff));
+        let mut seen: Vec<u64> = got.iter().map(|r| r.2[1]).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..keys.len() as u64).collect::<Vec<_>>(), "every value once");
+    }
+}

@@ -1,0 +1,209 @@
+//! Running a map attempt: read the shard's lines, map them into the data path of
+//! `mapreduce_core::shuffle::map_side`, and write the attempt's one output file.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mapreduce_core::scheduler::PartitionFile;
+use mapreduce_core::shard::{Block, LineReader, Segment};
+use mapreduce_core::shuffle::ShuffleError;
+use mapreduce_core::shuffle::map_side::{MapSettings, MapSide};
+use mapreduce_core::{BoxError, Compression, Emitter, Job};
+
+use super::files::{AtomicFile, TempFiles};
+use crate::error::{TaskError, panic_message};
+use crate::storage;
+
+/// Input handed to [`mapreduce_core::Mapper::map_lines`] at once, about; the sort buffer's
+/// budget is checked after each block.
+const MAP_BLOCK: usize = 64 << 10;
+
+/// A validated map request.
+#[derive(Debug)]
+pub(crate) struct MapTask {
+    pub(crate) task: u32,
+    pub(crate) attempt: u64,
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) work_dir: PathBuf,
+    pub(crate) reducers: u32,
+    pub(crate) sort_buffer: u64,
+    /// How the attempt's output and spills store their blocks.
+    pub(crate) compression: Compression,
+    /// Set when the master abandons the attempt: stop at the next block of input.
+    pub(crate) cancelled: Arc<AtomicBool>,
+}
+
+/// What a map attempt wrote.
+#[derive(Debug)]
+pub(crate) struct MapResult {
+    pub(crate) files: Vec<PartitionFile>,
+    pub(crate) input_records: u64,
+}
+
+/// Fails with [`TaskError::Cancelled`] once the master abandoned the attempt.
+pub(crate) fn ensure_not_cancelled(cancelled: &AtomicBool) -> Result<(), TaskError> {
+    if cancelled.load(Ordering::Relaxed) { Err(TaskError::Cancelled) } else { Ok(()) }
+}
+
+/// Runs one map attempt into its output file in the work directory: runs of one sorted
+/// record stream per partition (see `mapreduce_core::shuffle::map_side`).
+pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskError> {
+    let name = format!("map-{:05}", t.task);
+    let output = AtomicFile::create(&t.work_dir, &storage::map_file_name(t.task, t.attempt))?;
+    let output_path = output.path().to_path_buf();
+    let shuffle_err = |e| shuffle_error(e, &name, &output_path, &t.work_dir);
+    let settings = MapSettings { reducers: t.reducers, sort_buffer: t.sort_buffer, compression: t.compression };
+    let mut side = MapSide::<J, _, _>::new(settings, TempFiles(&t.work_dir), output);
+    let mut input_records = 0u64;
+    for seg in &t.segments {
+        let path = Path::new(&seg.path);
+        let input_err = |source| TaskError::Input { path: path.to_path_buf(), source };
+        let mut file = File::open(path).map_err(input_err)?;
+        file.seek(SeekFrom::Start(seg.start.saturating_sub(1))).map_err(input_err)?;
+        let mut reader = LineReader::with_block_size(file, seg.start, seg.end, MAP_BLOCK);
+        while let Some(block) = reader.next_block().map_err(input_err)? {
+            ensure_not_cancelled(&t.cancelled)?;
+            let text = block.text();
+            input_records += line_count(text);
+            let result = catch_unwind(AssertUnwindSafe(|| side.map_block(job, text)));
+            if !matches!(result, Ok(Ok(()))) {
+                return Err(block_failure(job, &name, &seg.path, &block, result));
+            }
+            side.after_block(job, &t.cancelled).map_err(shuffle_err)?;
+        }
+    }
+    let (output, streams) = side.finish(job, &t.cancelled).map_err(shuffle_err)?;
+    let (path, _) = output.persist()?;
+    let path = path.to_string_lossy().into_owned();
+    let files = streams
+        .into_iter()
+        .map(|s| PartitionFile {
+            partition: s.partition,
+            path: path.clone(),
+            offset: s.offset,
+            bytes: s.bytes,
+            records: s.records,
+        })
+        .collect();
+    Ok(MapResult { files, input_records })
+}
+
+/// A failure of the data path, naming the file it concerns: the attempt's output, or its
+/// work directory for the anonymous scratch files.
+pub(crate) fn shuffle_error(e: ShuffleError, task: &str, output: &Path, work_dir: &Path) -> TaskError {
+    match e {
+        ShuffleError::Output(source) => TaskError::Intermediate { path: output.to_path_buf(), source },
+        ShuffleError::Scratch(source) => TaskError::Intermediate { path: work_dir.to_path_buf(), source },
+        ShuffleError::BadPartition { .. } => TaskError::User { at: task.to_string(), message: e.to_string() },
+        ShuffleError::Cancelled => TaskError::Cancelled,
+        // A map reads no reduce input; a reduce maps these itself, naming the input.
+        ShuffleError::Input { .. } | ShuffleError::Unsorted { .. } => {
+            TaskError::User { at: task.to_string(), message: e.to_string() }
+        }
+    }
+}
+
+/// The lines of a block of whole lines.
+fn line_count(text: &str) -> u64 {
+    // Sums of at most 255 bytes' worth fit a `u8`, and LLVM turns such a sum of compares
+    // into vector compares and adds, 32 bytes at a time.
+    let newlines: u64 =
+        text.as_bytes().chunks(255).map(|c| u64::from(c.iter().fold(0u8, |n, &b| n + u8::from(b == b'\n')))).sum();
+    newlines + u64::from(!text.is_empty() && !text.ends_with('\n'))
+}
+
+/// The error of a block whose map failed with `result`, naming the first line that fails
+/// on its own (mapped again, what it emits dropped), or else the block's first line.
+fn block_failure<J: Job>(
+    job: &J,
+    name: &str,
+    path: &str,
+    block: &Block<'_>,
+    result: std::thread::Result<Result<(), BoxError>>,
+) -> TaskError {
+    let failure = |offset: u64, result: std::thread::Result<Result<(), BoxError>>| {
+        let at = format!("{name}, record at {path}:{offset}");
+        match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(TaskError::User { at, message: e.to_string() }),
+            Err(payload) => Some(TaskError::Panic { at, message: panic_message(&*payload) }),
+        }
+    };
+    for (offset, line) in block.lines() {
+        let alone = catch_unwind(AssertUnwindSafe(|| job.map(line, &mut Emitter::new(&mut |_, _| {}))));
+        if let Some(e) = failure(offset, alone) {
+            return e;
+        }
+    }
+    let start = block.lines().next().map_or(0, |(offset, _)| offset);
+    failure(start, result).unwrap_or_else(|| TaskError::User {
+        at: format!("{name}, records at {path}:{start}"),
+        message: "map_lines failed".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::testing::{Count, corpus, map_all, read};
+
+    #[test]
+    fn map_output_is_one_file_per_attempt_whatever_it_spilled() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = corpus(dir.path(), 20_000);
+        for combine in [true, false] {
+            let job = Count { combine };
+            let work = dir.path().join(format!("work-{combine}"));
+            std::fs::create_dir(&work).unwrap();
+            let big = map_all(&job, &input, &work, 1 << 30, 3, Compression::None);
+            // Spills several times; the spills were anonymous and are gone.
+            let small = map_all(&job, &input, &work, 64 << 10, 3, Compression::Lz4);
+            assert_eq!(big.len(), 3);
+            assert_eq!(small.len() > 3, !combine, "runs only when nothing combined");
+            for files in [&big, &small] {
+                assert!(files.iter().all(|f| f.path == files[0].path), "one file per attempt");
+                let last = files.last().unwrap();
+                assert_eq!(last.offset + last.bytes, std::fs::metadata(&last.path).unwrap().len());
+            }
+            let total = |files: &[PartitionFile]| files.iter().map(|f| read(f).len()).sum::<usize>();
+            assert_eq!(total(&big), if combine { 997 + 1 } else { 60_000 });
+            assert_eq!(total(&small), if combine { 997 + 1 } else { 60_000 });
+            assert_eq!(std::fs::read_dir(&work).unwrap().count(), 2, "two attempt files, nothing else");
+        }
+    }
+
+    #[test]
+    fn an_attempt_the_master_abandoned_stops_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = corpus(dir.path(), 1000);
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let seg = Segment { path: input.to_string_lossy().into(), start: 0, end: 100 };
+        let t = MapTask {
+            task: 0,
+            attempt: 0,
+            segments: vec![seg],
+            work_dir: work.clone(),
+            reducers: 2,
+            sort_buffer: 1 << 20,
+            compression: Compression::None,
+            cancelled: Arc::new(AtomicBool::new(true)),
+        };
+        assert!(matches!(run_map(&Count { combine: true }, &t), Err(TaskError::Cancelled)));
+        assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn line_count_counts_lines_with_and_without_a_final_newline() {
+        let plain = |t: &str| t.split_inclusive('\n').count() as u64;
+        for text in ["", "a", "\n", "a\n", "a\nb", "\n\n\n", "\u{10a}\n\u{a0a}\n\n", "x\n\x0b\x09\u{8a}\n"] {
+            assert_eq!(line_count(text), plain(text), "{text:?}");
+        }
+        let long: String = (0..1000).map(|i| if i % 7 == 0 { '\n' } else { 'é' }).collect();
+        assert_eq!(line_count(&long), plain(&long));
+    }
+}

@@ -1,0 +1,167 @@
+//! Running a reduce attempt: merge the partition's map output ranges, read through a
+//! [`ShuffleSource`], into the user's reduce, and write the attempt's output file.
+
+use std::io::{Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mapreduce_core::scheduler::PartitionFile;
+use mapreduce_core::shuffle::ShuffleError;
+use mapreduce_core::shuffle::record::FormatError;
+use mapreduce_core::shuffle::reduce_side::{ReduceMerge, merge_passes};
+use mapreduce_core::{BoxError, Compression, Job, Output};
+
+use super::files::{AtomicFile, TempFiles};
+use super::map::shuffle_error;
+use crate::error::{TaskError, panic_message};
+use crate::shuffle::ShuffleSource;
+use crate::storage;
+
+/// A validated reduce request.
+#[derive(Debug)]
+pub(crate) struct ReduceTask {
+    pub(crate) attempt: u64,
+    pub(crate) partition: u32,
+    pub(crate) inputs: Vec<PartitionFile>,
+    pub(crate) work_dir: PathBuf,
+    /// Most inputs merged at once.
+    pub(crate) fanin: usize,
+    /// How the runs of merge passes store their blocks.
+    pub(crate) compression: Compression,
+    /// Set when the master abandons the attempt: stop at the next key.
+    pub(crate) cancelled: Arc<AtomicBool>,
+}
+
+/// What a reduce attempt wrote.
+#[derive(Debug)]
+pub(crate) struct ReduceResult {
+    pub(crate) path: String,
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+}
+
+/// Runs one reduce attempt: a streaming merge of the partition's map outputs (in passes
+/// beyond the fan-in), grouped by key, through the user's reduce into a text file renamed
+/// to its attempt-unique name.
+pub(crate) fn run_reduce<J: Job>(
+    job: &J,
+    t: &ReduceTask,
+    source: &dyn ShuffleSource,
+) -> Result<ReduceResult, TaskError> {
+    let name = format!("reduce-{:05}", t.partition);
+    let mut writer = AtomicFile::create(&t.work_dir, &storage::reduce_file_name(t.partition, t.attempt))?;
+    let output_path = writer.path().to_path_buf();
+    let shuffle_err = |e| match e {
+        ShuffleError::Input { input, error } => input_error(source, &t.inputs[input], error),
+        ShuffleError::Unsorted { input } => {
+            input_error(source, &t.inputs[input], FormatError::Corrupt { offset: 0, what: "records not sorted by key" })
+        }
+        e => shuffle_error(e, &name, &output_path, &t.work_dir),
+    };
+    let mut open = |n: usize| -> std::io::Result<Box<dyn Read + Send>> { source.open(&t.inputs[n]) };
+    let mut scratch = TempFiles(&t.work_dir);
+    let level = merge_passes::<J::Key, J::Value, _, _>(
+        t.inputs.len(),
+        &mut open,
+        t.fanin,
+        t.compression,
+        &mut scratch,
+        &t.cancelled,
+    )
+    .map_err(shuffle_err)?;
+    let mut merge = ReduceMerge::<J::Key, J::Value, _, _>::open(level, &mut open).map_err(shuffle_err)?;
+    let mut out = Output::new(&mut writer);
+    let mut keys = 0u64;
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        merge.for_each_group(|key, values| {
+            if t.cancelled.load(Ordering::Relaxed) {
+                return Err(BoxError::from(TaskError::Cancelled));
+            }
+            keys += 1;
+            job.reduce(key, values, &mut out)
+        })
+    }));
+    let at = || format!("{name}, key #{keys}");
+    match result {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) if e.is::<TaskError>() => return Err(TaskError::Cancelled),
+        Ok(Ok(Err(e))) => return Err(TaskError::User { at: at(), message: e.to_string() }),
+        Ok(Err(e)) => return Err(shuffle_err(e)),
+        Err(payload) => return Err(TaskError::Panic { at: at(), message: panic_message(&*payload) }),
+    }
+    let records = out.records();
+    writer.flush().map_err(super::files::write_error(&output_path))?;
+    let (path, bytes) = writer.persist()?;
+    Ok(ReduceResult { path: path.to_string_lossy().into_owned(), records, bytes })
+}
+
+/// A map output that could not be read, named by the source.
+fn input_error(source: &dyn ShuffleSource, input: &PartitionFile, error: FormatError) -> TaskError {
+    TaskError::Intermediate { path: PathBuf::from(source.describe(input)), source: error }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shuffle::SharedFs;
+    use crate::worker::testing::{Count, whole};
+    use mapreduce_core::shuffle::record::RecordWriter;
+    use std::fs::File;
+
+    fn task(dir: &std::path::Path, inputs: Vec<PartitionFile>, fanin: usize) -> ReduceTask {
+        ReduceTask {
+            attempt: 1,
+            partition: 0,
+            inputs,
+            work_dir: dir.into(),
+            fanin,
+            compression: Compression::Lz4,
+            cancelled: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn a_reduce_over_more_inputs_than_its_fanin_merges_in_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = Count { combine: true };
+        let mut inputs = Vec::new();
+        for i in 0..9u64 {
+            let path = dir.path().join(format!("m{i}"));
+            let mut w = RecordWriter::new(File::create(&path).unwrap()).unwrap();
+            for k in 0..50u64 {
+                w.write(&format!("k{:03}", k * 9 + i % 3), &1u64).unwrap();
+            }
+            w.finish().unwrap();
+            inputs.push(whole(&path));
+        }
+        let out = run_reduce(&job, &task(dir.path(), inputs, 2), &SharedFs).unwrap();
+        let text = std::fs::read_to_string(&out.path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(out.records, lines.len() as u64);
+        assert!(lines.windows(2).all(|w| w[0] < w[1]), "sorted, one line per key");
+        let total: u64 = lines.iter().map(|l| l.split('\t').nth(1).unwrap().parse::<u64>().unwrap()).sum();
+        assert_eq!(total, 9 * 50);
+    }
+
+    #[test]
+    fn a_corrupt_map_output_fails_the_reduce_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m-corrupt");
+        let mut w = RecordWriter::new(File::create(&path).unwrap()).unwrap();
+        w.write("key", &1u64).unwrap();
+        w.finish().unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        for fanin in [10, 2] {
+            let inputs = vec![whole(&path), whole(&path), whole(&path)];
+            let err = run_reduce(&Count { combine: true }, &task(dir.path(), inputs, fanin), &SharedFs).unwrap_err();
+            assert!(matches!(err, TaskError::Intermediate { .. }), "{err:?}");
+            assert!(err.to_string().contains("m-corrupt"), "fan-in {fanin}: {err}");
+        }
+        // No attempt file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
