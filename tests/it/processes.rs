@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use mapreduce::wordcount::generate_corpus;
+use mapreduce_examples::corpus::{SplitMix64, generate_corpus};
 
 use crate::support::assert_wordcount_output;
 
@@ -119,7 +119,7 @@ fn the_job_survives_workers_killed_restarted_and_stopped_at_random_moments() {
     let input = dir.path().join("corpus.txt");
     generate_corpus(&input, 6 << 20, 20_000, 5).unwrap();
     for seed in [1u64, 2, 3] {
-        let mut rng = mapreduce::wordcount::SplitMix64::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let mut workers: Vec<WorkerProcess> = (0..3).map(|_| WorkerProcess::start("127.0.0.1:0")).collect();
         let addrs: Vec<String> = workers.iter().map(|w| w.addr.clone()).collect();
         let out = dir.path().join(format!("out-{seed}"));
