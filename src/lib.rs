@@ -117,8 +117,8 @@ pub mod worker {
     pub use mapreduce_runtime::worker::{Registry, Worker, WorkerService, serve};
 }
 
-/// The building blocks below the user API (shards, record format, merge, scheduler),
-/// for custom runtimes and tools.
-pub use mapreduce_core;
-/// The runtime crate itself (storage layout, errors).
-pub use mapreduce_runtime;
+/// Types that the API above carries but that few programs name: the error of an invalid
+/// [`SchedulerConfig`], and the task a [`JobError`] names.
+pub mod advanced {
+    pub use mapreduce_core::scheduler::{ConfigError, TaskId, TaskKind};
+}
