@@ -30,14 +30,15 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use mapreduce::mapreduce_core::scheduler::{
+use mapreduce_core::shuffle::buffer::MapBuffer;
+use mapreduce_core::shuffle::merge::Merge;
+use mapreduce_core::shuffle::record::{RecordReader, RecordWriter};
+use mapreduce_core::scheduler::{
     Action, Event, JobPlan, PartitionFile, Scheduler, SchedulerConfig, TaskKind, TaskOutput,
 };
-use mapreduce::mapreduce_core::shard::{Segment, Shard};
-use mapreduce::mapreduce_core::shuffle::buffer::MapBuffer;
-use mapreduce::mapreduce_core::shuffle::merge::Merge;
-use mapreduce::mapreduce_core::shuffle::record::{RecordReader, RecordWriter};
-use mapreduce::wordcount::{Word, for_each_word, generate_corpus};
+use mapreduce_core::shard::{Segment, Shard};
+use mapreduce_examples::corpus::{SplitMix64, generate_corpus};
+use mapreduce_examples::wordcount::{Word, for_each_word};
 
 /// Records in the encode/decode input.
 const RECORDS: usize = 200_000;
@@ -48,31 +49,14 @@ const VOCABULARY: usize = 50_000;
 const MAPS: u32 = 10_000;
 const WORKERS: u32 = 100;
 
-/// SplitMix64: a fixed, dependency-free stream of pseudo-random numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A word of 3 to 12 lowercase letters.
-fn word(rng: &mut Rng) -> String {
+fn word(rng: &mut SplitMix64) -> String {
     let len = 3 + rng.below(10) as usize;
     (0..len).map(|_| char::from(b'a' + rng.below(26) as u8)).collect()
 }
 
 /// A combined count: mostly small, now and then large (a frequent word).
-fn count(rng: &mut Rng) -> u64 {
+fn count(rng: &mut SplitMix64) -> u64 {
     match rng.below(8) {
         0 => 1 + rng.below(100_000),
         1 | 2 => 1 + rng.below(100),
@@ -80,7 +64,7 @@ fn count(rng: &mut Rng) -> u64 {
     }
 }
 
-fn records(n: usize, rng: &mut Rng) -> Vec<(String, u64)> {
+fn records(n: usize, rng: &mut SplitMix64) -> Vec<(String, u64)> {
     (0..n).map(|_| (word(rng), count(rng))).collect()
 }
 
@@ -94,7 +78,7 @@ fn encode(records: &[(String, u64)]) -> Vec<u8> {
 
 /// `runs` sorted runs of distinct keys drawn from one vocabulary, as the map outputs of
 /// one partition are; encoded.
-fn sorted_runs(runs: usize, rng: &mut Rng) -> Vec<Vec<u8>> {
+fn sorted_runs(runs: usize, rng: &mut SplitMix64) -> Vec<Vec<u8>> {
     let vocabulary: Vec<String> = (0..VOCABULARY).map(|_| word(rng)).collect();
     (0..runs)
         .map(|_| {
@@ -109,7 +93,7 @@ fn sorted_runs(runs: usize, rng: &mut Rng) -> Vec<Vec<u8>> {
 }
 
 fn bench_records(c: &mut Criterion) {
-    let input = records(RECORDS, &mut Rng(1));
+    let input = records(RECORDS, &mut SplitMix64::new(1));
     let bytes = encode(&input);
     let mut group = c.benchmark_group("record");
     group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
@@ -142,7 +126,7 @@ fn bench_merge(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat);
     group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     for runs in [8, 64] {
-        let inputs = sorted_runs(runs, &mut Rng(runs as u64));
+        let inputs = sorted_runs(runs, &mut SplitMix64::new(runs as u64));
         group.throughput(Throughput::Bytes(inputs.iter().map(|b| b.len() as u64).sum()));
         group.bench_function(format!("{runs}_runs"), |b| {
             b.iter(|| {

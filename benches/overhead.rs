@@ -11,8 +11,8 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use mapreduce::wordcount::WordCount;
 use mapreduce::{Cluster, JobSpec};
+use mapreduce_examples::wordcount::WordCount;
 
 fn main() -> anyhow::Result<()> {
     let (mut maps, mut reducers, mut workers, mut runs) = (10_000u64, 4u32, 4usize, 3usize);

@@ -21,8 +21,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{median, peak_rss_mb, ratio_summary, reset_peak_rss};
-use mapreduce::sort::{RECORD_LEN, Sort, generate_records, output_equals, sort_sequential};
 use mapreduce::{Cluster, Compression, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, JobSpec};
+use mapreduce_examples::corpus::generate_records;
+use mapreduce_examples::reference::{output_equals, sort_sequential};
+use mapreduce_examples::sort::{RECORD_LEN, Sort};
 
 struct Args {
     size_mb: u64,

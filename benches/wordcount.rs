@@ -20,8 +20,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{median, peak_rss_mb, ratio_summary, reset_peak_rss};
-use mapreduce::wordcount::{WordCount, count_sequential, count_tuned, generate_corpus, read_output};
 use mapreduce::{Cluster, Compression, JobSpec};
+use mapreduce_examples::baseline::count_tuned;
+use mapreduce_examples::corpus::generate_corpus;
+use mapreduce_examples::reference::{count_sequential, read_output};
+use mapreduce_examples::wordcount::WordCount;
 
 struct Args {
     size_mb: u64,

@@ -17,9 +17,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use mapreduce::wordcount::{WordCount, generate_corpus, read_output};
 use mapreduce::worker::Worker;
 use mapreduce::{Cluster, Compression, DEFAULT_SHARD_SIZE, JobReport, JobSpec, Registry, SchedulerConfig};
+use mapreduce_examples::corpus::generate_corpus;
+use mapreduce_examples::reference::read_output;
+use mapreduce_examples::wordcount::WordCount;
 
 #[derive(Parser)]
 #[command(name = "wordcount", about = "Counts words with mapreduce-rs", version)]

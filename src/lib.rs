@@ -18,8 +18,8 @@
 //! String keys are best emitted with [`Emitter::emit_str`]: the map task's buffer looks
 //! them up a batch at a time and makes a `String` only for a key it does not hold yet. A
 //! map function that does not care where lines end can also override
-//! [`Mapper::map_lines`] and take a whole block of lines at once (word count does, in
-//! [`wordcount`]).
+//! [`Mapper::map_lines`] and take a whole block of lines at once (the word count of the
+//! repository's `mapreduce-examples` crate does).
 //!
 //! ```
 //! use mapreduce::{BoxError, Cluster, Emitter, Job, JobSpec, Mapper, Output, Reducer};
@@ -85,7 +85,18 @@
 //! name and fields with every task. All hosts must share a filesystem.
 //!
 //! ```no_run
-//! # use mapreduce::wordcount::WordCount;
+//! # use mapreduce::{BoxError, Emitter, Job, Mapper, Output, Reducer};
+//! # #[derive(serde::Serialize, serde::Deserialize)]
+//! # struct WordCount;
+//! # impl Mapper for WordCount {
+//! #     type Key = String;
+//! #     type Value = u64;
+//! #     fn map(&self, _: &str, _: &mut Emitter<'_, String, u64>) -> Result<(), BoxError> { Ok(()) }
+//! # }
+//! # impl Reducer for WordCount {
+//! #     fn reduce(&self, _: &String, _: &mut dyn Iterator<Item = u64>, _: &mut Output<'_>) -> Result<(), BoxError> { Ok(()) }
+//! # }
+//! # impl Job for WordCount { const NAME: &'static str = "wordcount"; }
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! // On each worker host:
 //! mapreduce::worker::serve("127.0.0.1:7001".parse()?, mapreduce::Registry::new().register::<WordCount>()).await?;
@@ -93,9 +104,6 @@
 //! let cluster = mapreduce::Cluster::connect(["127.0.0.1:7001"]).await?;
 //! # Ok(()) }
 //! ```
-
-pub mod sort;
-pub mod wordcount;
 
 pub use mapreduce_core::scheduler::{AttemptCounts, JobError, JobReport, SchedulerConfig, WorkerReport};
 pub use mapreduce_core::{
@@ -109,8 +117,8 @@ pub mod worker {
     pub use mapreduce_runtime::worker::{Registry, Worker, WorkerService, serve};
 }
 
-/// The building blocks below the user API (shards, record format, merge, scheduler),
-/// for custom runtimes and tools.
-pub use mapreduce_core;
-/// The runtime crate itself (storage layout, errors).
-pub use mapreduce_runtime;
+/// Types that the API above carries but that few programs name: the error of an invalid
+/// [`SchedulerConfig`], and the task a [`JobError`] names.
+pub mod advanced {
+    pub use mapreduce_core::scheduler::{ConfigError, TaskId, TaskKind};
+}

@@ -3,10 +3,10 @@
 use std::fs;
 use std::time::Duration;
 
-use mapreduce::wordcount::{Word, WordCount};
 use mapreduce::{
     BoxError, Cluster, Emitter, Job, JobError, JobSpec, Mapper, Output, Reducer, RunError, SchedulerConfig, SpecError,
 };
+use mapreduce_examples::wordcount::{Word, WordCount};
 use serde::{Deserialize, Serialize};
 
 use crate::support::{init_tracing, tree};

@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mapreduce::wordcount::{SplitMix64, WordCount, generate_corpus};
 use mapreduce::worker::{Registry, Worker, WorkerService};
 use mapreduce::{Cluster, JobReport, JobSpec, SchedulerConfig};
+use mapreduce_examples::corpus::{SplitMix64, generate_corpus};
+use mapreduce_examples::wordcount::WordCount;
 use mapreduce_rpc::pb;
 use mapreduce_rpc::pb::worker_server::{Worker as WorkerRpc, WorkerServer};
 use tokio::sync::oneshot;

@@ -1,12 +1,89 @@
-//! The wordcount example as real processes: workers and a master.
+//! Workers and masters as real processes: the wordcount example's, and workers killed,
+//! restarted and stopped (SIGKILL, SIGSTOP) under a running job.
+//!
+//! The chaos tests need their job to outlast the chaos in any build profile, so their
+//! workers are this test binary run again ([`worker_process`]), serving a word count that
+//! sleeps before each block of input ([`SlowWordCount`]); their master is a [`Cluster`]
+//! in this process.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
-use mapreduce::wordcount::generate_corpus;
+use mapreduce::worker::Worker;
+use mapreduce::{
+    BoxError, Cluster, Emitter, Job, JobReport, JobSpec, Mapper, Output, Reducer, Registry, RunError, SchedulerConfig,
+};
+use mapreduce_examples::corpus::{SplitMix64, generate_corpus};
+use mapreduce_examples::wordcount::{Word, WordCount};
+use serde::{Deserialize, Serialize};
 
 use crate::support::assert_wordcount_output;
+
+/// What a worker prints before the address it listens on, for whoever started it.
+const BANNER: &str = "worker listening on ";
+
+/// The environment variable that makes [`worker_process`] a worker: the address to listen on.
+const WORKER_LISTEN: &str = "MAPREDUCE_IT_WORKER_LISTEN";
+
+/// How long [`SlowWordCount`] sleeps before each block of lines. The chaos tests' shards
+/// are one block each, so a map task takes at least this long, and a job of `n` shards on
+/// `w` workers at least `n / w` times it.
+const BLOCK_DELAY: Duration = Duration::from_millis(50);
+
+/// Word count that sleeps `block_delay_ms` before mapping each block of lines: slow on
+/// purpose, by the same amount in a debug and a release build.
+#[derive(Serialize, Deserialize)]
+struct SlowWordCount {
+    block_delay_ms: u64,
+}
+
+impl Mapper for SlowWordCount {
+    type Key = Word;
+    type Value = u64;
+
+    fn map(&self, line: &str, emit: &mut Emitter<'_, Word, u64>) -> Result<(), BoxError> {
+        WordCount.map(line, emit)
+    }
+
+    fn map_lines(&self, lines: &str, emit: &mut Emitter<'_, Word, u64>) -> Result<(), BoxError> {
+        thread::sleep(Duration::from_millis(self.block_delay_ms));
+        WordCount.map_lines(lines, emit)
+    }
+}
+
+impl Reducer for SlowWordCount {
+    fn reduce(&self, word: &Word, counts: &mut dyn Iterator<Item = u64>, out: &mut Output<'_>) -> Result<(), BoxError> {
+        WordCount.reduce(word, counts, out)
+    }
+
+    fn combine(&self, word: &Word, acc: &mut u64, count: u64) -> Option<u64> {
+        WordCount.combine(word, acc, count)
+    }
+}
+
+impl Job for SlowWordCount {
+    const NAME: &'static str = "slow-wordcount";
+}
+
+/// Not a test: the worker processes of the chaos tests, which run this binary again with
+/// `--exact processes::worker_process --ignored` and [`WORKER_LISTEN`] set. Without that
+/// variable (`--include-ignored`) it returns at once.
+#[test]
+#[ignore = "the entry point of the chaos tests' worker processes"]
+#[allow(clippy::print_stdout)] // the process that started this one reads the address from stdout
+fn worker_process() {
+    let Ok(listen) = std::env::var(WORKER_LISTEN) else { return };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&listen).await.unwrap();
+        println!("{BANNER}{}", listener.local_addr().unwrap());
+        let worker = Worker::new(Registry::new().register::<SlowWordCount>());
+        worker.serve_with_shutdown(listener, std::future::pending()).await.unwrap();
+    });
+}
 
 /// The example binary built by `cargo test` beside this test binary.
 fn example_binary() -> PathBuf {
@@ -24,17 +101,30 @@ struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    fn start(listen: &str) -> Self {
-        let mut child = Command::new(example_binary())
-            .args(["worker", "--listen", listen])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().rsplit(' ').next().unwrap().to_string();
-        assert!(addr.starts_with("127.0.0.1:"), "unexpected worker banner {line:?}");
+    /// The wordcount example's worker, on `listen`.
+    fn example(listen: &str) -> Self {
+        let mut cmd = Command::new(example_binary());
+        cmd.args(["worker", "--listen", listen]);
+        Self::spawn(cmd)
+    }
+
+    /// A worker of [`SlowWordCount`] on `listen`: this test binary, running [`worker_process`].
+    fn slow(listen: &str) -> Self {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "processes::worker_process", "--ignored", "--nocapture"]).env(WORKER_LISTEN, listen);
+        Self::spawn(cmd)
+    }
+
+    /// Starts `cmd` and waits for the line that says where it listens.
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // The test harness may print before the banner, even on the same line.
+        let addr = lines
+            .map(Result::unwrap)
+            .find_map(|line| Some(line.split_once(BANNER)?.1.trim().to_string()))
+            .expect("the worker exited before saying where it listens");
+        assert!(addr.starts_with("127.0.0.1:"), "unexpected worker address {addr:?}");
         WorkerProcess { child, addr }
     }
 }
@@ -51,7 +141,7 @@ fn worker_and_master_processes_count_words() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("corpus.txt");
     generate_corpus(&input, 1 << 20, 10_000, 3).unwrap();
-    let workers: Vec<WorkerProcess> = (0..3).map(|_| WorkerProcess::start("127.0.0.1:0")).collect();
+    let workers: Vec<WorkerProcess> = (0..3).map(|_| WorkerProcess::example("127.0.0.1:0")).collect();
     let out = dir.path().join("out");
     let report = dir.path().join("report.json");
     let mut master = Command::new(example_binary());
@@ -98,19 +188,27 @@ fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill {sig} {pid}");
 }
 
-/// Starts a master process over `workers`.
-fn master(workers: &[String], input: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> Child {
-    let mut cmd = Command::new(example_binary());
-    cmd.arg("master");
-    for w in workers {
-        cmd.args(["--worker", w]);
-    }
-    cmd.args(["--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// Starts the slow word count of `input` into `out` on `workers`, in shards of 32 KiB
+/// with deadlines of 2 s, driven from a thread of its own so that this one is free to
+/// hurt the workers meanwhile.
+fn start_job(
+    workers: &[String],
+    input: &Path,
+    out: &Path,
+    reducers: u32,
+    no_worker_timeout: Duration,
+) -> JoinHandle<Result<JobReport, RunError>> {
+    let job = SlowWordCount { block_delay_ms: BLOCK_DELAY.as_millis() as u64 };
+    let spec = JobSpec::new(job, [input], out).reducers(reducers).shard_size(32 << 10);
+    let workers = workers.to_vec();
+    thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let cluster = Cluster::connect(&workers).await.unwrap().with_task_timeout(Duration::from_secs(2));
+            let config = SchedulerConfig { no_worker_timeout, ..cluster.scheduler_config().clone() };
+            cluster.with_scheduler_config(config).run(spec).await
+        })
+    })
 }
 
 #[test]
@@ -119,28 +217,26 @@ fn the_job_survives_workers_killed_restarted_and_stopped_at_random_moments() {
     let input = dir.path().join("corpus.txt");
     generate_corpus(&input, 6 << 20, 20_000, 5).unwrap();
     for seed in [1u64, 2, 3] {
-        let mut rng = mapreduce::wordcount::SplitMix64::new(seed);
-        let mut workers: Vec<WorkerProcess> = (0..3).map(|_| WorkerProcess::start("127.0.0.1:0")).collect();
+        let mut rng = SplitMix64::new(seed);
+        let mut workers: Vec<WorkerProcess> = (0..3).map(|_| WorkerProcess::slow("127.0.0.1:0")).collect();
         let addrs: Vec<String> = workers.iter().map(|w| w.addr.clone()).collect();
         let out = dir.path().join(format!("out-{seed}"));
-        let extra = ["--reducers", "4", "--shard-size", "32768", "--task-timeout", "2", "--no-worker-timeout", "60"];
-        let report = dir.path().join(format!("report-{seed}.json"));
-        let extra = [&extra[..], &["--report", report.to_str().unwrap()]].concat();
-        let mut m = master(&addrs, &input, &out, &extra);
+        // 192 shards on 3 workers: at least 64 times BLOCK_DELAY, 3.2 s, whatever the build.
+        let job = start_job(&addrs, &input, &out, 4, Duration::from_secs(60));
         let mut kills = 0;
         let mut stopped = false;
-        // Chaos while the master runs, at seeded moments: SIGKILL a worker and restart it
-        // on the same address; once, SIGSTOP one for longer than the deadline.
+        // Chaos while the job runs, at seeded moments: SIGKILL a worker and restart it on
+        // the same address; once, SIGSTOP one for longer than the deadline.
         for round in 0.. {
-            std::thread::sleep(std::time::Duration::from_millis(100 + rng.below(300)));
-            if m.try_wait().unwrap().is_some() {
+            thread::sleep(Duration::from_millis(100 + rng.below(300)));
+            if job.is_finished() {
                 break;
             }
             let victim = rng.below(workers.len() as u64) as usize;
             if round == 1 {
                 let pid = workers[victim].child.id();
                 signal(pid, "-STOP");
-                std::thread::sleep(std::time::Duration::from_millis(3000));
+                thread::sleep(Duration::from_millis(3000));
                 signal(pid, "-CONT");
                 stopped = true;
             } else if kills < 6 {
@@ -148,18 +244,16 @@ fn the_job_survives_workers_killed_restarted_and_stopped_at_random_moments() {
                 workers[victim].child.kill().unwrap();
                 workers[victim].child.wait().unwrap();
                 kills += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50 + rng.below(400)));
-                workers[victim] = WorkerProcess::start(&addr);
+                thread::sleep(Duration::from_millis(50 + rng.below(400)));
+                workers[victim] = WorkerProcess::slow(&addr);
                 assert_eq!(workers[victim].addr, addr, "restarted on the same address");
             }
         }
-        let output = m.wait_with_output().unwrap();
-        assert!(output.status.success(), "seed {seed}: {}", String::from_utf8_lossy(&output.stderr));
+        let report = job.join().unwrap().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert!(kills > 0 && stopped, "seed {seed}: the job ended before the chaos; make it longer");
         assert_wordcount_output(&out, 4, std::slice::from_ref(&input));
-        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-        let hurt = report["attempts"]["lost"].as_u64().unwrap() + report["attempts"]["timed_out"].as_u64().unwrap();
-        assert!(hurt > 0, "seed {seed}: no attempt was lost or timed out: {report}");
+        let hurt = report.attempts.lost + report.attempts.timed_out;
+        assert!(hurt > 0, "seed {seed}: no attempt was lost or timed out: {report:?}");
     }
 }
 
@@ -168,22 +262,22 @@ fn when_every_worker_dies_the_master_fails_in_bounded_time() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("corpus.txt");
     generate_corpus(&input, 6 << 20, 20_000, 6).unwrap();
-    let mut workers: Vec<WorkerProcess> = (0..2).map(|_| WorkerProcess::start("127.0.0.1:0")).collect();
+    let mut workers: Vec<WorkerProcess> = (0..2).map(|_| WorkerProcess::slow("127.0.0.1:0")).collect();
     let addrs: Vec<String> = workers.iter().map(|w| w.addr.clone()).collect();
     let out = dir.path().join("out");
-    let extra = ["--shard-size", "32768", "--task-timeout", "2", "--no-worker-timeout", "3"];
-    let m = master(&addrs, &input, &out, &extra);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // 192 shards on 2 workers: at least 96 times BLOCK_DELAY, 4.8 s.
+    let job = start_job(&addrs, &input, &out, 4, Duration::from_secs(3));
+    thread::sleep(Duration::from_millis(300));
+    assert!(!job.is_finished(), "the job ended before its workers died; make it longer");
     for w in &mut workers {
         w.child.kill().unwrap();
         w.child.wait().unwrap();
     }
-    let started = std::time::Instant::now();
-    let output = m.wait_with_output().unwrap();
-    assert!(started.elapsed() < std::time::Duration::from_secs(60), "bounded time");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("no worker has been reachable"), "{stderr}");
+    let started = Instant::now();
+    let result = job.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(60), "bounded time");
+    let err = result.expect_err("no worker is left to finish the job");
+    assert!(err.to_string().contains("no worker has been reachable"), "{err}");
     assert!(!out.join("_SUCCESS").exists());
     assert!(!out.exists(), "the output directory the job created is removed");
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mapreduce::wordcount::{count_sequential, read_output};
+use mapreduce_examples::reference::{count_sequential, read_output};
 
 /// Installs a log subscriber once (logs show with `--nocapture` and `RUST_LOG`).
 pub(crate) fn init_tracing() {

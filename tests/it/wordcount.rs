@@ -2,9 +2,10 @@
 
 use std::fs;
 
-use mapreduce::mapreduce_core::shard::{InputFile, plan_shards};
-use mapreduce::wordcount::{WordCount, generate_corpus};
 use mapreduce::{Cluster, JobSpec};
+use mapreduce_core::shard::{InputFile, plan_shards};
+use mapreduce_examples::corpus::generate_corpus;
+use mapreduce_examples::wordcount::WordCount;
 
 use crate::support::{assert_wordcount_output, init_tracing};
 

@@ -154,9 +154,10 @@ fn split_mixed<'t>(run: &'t str, f: &mut impl FnMut(&'t str)) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::wordcount::words;
-    use proptest::prelude::*;
 
     fn split(text: &str) -> Vec<&str> {
         let mut got = Vec::new();

@@ -1,6 +1,7 @@
-//! A distributed sort (TeraSort in text form), with what its tests and benchmark share: the
-//! job, a record generator, key sampling for the partition boundaries, a tuned
-//! single-threaded sort of the same records, and an output check.
+//! A distributed sort (TeraSort in text form): the job, its record layout, and key sampling
+//! for the partition boundaries. The records come from
+//! [`generate_records`](crate::corpus::generate_records); the sequential sort the job must
+//! equal, and the output check, are in [`reference`](crate::reference).
 //!
 //! A record is a line of exactly [`RECORD_LEN`] bytes including its `\n`: a
 //! [`KEY_LEN`]-byte key of printable ASCII, then [`PAYLOAD_LEN`] bytes of payload. Records
@@ -13,8 +14,10 @@
 //! `part-00000`, `part-00001`, ... concatenated are the sorted input.
 //!
 //! ```
-//! use mapreduce::sort::{Sort, generate_records, output_equals, sort_sequential};
 //! use mapreduce::{Cluster, JobSpec};
+//! use mapreduce_examples::corpus::generate_records;
+//! use mapreduce_examples::reference::{output_equals, sort_sequential};
+//! use mapreduce_examples::sort::Sort;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,14 +35,12 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
 
+use mapreduce::{BoxError, Emitter, Job, Mapper, Output, Reducer};
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-use crate::wordcount::SplitMix64;
-use crate::{BoxError, Emitter, Job, Mapper, Output, Reducer};
 
 /// Bytes of a record, including its `\n`.
 pub const RECORD_LEN: usize = 100;
@@ -117,7 +118,7 @@ impl Sort {
     }
 
     /// Samples about `samples` keys spread evenly over `files` (in proportion to their
-    /// sizes, one positioned read each) and picks the `reducers - 1` boundaries that cut
+    /// sizes, one short read each) and picks the `reducers - 1` boundaries that cut
     /// the sorted sample into equal parts, as TeraSort's input sampler does.
     pub fn sampled(files: &[impl AsRef<Path>], reducers: u32, samples: usize) -> io::Result<Sort> {
         let mut keys = sample_keys(files, samples)?;
@@ -150,18 +151,19 @@ fn sample_keys(files: &[impl AsRef<Path>], samples: usize) -> io::Result<Vec<Sor
         return Ok(keys);
     }
     let step = (total / samples as u64).max(1);
-    let mut window = [0u8; 2 * RECORD_LEN];
+    let mut window = Vec::with_capacity(2 * RECORD_LEN);
     let mut file_start = 0u64;
     for (path, &size) in files.iter().zip(&sizes) {
-        let file = File::open(path)?;
+        let mut file = File::open(path)?;
         let first = file_start.div_ceil(step) * step; // the first sample offset in this file
         let mut at = first - file_start;
         while at < size {
             // Read from one byte before `at`, so a record starting exactly at `at` is seen
             // to follow a newline.
             let from = at.saturating_sub(1);
-            let n = read_at_most(&file, &mut window, from)?;
-            let window = &window[..n];
+            file.seek(SeekFrom::Start(from))?;
+            window.clear();
+            (&mut file).take(2 * RECORD_LEN as u64).read_to_end(&mut window)?;
             let start = if at == 0 { Some(0) } else { window.iter().position(|&b| b == b'\n').map(|i| i + 1) };
             if let Some(key) = start.and_then(|s| window.get(s..s + KEY_LEN))
                 && !key.contains(&b'\n')
@@ -173,28 +175,6 @@ fn sample_keys(files: &[impl AsRef<Path>], samples: usize) -> io::Result<Vec<Sor
         file_start += size;
     }
     Ok(keys)
-}
-
-fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        let got = read_at(file, &mut buf[n..], offset + n as u64)?;
-        if got == 0 {
-            break;
-        }
-        n += got;
-    }
-    Ok(n)
-}
-
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    std::os::unix::fs::FileExt::read_at(file, buf, offset)
-}
-
-#[cfg(windows)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
 }
 
 impl Mapper for Sort {
@@ -256,168 +236,19 @@ impl Job for Sort {
     const NAME: &'static str = "sort";
 }
 
-/// Writes `count` deterministic records to `path`: a random key of printable,
-/// non-space ASCII, then the payload `"  "`, the record number in 32 hex digits, `"  "`
-/// and 53 filler letters (the layout of gensort's ASCII records).
-pub fn generate_records(path: &Path, count: u64, seed: u64) -> io::Result<()> {
-    const FILLER: &[u8; 16] = b"0123456789ABCDEF";
-    let mut rng = SplitMix64::new(seed);
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
-    let mut record = [b' '; RECORD_LEN];
-    record[RECORD_LEN - 1] = b'\n';
-    for i in 0..count {
-        for b in &mut record[..KEY_LEN] {
-            *b = b'!' + rng.below(94) as u8;
-        }
-        for (d, b) in record[KEY_LEN + 2..KEY_LEN + 34].iter_mut().rev().enumerate() {
-            *b = FILLER[((u128::from(i) >> (4 * d)) & 0xf) as usize];
-        }
-        let fill = FILLER[(i % 16) as usize];
-        record[KEY_LEN + 36..RECORD_LEN - 1].fill(fill);
-        out.write_all(&record)?;
-    }
-    out.flush()
-}
-
-/// Sorts the records of `inputs` in this thread, in memory, into `output`: the reference
-/// the distributed job must equal, written as well as we can (one read, a bucket pass on
-/// the first two key bytes over 16-byte sort entries, cache-sized sorts, one gather
-/// writing through a buffer). Returns the number of records.
-pub fn sort_sequential(inputs: &[impl AsRef<Path>], output: &Path) -> io::Result<u64> {
-    let mut data = Vec::new();
-    for input in inputs {
-        File::open(input)?.read_to_end(&mut data)?;
-    }
-    let bad = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
-    if data.len() % RECORD_LEN != 0 {
-        return Err(bad(format!("input is {} bytes, not a multiple of {RECORD_LEN}", data.len())));
-    }
-    let n = data.len() / RECORD_LEN;
-    if n >= 1 << 48 {
-        return Err(bad(format!("{n} records is too many for 48-bit record numbers")));
-    }
-    // One entry per record: the key's 80 bits above the record's 48-bit number, so entries
-    // compare as keys do, with ties in input order.
-    let entry = |i: usize| {
-        let r = &data[i * RECORD_LEN..(i + 1) * RECORD_LEN];
-        let mut k = [0u8; 16];
-        k[..KEY_LEN].copy_from_slice(&r[..KEY_LEN]);
-        u128::from_be_bytes(k) | i as u128
-    };
-    if let Some(i) = (0..n).find(|&i| data[i * RECORD_LEN + RECORD_LEN - 1] != b'\n') {
-        return Err(bad(format!("record {i} does not end with a newline")));
-    }
-    // Bucket pass on the top 16 key bits: counts, then a scatter.
-    let bucket = |e: u128| (e >> 112) as usize;
-    let mut starts = vec![0usize; (1 << 16) + 1];
-    for i in 0..n {
-        starts[bucket(entry(i)) + 1] += 1;
-    }
-    for b in 1..starts.len() {
-        starts[b] += starts[b - 1];
-    }
-    let mut entries = vec![0u128; n];
-    let mut next = starts.clone();
-    for i in 0..n {
-        let e = entry(i);
-        let b = bucket(e);
-        entries[next[b]] = e;
-        next[b] += 1;
-    }
-    drop(next);
-    for w in starts.windows(2) {
-        entries[w[0]..w[1]].sort_unstable();
-    }
-    let record = |e: u128| {
-        let i = (e & ((1 << 48) - 1)) as usize;
-        &data[i * RECORD_LEN..(i + 1) * RECORD_LEN]
-    };
-    // Equal keys: order their run by payload.
-    let mut i = 0;
-    while i < n {
-        let key = entries[i] >> 48;
-        let mut j = i + 1;
-        while j < n && entries[j] >> 48 == key {
-            j += 1;
-        }
-        if j - i > 1 {
-            entries[i..j].sort_by(|a, b| record(*a).cmp(record(*b)));
-        }
-        i = j;
-    }
-    let mut out = BufWriter::with_capacity(4 << 20, File::create(output)?);
-    for &e in &entries {
-        out.write_all(record(e))?;
-    }
-    out.flush()?;
-    Ok(n as u64)
-}
-
-/// The `part-*` files of a job's output directory, in name (and so key) order.
-pub fn output_parts(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
-    parts.retain(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("part-")));
-    parts.sort();
-    Ok(parts)
-}
-
-/// Whether the `part-*` files of `dir`, concatenated in order, equal the file `expected`
-/// byte for byte. Streams both, so it holds no file in memory.
-pub fn output_equals(dir: &Path, expected: &Path) -> io::Result<bool> {
-    let mut want = BufReader::with_capacity(1 << 20, File::open(expected)?);
-    let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    for part in output_parts(dir)? {
-        let mut got = BufReader::with_capacity(1 << 20, File::open(part)?);
-        loop {
-            let n = read_full(&mut got, &mut a)?;
-            if n == 0 {
-                break;
-            }
-            if read_full(&mut want, &mut b[..n])? != n || a[..n] != b[..n] {
-                return Ok(false);
-            }
-        }
-    }
-    Ok(read_full(&mut want, &mut b[..1])? == 0)
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(got) => n += got,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
+    use mapreduce::{Cluster, Compression, JobSpec};
+    use mapreduce_core::shuffle::record::{RecordReader, RecordWriter};
+
     use super::*;
-    use crate::mapreduce_core::shuffle::record::{RecordReader, RecordWriter};
-    use crate::{Cluster, JobSpec};
+    use crate::corpus::{SplitMix64, generate_records};
+    use crate::reference::{output_equals, output_parts, sort_sequential};
 
     fn lines(path: &Path) -> Vec<String> {
         std::fs::read_to_string(path).unwrap().lines().map(String::from).collect()
-    }
-
-    #[test]
-    fn records_are_deterministic_and_well_formed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        generate_records(&a, 500, 3).unwrap();
-        generate_records(&b, 500, 3).unwrap();
-        let bytes = std::fs::read(&a).unwrap();
-        assert_eq!(bytes, std::fs::read(&b).unwrap());
-        assert_eq!(bytes.len(), 500 * RECORD_LEN);
-        for r in bytes.chunks(RECORD_LEN) {
-            assert!(r[..KEY_LEN].iter().all(u8::is_ascii_graphic), "{r:?}");
-            assert!(r[..RECORD_LEN - 1].iter().all(|&c| c == b' ' || c.is_ascii_graphic()));
-            assert_eq!(r[RECORD_LEN - 1], b'\n');
-        }
     }
 
     #[test]
@@ -503,7 +334,7 @@ mod tests {
             .reducers(3)
             .shard_size(100 << 10)
             .sort_buffer_bytes(64 << 10)
-            .compression(crate::Compression::None);
+            .compression(Compression::None);
         let cluster = Cluster::local(2).await.unwrap();
         let report = cluster.run(spec).await.unwrap();
         assert_eq!(report.output_records, 5006);
