@@ -1,6 +1,10 @@
-//! The job report.
+//! What the scheduler tells of a job: its progress, its report, or why it failed.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::TaskId;
 
 /// What happened in a finished job: shape, attempts, bytes, and the uncommitted outputs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,4 +68,52 @@ pub struct AttemptCounts {
     pub speculative: u64,
     /// Backup attempts whose output was the one accepted.
     pub speculative_won: u64,
+}
+
+/// Why a job failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// A task used up its attempts.
+    #[error("task {task} failed {attempts} times (input: {input}); last failure: {last}")]
+    TaskFailed {
+        /// The task.
+        task: TaskId,
+        /// What it reads.
+        input: String,
+        /// Attempts that failed.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// Every worker was unreachable for `no_worker_timeout`.
+    #[error("no worker has been reachable for {0:?} (every worker unreachable); last error: {1}")]
+    NoWorkers(Duration, String),
+}
+
+/// Which phase the job is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Map tasks run.
+    Map,
+    /// Every map task is done; reduce tasks run.
+    Reduce,
+    /// Finished, with success or error.
+    Done,
+}
+
+/// A read-only view of progress, from [`Scheduler::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobStatus {
+    /// The phase.
+    pub phase: Phase,
+    /// Map tasks done, of `maps_total`.
+    pub maps_done: u32,
+    /// Map tasks in all.
+    pub maps_total: u32,
+    /// Reduce tasks done, of `reduces_total`.
+    pub reduces_done: u32,
+    /// Reduce tasks in all.
+    pub reduces_total: u32,
+    /// Attempts running now.
+    pub running: u32,
 }
