@@ -55,7 +55,7 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// A [`SchedulerConfig`] or [`JobPlan`] that cannot work.
+/// A [`SchedulerConfig`] or [`JobPlan`](super::JobPlan) that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// A duration that must be positive is zero.

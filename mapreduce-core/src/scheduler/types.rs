@@ -1,15 +1,14 @@
 //! The scheduler's vocabulary: ids, what a task reads and writes, events and actions.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use super::{JobError, JobReport};
 use crate::shard::Shard;
 
 /// A task: the `index`th map or reduce task of the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TaskId {
     /// Map or reduce.
     pub kind: TaskKind,
@@ -18,7 +17,7 @@ pub struct TaskId {
 }
 
 /// The two kinds of task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TaskKind {
     /// Reads a shard, writes one file of sorted record streams, one or more per partition.
     Map,
@@ -46,12 +45,23 @@ impl fmt::Display for WorkerId {
 }
 
 /// One attempt to run a task; unique within a job, so a stale reply is easy to reject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AttemptId(pub u64);
 
 impl fmt::Display for AttemptId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "attempt-{}", self.0)
+    }
+}
+
+/// One Wait call to a worker; unique within a job, so the reply of a Wait that is no
+/// longer the worker's current one (woken, or answered twice) is easy to reject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WaitId(pub u64);
+
+impl fmt::Display for WaitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "wait-{}", self.0)
     }
 }
 
@@ -66,32 +76,60 @@ pub struct JobPlan {
     pub workers: u32,
 }
 
-/// A sorted record stream of one partition of a map attempt's output: a range of the
-/// attempt's file (one file per map attempt, the partitions back to back, as Hadoop
-/// writes them). An attempt that spilled without combining writes one run of such
-/// streams per spill, and the reduce merges them all.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionFile {
+/// One partition's sorted record stream in a map attempt's output. An attempt writes
+/// the partitions back to back (as Hadoop does); one that spilled without combining writes
+/// one run of such streams per spill, and the reduce merges them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapOutputRange {
+    /// The map task (its index) that wrote it.
+    pub map: u32,
+    /// The attempt that wrote it.
+    pub attempt: AttemptId,
     /// The partition (reduce task) it feeds.
     pub partition: u32,
-    /// The file.
-    pub path: String,
-    /// Where the partition's records start in the file.
+    /// Where the stream starts in the attempt's output.
     pub offset: u64,
-    /// Their size in bytes.
+    /// Its size in bytes.
     pub bytes: u64,
     /// Records in it.
     pub records: u64,
 }
 
+/// Where a map attempt's output lies: opaque to the scheduler, meaningful to the runtime's
+/// shuffle (today a path on the shared filesystem). Cheap to clone: every reduce input
+/// of the attempt shares it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Location(Arc<str>);
+
+impl Location {
+    /// A location as the runtime names it.
+    pub fn new(location: impl Into<Arc<str>>) -> Self {
+        Location(location.into())
+    }
+
+    /// The runtime's name of it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// What a successful attempt produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskOutput {
-    /// A map attempt's files: runs of one range per partition in partition order (one run
-    /// unless the attempt spilled without combining), and the lines it read.
+    /// A map attempt's output: where it lies, its ranges (runs of one range per partition
+    /// in partition order, one run unless the attempt spilled without combining), and the
+    /// lines it read.
     Map {
-        /// The files.
-        files: Vec<PartitionFile>,
+        /// Where the output lies.
+        location: Location,
+        /// Its sorted record streams.
+        ranges: Vec<MapOutputRange>,
         /// Input records (lines) read.
         input_records: u64,
     },
@@ -107,17 +145,23 @@ pub enum TaskOutput {
 }
 
 impl TaskOutput {
-    /// The files this output consists of, each once.
-    pub fn paths(&self) -> Vec<&str> {
+    /// Where the output lies, which the runtime deletes on [`Action::Discard`]: a map
+    /// attempt's location, or a reduce attempt's file.
+    pub fn location(&self) -> &str {
         match self {
-            TaskOutput::Map { files, .. } => {
-                let mut paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-                paths.dedup();
-                paths
-            }
-            TaskOutput::Reduce { path, .. } => vec![path.as_str()],
+            TaskOutput::Map { location, .. } => location.as_str(),
+            TaskOutput::Reduce { path, .. } => path,
         }
     }
+}
+
+/// One input of a reduce: a range and where its map output lies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReduceInput {
+    /// Where the map attempt's output lies.
+    pub location: Location,
+    /// The stream in it.
+    pub range: MapOutputRange,
 }
 
 /// What a worker is asked to run.
@@ -128,23 +172,24 @@ pub enum TaskSpec {
         /// The shard.
         shard: Shard,
     },
-    /// Reduce this partition from these map outputs (one file per map task).
+    /// Reduce this partition from these map outputs.
     Reduce {
         /// The partition.
         partition: u32,
-        /// The partition's range of every map output, in map task order.
-        inputs: Vec<PartitionFile>,
+        /// Every range of the partition from every map, in map task order.
+        inputs: Vec<ReduceInput>,
     },
 }
 
-/// Why an attempt failed.
+/// Why an attempt or a Wait failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// The RPC's deadline passed.
     TimedOut,
-    /// The worker could not be reached, or the connection broke.
+    /// The worker could not be reached, or the connection broke (the transport's message).
     Unreachable(String),
-    /// The worker ran the task and it failed (user error or panic, bad input, I/O).
+    /// The worker ran the task and it failed (user error or panic, bad input, I/O; the
+    /// worker's message).
     Task(String),
 }
 
@@ -158,13 +203,21 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Something that happened, fed to [`Scheduler::handle_event`].
+/// Something that happened, fed to [`Scheduler::handle_event`](super::Scheduler::handle_event).
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// The worker answered a Wait: it is alive and idle.
-    WorkerIdle(WorkerId),
-    /// The worker's Wait failed or passed its deadline.
-    Unreachable(WorkerId),
+    /// A Wait was answered: its worker is alive and idle.
+    WaitAnswered {
+        /// Which Wait.
+        wait: WaitId,
+    },
+    /// A Wait failed or passed its deadline.
+    WaitFailed {
+        /// Which Wait.
+        wait: WaitId,
+        /// Why: [`Failure::TimedOut`] or [`Failure::Unreachable`].
+        reason: Failure,
+    },
     /// An attempt succeeded.
     Succeeded {
         /// Which attempt.
@@ -181,7 +234,8 @@ pub enum Event {
     },
 }
 
-/// What the runtime must do next, drained from [`Scheduler::poll_action`].
+/// What the runtime must do next, drained from
+/// [`Scheduler::poll_action`](super::Scheduler::poll_action).
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Run `task` as `attempt` on `worker`; fail it if no reply comes within `deadline`.
@@ -197,24 +251,29 @@ pub enum Action {
         /// The RPC's deadline.
         deadline: Duration,
     },
-    /// Send `worker` a Wait of `for_`; report [`Event::WorkerIdle`] when it answers or
-    /// [`Event::Unreachable`] if it fails or takes longer than `deadline`.
+    /// Send `worker` a Wait of `for_`; report [`Event::WaitAnswered`] when it answers or
+    /// [`Event::WaitFailed`] if it fails or takes longer than `deadline`.
     Wait {
         /// Which worker.
         worker: WorkerId,
+        /// The call's id, for its reply.
+        wait: WaitId,
         /// How long it waits before answering (zero: a probe).
         for_: Duration,
         /// The RPC's deadline.
         deadline: Duration,
     },
-    /// Cut short the idle Wait in flight to `worker`: drop the call, and report nothing
-    /// for it, ever (a reply to it would be taken for the answer to the worker's next
-    /// Wait). The worker is ready: the actions that follow give it work.
+    /// Cut short the idle Wait `wait` in flight to `worker`: drop the call (a reply to it
+    /// that still comes is ignored). The worker is ready: the actions that follow give it
+    /// work.
     Wake {
         /// Which worker.
         worker: WorkerId,
+        /// The Wait cut short.
+        wait: WaitId,
     },
-    /// Delete these files: the output of an attempt that lost to another.
+    /// Delete this output (see [`TaskOutput::location`]): an attempt's that lost to
+    /// another, or that came after the job ended.
     Discard(TaskOutput),
     /// The job is over. Nothing follows.
     Finished(Result<JobReport, JobError>),

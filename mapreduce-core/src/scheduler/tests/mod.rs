@@ -68,27 +68,32 @@ pub(super) fn speculative(min: Duration, factor: f64, max_backups: u32) -> Sched
     }
 }
 
-/// What a worker writes for an attempt: files named after the task and the attempt, one
-/// per partition for a map (a reduce gets every range of its partition).
+/// What a worker writes for an attempt: an output named after the task and the attempt;
+/// a map's has one range per partition (a reduce gets every range of its partition).
 pub(super) fn output_for(task: TaskId, attempt: AttemptId, reducers: u32) -> TaskOutput {
-    let dir = format!("{task}/{attempt}");
+    let name = format!("{task}/{attempt}");
     match task.kind {
         TaskKind::Map => TaskOutput::Map {
-            files: (0..reducers)
-                .map(|partition| PartitionFile {
-                    partition,
-                    path: format!("{dir}/part-{partition}"),
-                    offset: 1000 * u64::from(partition),
-                    bytes: 100 + u64::from(partition),
-                    records: 10,
-                })
-                .collect(),
+            location: Location::new(name),
+            ranges: (0..reducers).map(|partition| range(task.index, attempt, partition)).collect(),
             input_records: 7,
         },
         TaskKind::Reduce => {
-            TaskOutput::Reduce { path: format!("{dir}/out"), records: 5 + u64::from(task.index), bytes: 50 }
+            TaskOutput::Reduce { path: format!("{name}/out"), records: 5 + u64::from(task.index), bytes: 50 }
         }
     }
+}
+
+/// The range of `partition` in the output of `attempt` of map `map`, as [`output_for`]
+/// writes it.
+pub(super) fn range(map: u32, attempt: AttemptId, partition: u32) -> MapOutputRange {
+    let p = u64::from(partition);
+    MapOutputRange { map, attempt, partition, offset: 1000 * p, bytes: 100 + p, records: 10 }
+}
+
+/// How attempt `attempt` on worker `worker` failed.
+pub(super) fn failed(attempt: u64, worker: u32, reason: Failure) -> AttemptFailure {
+    AttemptFailure { attempt: AttemptId(attempt), worker: w(worker), reason }
 }
 
 /// Short retries and a short `no_worker_timeout`, for scenarios of unreachable workers.

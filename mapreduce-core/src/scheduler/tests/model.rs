@@ -63,9 +63,10 @@ pub(super) struct Model {
     pub(super) todo: VecDeque<TaskId>,
     pub(super) backed_up: HashSet<TaskId>,
     pub(super) running: BTreeMap<AttemptId, Running>,
-    pub(super) waiting: HashSet<WorkerId>,
-    /// Those of `waiting` whose Wait is an idle one (not a probe): they may be woken.
-    pub(super) idle: HashSet<WorkerId>,
+    /// The Waits in flight: whose, and whether idle (not a probe): an idle one may be woken.
+    pub(super) waits: BTreeMap<WaitId, (WorkerId, bool)>,
+    /// The last call that found a worker unreachable.
+    pub(super) last_unreachable: Option<WorkerFailure>,
     pub(super) launched: HashSet<AttemptId>,
     pub(super) workers: Vec<WorkerModel>,
     pub(super) counts: AttemptCounts,
@@ -89,8 +90,8 @@ impl Model {
             todo,
             backed_up: HashSet::new(),
             running: BTreeMap::new(),
-            waiting: HashSet::new(),
-            idle: HashSet::new(),
+            waits: BTreeMap::new(),
+            last_unreachable: None,
             launched: HashSet::new(),
             workers: vec![WorkerModel::default(); s.workers as usize],
             counts: AttemptCounts::default(),
@@ -149,6 +150,13 @@ impl Model {
     /// `max_backups` backups running, a finished task in the phase, and the oldest task
     /// with a single attempt (never backed up) has run past the threshold.
     pub(super) fn backup_due(&self, now: Instant) -> Option<TaskId> {
+        let (started, threshold, task) = self.backup_threshold()?;
+        (now.saturating_duration_since(started) >= threshold).then_some(task)
+    }
+
+    /// The oldest task a backup may be for, when its attempt started, and how long it must
+    /// run before it gets one.
+    fn backup_threshold(&self) -> Option<(Instant, Duration, TaskId)> {
         let c = &self.config;
         let backups = self.running.values().filter(|r| r.backup).count() as u32;
         if !c.speculation || backups >= c.max_backups || self.durations.is_empty() {
@@ -164,14 +172,25 @@ impl Model {
         let mut sorted = self.durations.clone();
         sorted.sort_unstable();
         let threshold = sorted[sorted.len() / 2].mul_f64(c.speculation_factor).max(c.speculation_min);
-        (now.saturating_duration_since(started) >= threshold).then_some(task)
+        Some((started, threshold, task))
+    }
+
+    /// Whether `worker` has a call in flight.
+    fn busy(&self, worker: WorkerId) -> bool {
+        self.running.values().any(|r| r.worker == worker) || self.waits.values().any(|(x, _)| *x == worker)
+    }
+
+    /// When a free worker must back up a task, if nothing else changes: the moment
+    /// [`Self::backup_due`] turns to `Some`.
+    pub(super) fn backup_moment(&self) -> Option<Instant> {
+        let (started, threshold, _) = self.backup_threshold()?;
+        started.checked_add(threshold)
     }
 
     /// Checks the rules a call to `worker` must keep: one call at a time, and a rest
     /// ends exactly when it should.
     pub(super) fn call(&mut self, now: Instant, worker: WorkerId) {
-        let busy = self.running.values().any(|r| r.worker == worker) || self.waiting.contains(&worker);
-        assert!(!busy, "{worker} got a second call");
+        assert!(!self.busy(worker), "{worker} got a second call");
         if let Some(wake) = self.workers[worker.0 as usize].wake.take() {
             assert_eq!(now - self.start, wake - self.start, "{worker} called at the wrong time after its rest");
         }
@@ -180,7 +199,7 @@ impl Model {
     pub(super) fn on_action(&mut self, now: Instant, action: &Action, expect: &mut Expect) {
         match action {
             Action::Run { .. } => self.on_run(now, action),
-            Action::Wait { worker, for_, deadline } => {
+            Action::Wait { worker, wait, for_, deadline } => {
                 self.call(now, *worker);
                 let owed = std::mem::take(&mut self.workers[worker.0 as usize].needs_probe);
                 if for_.is_zero() {
@@ -193,15 +212,15 @@ impl Model {
                     let todo = self.next_todo(now, *worker);
                     assert_eq!(todo, None, "{worker} left idle while it may take a TODO task");
                     assert_eq!(self.backup_due(now), None, "{worker} left idle while a backup is due");
-                    self.idle.insert(*worker);
                 }
-                self.waiting.insert(*worker);
+                assert!(self.waits.insert(*wait, (*worker, !for_.is_zero())).is_none(), "{wait} sent twice");
             }
-            Action::Wake { worker } => {
-                assert!(self.waiting.remove(worker), "woke {worker} with no Wait in flight");
-                assert!(self.idle.remove(worker), "woke {worker} out of a probe");
-                let for_it = self.todo.iter().any(|&t| !self.failed_on(t, *worker));
-                assert!(for_it, "woke {worker} with no TODO task it may take");
+            Action::Wake { worker, wait } => {
+                let call = self.waits.remove(wait);
+                assert_eq!(call, Some((*worker, true)), "woke {worker} out of {wait}: not its idle Wait in flight");
+                let for_todo = self.todo.iter().any(|&t| !self.failed_on(t, *worker));
+                let for_backup = self.backup_due(now).is_some();
+                assert!(for_todo || for_backup, "woke {worker} with no TODO task it may take and no backup due");
             }
             Action::Discard(output) => {
                 assert_eq!(expect.discard.take().as_ref(), Some(output), "unexpected discard");
@@ -228,9 +247,11 @@ impl Model {
             TaskKind::Reduce => {
                 assert!(self.maps_done(), "{task} launched before every map was done");
                 let file = |m: u32| match &self.accepted[&map(m)] {
-                    TaskOutput::Map { files, .. } => {
-                        files.iter().filter(|f| f.partition == task.index).cloned().collect::<Vec<_>>()
-                    }
+                    TaskOutput::Map { location, ranges, .. } => ranges
+                        .iter()
+                        .filter(|r| r.partition == task.index)
+                        .map(|range| ReduceInput { location: location.clone(), range: range.clone() })
+                        .collect::<Vec<_>>(),
                     other => panic!("a map accepted {other:?}"),
                 };
                 let inputs = (0..self.maps()).flat_map(file).collect();
@@ -283,17 +304,16 @@ impl Model {
     pub(super) fn on_event(&mut self, now: Instant, event: &Event) -> Expect {
         let mut expect = Expect::default();
         match event {
-            // Accepted only from a worker with a Wait in flight; else nothing changes.
-            Event::WorkerIdle(worker) => {
-                if self.waiting.remove(worker) {
-                    self.idle.remove(worker);
-                    self.answered(*worker);
+            // Accepted only for a Wait in flight; else nothing changes.
+            Event::WaitAnswered { wait } => {
+                if let Some((worker, _)) = self.waits.remove(wait) {
+                    self.answered(worker);
                 }
             }
-            Event::Unreachable(worker) => {
-                if self.waiting.remove(worker) {
-                    self.idle.remove(worker);
-                    self.rest_unreachable(now, *worker);
+            Event::WaitFailed { wait, reason } => {
+                if let Some((worker, _)) = self.waits.remove(wait) {
+                    self.last_unreachable = Some(WorkerFailure { worker, reason: reason.clone() });
+                    self.rest_unreachable(now, worker);
                 }
             }
             Event::Succeeded { attempt, output } => {
@@ -333,6 +353,7 @@ impl Model {
                         self.workers[worker.0 as usize].stats.timed_out += 1;
                     }
                     Failure::Unreachable(_) => {
+                        self.last_unreachable = Some(WorkerFailure { worker, reason: reason.clone() });
                         self.counts.lost += 1;
                         self.workers[worker.0 as usize].stats.lost += 1;
                         self.rest_unreachable(now, worker);
@@ -384,7 +405,7 @@ impl Model {
                         task,
                         input,
                         attempts: failures + lost,
-                        last: format!("{attempt} on {worker}: {reason}"),
+                        last: AttemptFailure { attempt: *attempt, worker, reason: reason.clone() },
                     });
                 } else if self.attempts_of(task).is_empty() {
                     self.backed_up.remove(&task);
@@ -400,9 +421,10 @@ impl Model {
             Err(e @ JobError::TaskFailed { .. }) => {
                 assert_eq!(expect.job_fails.take().as_ref(), Some(e), "a job failure no task earned");
             }
-            Err(JobError::NoWorkers(after, _)) => {
+            Err(JobError::NoWorkers { waited, last }) => {
                 assert!(!self.reliable, "NoWorkers though worker-0 always answers");
-                assert_eq!(*after, self.config.no_worker_timeout);
+                assert_eq!(*waited, self.config.no_worker_timeout);
+                assert_eq!(*last, self.last_unreachable, "NoWorkers names the wrong last error");
                 let deadline = self.no_worker_deadline().expect("NoWorkers while a worker is not silent");
                 // Not later either: `after_drain` checked every earlier drain.
                 assert_eq!(now - self.start, deadline - self.start, "NoWorkers at the wrong time");
@@ -423,7 +445,7 @@ impl Model {
         let (mut intermediate_bytes, mut output_records, mut outputs) = (0, 0, Vec::new());
         for output in self.accepted.values() {
             match output {
-                TaskOutput::Map { files, .. } => intermediate_bytes += files.iter().map(|f| f.bytes).sum::<u64>(),
+                TaskOutput::Map { ranges, .. } => intermediate_bytes += ranges.iter().map(|r| r.bytes).sum::<u64>(),
                 TaskOutput::Reduce { path, records, .. } => {
                     output_records += records;
                     outputs.push(path.clone());
@@ -454,9 +476,12 @@ impl Model {
         assert_eq!(queued, self.todo_tasks(), "the model's TODO queue went astray");
         for (i, m) in self.workers.iter().enumerate() {
             let worker = w(i as u32);
-            let busy = self.running.values().any(|r| r.worker == worker) || self.waiting.contains(&worker);
             let resting = m.wake.is_some_and(|t| t > now);
-            assert!(busy || resting, "{worker} forgotten: no call in flight and no rest");
+            assert!(self.busy(worker) || resting, "{worker} forgotten: no call in flight and no rest");
+        }
+        let idle = self.waits.values().find(|(_, idle)| *idle);
+        if let (Some(task), Some((worker, _))) = (self.backup_due(now), idle) {
+            panic!("a backup of {task} is due, and {worker} is left in its idle Wait");
         }
         if let Some(deadline) = self.no_worker_deadline() {
             let timeout = self.config.no_worker_timeout;

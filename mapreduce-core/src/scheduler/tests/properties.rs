@@ -25,7 +25,8 @@ pub(super) enum RunFate {
     SucceedTwice(u64),
     /// Succeeds, after a failure of an attempt id that never existed.
     SucceedAfterStray(u64),
-    /// Succeeds, after a WorkerIdle and an Unreachable about its busy worker (ignored).
+    /// Succeeds, after an answer and a failure of its busy worker's last Wait (or of a
+    /// Wait never sent): stale replies, ignored.
     SucceedAfterStrayWait(u64),
 }
 
@@ -33,10 +34,11 @@ pub(super) enum RunFate {
 #[derive(Debug, Clone, Copy)]
 pub(super) enum WaitFate {
     Answer,
-    /// Fails after this many milliseconds (at most the Wait's deadline).
+    /// Fails after this many milliseconds (unreachable), or at the Wait's deadline (timed
+    /// out) if that comes first.
     Unreachable(u64),
-    /// Fails after the first delay, then answers anyway the second later: a stale answer,
-    /// accepted only if the worker has a Wait in flight by then.
+    /// Fails as `Unreachable`, then answers anyway the second delay later: a second reply
+    /// to the same Wait, ignored.
     UnreachableThenAnswer(u64, u64),
 }
 
@@ -139,6 +141,8 @@ impl Replies {
 pub(super) struct Fates<R, W> {
     pub(super) runs: R,
     pub(super) waits: W,
+    /// Each worker's last Wait, for stale replies.
+    pub(super) last_wait: BTreeMap<WorkerId, WaitId>,
 }
 
 impl<R: Iterator<Item = RunFate>, W: Iterator<Item = WaitFate>> Fates<R, W> {
@@ -153,7 +157,11 @@ impl<R: Iterator<Item = RunFate>, W: Iterator<Item = WaitFate>> Fates<R, W> {
                 let reason = Failure::Unreachable("connection refused".into());
                 replies.at(now, Event::Failed { attempt, reason });
             }
-            Action::Wait { worker, .. } if down(worker) => replies.at(now, Event::Unreachable(worker)),
+            Action::Wait { worker, wait, .. } if down(worker) => {
+                self.last_wait.insert(worker, wait);
+                let reason = Failure::Unreachable("connection refused".into());
+                replies.at(now, Event::WaitFailed { wait, reason });
+            }
             Action::Run { worker, attempt, task, deadline, .. } => {
                 let fate = self.runs.next().unwrap_or(RunFate::Succeed(10));
                 let fate = match fate {
@@ -195,36 +203,47 @@ impl<R: Iterator<Item = RunFate>, W: Iterator<Item = WaitFate>> Fates<R, W> {
                     }
                     RunFate::SucceedAfterStrayWait(d) if in_time(d) => {
                         // The worker is busy until `ok`: both must be ignored.
-                        replies.at(now + ms(d / 2), Event::WorkerIdle(worker));
-                        replies.at(now + ms(d / 2), Event::Unreachable(worker));
+                        let stale = self.last_wait.get(&worker).copied();
+                        let wait = stale.unwrap_or(WaitId(u64::MAX - replies.seq));
+                        let reason = Failure::Unreachable("stray".into());
+                        replies.at(now + ms(d / 2), Event::WaitAnswered { wait });
+                        replies.at(now + ms(d / 2), Event::WaitFailed { wait, reason });
                         replies.at(now + ms(d), ok);
                     }
                     // TimeOut, or any reply slower than the deadline.
                     _ => replies.at(timeout, failed(Failure::TimedOut)),
                 }
             }
-            Action::Wait { worker, for_, deadline } => {
+            Action::Wait { worker, wait, for_, deadline } => {
+                self.last_wait.insert(worker, wait);
                 let fate = if s.reliable && worker == w(0) {
                     WaitFate::Answer
                 } else {
                     self.waits.next().unwrap_or(WaitFate::Answer)
                 };
+                // Fails after `d` ms, or at the deadline if that comes first.
+                let failure = |d: u64| {
+                    let reason = match ms(d) < for_ + deadline {
+                        true => Failure::Unreachable("reset".into()),
+                        false => Failure::TimedOut,
+                    };
+                    (now + ms(d).min(for_ + deadline), Event::WaitFailed { wait, reason })
+                };
                 match fate {
-                    WaitFate::Answer => replies.at(now + for_, Event::WorkerIdle(worker)),
+                    WaitFate::Answer => replies.at(now + for_, Event::WaitAnswered { wait }),
                     WaitFate::Unreachable(d) => {
-                        replies.at(now + ms(d).min(for_ + deadline), Event::Unreachable(worker));
+                        let (at, failed) = failure(d);
+                        replies.at(at, failed);
                     }
                     WaitFate::UnreachableThenAnswer(d, late) => {
-                        let failed = now + ms(d).min(for_ + deadline);
-                        replies.at(failed, Event::Unreachable(worker));
-                        replies.at(failed + ms(late), Event::WorkerIdle(worker));
+                        let (at, failed) = failure(d);
+                        replies.at(at, failed);
+                        replies.at(at + ms(late), Event::WaitAnswered { wait });
                     }
                 }
             }
-            // The runtime drops a woken Wait: what it would have answered never comes.
-            Action::Wake { worker } => replies
-                .pending
-                .retain(|_, e| !matches!(e, Event::WorkerIdle(x) | Event::Unreachable(x) if *x == worker)),
+            // A woken Wait's reply is not dropped here: if it comes, it must be ignored.
+            Action::Wake { .. } => {}
             Action::Discard(_) | Action::Finished(_) => {}
         }
     }
@@ -237,7 +256,7 @@ pub(super) fn drive(s: &Scenario) -> Result<JobReport, JobError> {
     let mut sim = Sim::new(s.shards, s.reducers, s.workers, s.config.clone());
     let mut model = Model::new(s, sim.start);
     let mut replies = Replies { pending: BTreeMap::new(), seq: 0 };
-    let mut fates = Fates { runs: s.runs.iter().copied(), waits: s.waits.iter().copied() };
+    let mut fates = Fates { runs: s.runs.iter().copied(), waits: s.waits.iter().copied(), last_wait: BTreeMap::new() };
     let mut expect = Expect::default();
     for _ in 0..STEPS {
         let now = sim.now;
@@ -256,6 +275,16 @@ pub(super) fn drive(s: &Scenario) -> Result<JobReport, JobError> {
         let timeout = sim.sched.poll_timeout();
         if let Some(t) = timeout {
             assert!(t > now, "poll_timeout {:?} is not after now {:?}", t - sim.start, now - sim.start);
+        }
+        // A worker waits idle: the moment a backup becomes due must be a timeout.
+        if let Some(moment) = model.backup_moment().filter(|_| model.waits.values().any(|(_, idle)| *idle)) {
+            let at = |t: Instant| t - sim.start;
+            assert!(
+                timeout.is_some_and(|t| t <= moment),
+                "backup due at {:?}, timeout {:?}",
+                at(moment),
+                timeout.map(at)
+            );
         }
         let reply = replies.pending.keys().next().map(|k| k.0);
         let next = reply.into_iter().chain(timeout).min();
@@ -296,7 +325,7 @@ proptest! {
     #[test]
     fn every_job_with_a_reliable_worker_ends_as_its_tasks_earned(s in scenario(true)) {
         let result = drive(&s);
-        prop_assert!(!matches!(result, Err(JobError::NoWorkers(..))), "{result:?}");
+        prop_assert!(!matches!(result, Err(JobError::NoWorkers { .. })), "{result:?}");
     }
 
     #[test]

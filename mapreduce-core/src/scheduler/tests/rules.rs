@@ -91,7 +91,7 @@ fn a_job_runs_every_map_then_every_reduce_and_reports_the_accepted_outputs() {
     sim.succeed_task(map(2));
     // worker-1 was in an idle Wait: it is woken for the second reduce, not left to wait.
     assert_eq!(sim.running(), [reduce(0), reduce(1)]);
-    assert!(sim.log.iter().any(|(_, a)| matches!(a, Action::Wake { worker } if *worker == w(1))));
+    assert!(sim.log.iter().any(|(_, a)| matches!(a, Action::Wake { worker, .. } if *worker == w(1))));
 
     // Partition 1 finishes first; the report still lists outputs in partition order.
     sim.succeed_task(reduce(1));
@@ -124,11 +124,13 @@ fn a_reduce_gets_every_run_of_its_partition_from_every_map() {
     // Map attempts that spilled without combining answer one run of ranges per spill.
     let mut sim = Sim::new(2, 2, 2, quiet());
     sim.run_until_idle();
-    let runs = |task: TaskId, n: u32| TaskOutput::Map {
-        files: (0..n * 2)
-            .map(|i| PartitionFile {
+    let runs = |task: TaskId, attempt: AttemptId, n: u32| TaskOutput::Map {
+        location: Location::new(format!("{task}/out")),
+        ranges: (0..n * 2)
+            .map(|i| MapOutputRange {
+                map: task.index,
+                attempt,
                 partition: i % 2,
-                path: format!("{task}/out"),
                 offset: u64::from(i) * 10,
                 bytes: 10,
                 records: 1,
@@ -138,14 +140,18 @@ fn a_reduce_gets_every_run_of_its_partition_from_every_map() {
     };
     for (task, n) in [(map(0), 3), (map(1), 1)] {
         let attempt = sim.run_of(task).attempt;
-        sim.feed(Event::Succeeded { attempt, output: runs(task, n) });
+        sim.feed(Event::Succeeded { attempt, output: runs(task, attempt, n) });
         sim.run_until_idle();
     }
     let inputs = |p: u32| match sim.run_of(reduce(p)).spec {
-        TaskSpec::Reduce { inputs, .. } => inputs.iter().map(|f| (f.path.clone(), f.offset)).collect::<Vec<_>>(),
+        TaskSpec::Reduce { inputs, .. } => {
+            inputs.iter().map(|i| (i.location.to_string(), i.range.map, i.range.offset)).collect::<Vec<_>>()
+        }
         other => panic!("{other:?}"),
     };
-    let at = |task: TaskId, offsets: &[u64]| offsets.iter().map(|&o| (format!("{task}/out"), o)).collect::<Vec<_>>();
+    let at = |task: TaskId, offsets: &[u64]| {
+        offsets.iter().map(|&o| (format!("{task}/out"), task.index, o)).collect::<Vec<_>>()
+    };
     assert_eq!(inputs(0), [at(map(0), &[0, 20, 40]), at(map(1), &[0])].concat());
     assert_eq!(inputs(1), [at(map(0), &[10, 30, 50]), at(map(1), &[10])].concat());
     sim.succeed_task(reduce(0));
@@ -184,7 +190,7 @@ fn status_follows_tasks_from_todo_to_processing_to_done() {
 }
 
 #[test]
-fn reduce_tasks_start_after_every_map_is_done_and_read_the_accepted_map_files() {
+fn reduce_tasks_start_after_every_map_is_done_and_read_the_accepted_map_outputs() {
     let mut sim = Sim::new(2, 2, 3, quiet());
     sim.run_until_idle();
     sim.succeed_task(map(0));
@@ -199,14 +205,11 @@ fn reduce_tasks_start_after_every_map_is_done_and_read_the_accepted_map_files() 
     sim.succeed(retry);
     sim.advance(ms(50));
     let inputs = |p: u32| {
-        let range = |path: String| PartitionFile {
-            partition: p,
-            path,
-            offset: 1000 * u64::from(p),
-            bytes: 100 + u64::from(p),
-            records: 10,
+        let input = |m: u32, attempt: u64| ReduceInput {
+            location: Location::new(format!("map-0000{m}/attempt-{attempt}")),
+            range: range(m, AttemptId(attempt), p),
         };
-        vec![range(format!("map-00000/attempt-0/part-{p}")), range(format!("map-00001/attempt-2/part-{p}"))]
+        vec![input(0, 0), input(1, 2)]
     };
     for p in 0..2 {
         let spec = TaskSpec::Reduce { partition: p, inputs: inputs(p) };
@@ -234,7 +237,7 @@ fn a_worker_with_nothing_to_do_waits_idle_wait_and_asks_again() {
     let mut sim = Sim::new(1, 1, 2, quiet());
     sim.run_until_idle();
     let wait = sim.log.iter().find_map(|(_, a)| match a {
-        Action::Wait { worker, for_, deadline } if *worker == w(1) => Some((*for_, *deadline)),
+        Action::Wait { worker, for_, deadline, .. } if *worker == w(1) => Some((*for_, *deadline)),
         _ => None,
     });
     assert_eq!(wait, Some((ms(50), ms(50) + secs(60))));
@@ -271,7 +274,7 @@ fn after_a_failed_job_late_outputs_are_only_discarded() {
 
     let before = sim.log.len();
     let late = sim.succeed(survivor);
-    sim.feed(Event::WorkerIdle(w(0)));
+    sim.feed(Event::WaitAnswered { wait: WaitId(0) });
     sim.feed(Event::Failed { attempt: doomed, reason: Failure::TimedOut });
     sim.run_until_idle();
     let after: Vec<_> = sim.log[before..].iter().map(|(_, a)| a.clone()).collect();
@@ -304,15 +307,19 @@ fn events_about_attempts_never_launched_change_nothing_but_discard_their_files()
 }
 
 #[test]
-fn wait_replies_about_a_worker_without_a_wait_in_flight_are_ignored() {
+fn wait_replies_that_are_not_a_workers_current_wait_are_ignored() {
     let config = SchedulerConfig { probation_after: 1, probation_base: secs(5), ..flaky_network() };
     let mut sim = Sim::new(2, 1, 1, config);
     sim.run_until_idle();
     let run = sim.run_of(map(0));
 
-    // worker-0 runs map-00000: neither reply makes it free, nor rest, nor silent.
+    // worker-0 runs map-00000, no Wait was ever sent: no reply makes it free, nor rest,
+    // nor silent.
     sim.advance(ms(10));
-    for event in [Event::WorkerIdle(w(0)), Event::Unreachable(w(0)), Event::WorkerIdle(w(0))] {
+    let unreachable = || Failure::Unreachable("connection refused".into());
+    let answered = |wait| Event::WaitAnswered { wait: WaitId(wait) };
+    let failed = |wait| Event::WaitFailed { wait: WaitId(wait), reason: unreachable() };
+    for event in [answered(0), failed(0), failed(7), answered(0)] {
         sim.feed(event);
         assert!(sim.step().is_empty(), "a wait reply about a busy worker changed something");
     }
@@ -329,7 +336,7 @@ fn wait_replies_about_a_worker_without_a_wait_in_flight_are_ignored() {
     sim.fail(attempt, "oom");
     let until = sim.sched.poll_timeout();
     assert_eq!(until, Some(sim.now + secs(5)));
-    for event in [Event::WorkerIdle(w(0)), Event::Unreachable(w(0))] {
+    for event in [answered(0), failed(0), Event::WaitFailed { wait: WaitId(1), reason: Failure::TimedOut }] {
         sim.feed(event);
         assert!(sim.step().is_empty(), "a wait reply about a resting worker changed something");
         assert_eq!(sim.sched.poll_timeout(), until);
@@ -361,10 +368,46 @@ fn late_replies_of_a_timed_out_attempt_are_ignored_or_discarded() {
     assert_eq!(sim.sched.status().maps_done, 0);
 
     let accepted = sim.succeed(retry);
-    assert!(accepted.paths().iter().all(|p| p.starts_with("map-00000/attempt-1/")));
+    assert_eq!(accepted.location(), "map-00000/attempt-1");
     let report = sim.finish_job();
     let want = AttemptCounts { launched: 3, succeeded: 2, timed_out: 1, ..AttemptCounts::default() };
     assert_eq!(report.attempts, want);
 }
 
 // ---------------------------------------------------------------------------------------
+
+#[test]
+fn the_late_answer_of_a_woken_wait_and_a_second_answer_of_a_wait_are_ignored() {
+    let mut sim = Sim::new(1, 2, 2, quiet());
+    sim.run_until_idle();
+    let woken = sim.wait_of(w(1));
+    sim.advance(ms(10));
+    sim.succeed_task(map(0));
+    let wake = Action::Wake { worker: w(1), wait: woken.wait };
+    assert!(sim.log.iter().any(|(_, a)| format!("{a:?}") == format!("{wake:?}")), "{wake:?} missing");
+    assert_eq!(sim.running(), [reduce(0), reduce(1)]);
+    let status = sim.sched.status();
+
+    // The woken Wait's replies come after all: worker-1 runs reduce-00001, it is neither
+    // idle nor unreachable.
+    sim.feed(Event::WaitAnswered { wait: woken.wait });
+    assert!(sim.step().is_empty(), "the answer of a woken Wait changed something");
+    sim.feed(Event::WaitFailed { wait: woken.wait, reason: Failure::TimedOut });
+    assert!(sim.step().is_empty(), "the failure of a woken Wait changed something");
+    assert_eq!(sim.sched.poll_timeout(), None, "the failure of a woken Wait made its worker rest");
+    assert_eq!(sim.sched.status(), status);
+
+    // worker-1 finishes and waits idle; its Wait is answered, then answered again.
+    sim.succeed_task(reduce(1));
+    let first = sim.wait_of(w(1));
+    sim.advance(ms(50));
+    let second = sim.wait_of(w(1));
+    assert_ne!(first.wait, second.wait);
+    assert_eq!(second.sent, sim.start + ms(60));
+    sim.feed(Event::WaitAnswered { wait: first.wait });
+    assert!(sim.step().is_empty(), "a second answer of a Wait changed something");
+    assert_eq!(sim.wait_of(w(1)).wait, second.wait);
+
+    sim.succeed_task(reduce(0));
+    assert_eq!(sim.report().attempts, AttemptCounts { launched: 3, succeeded: 3, ..AttemptCounts::default() });
+}

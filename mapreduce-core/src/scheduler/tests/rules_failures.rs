@@ -54,14 +54,15 @@ fn a_task_failing_max_attempts_times_fails_the_job_naming_it_and_its_last_failur
     let cases = [
         (
             vec![Failure::Task("a".into()), Failure::Task("b".into()), Failure::Task("c".into())],
-            "attempt-2 on worker-0: c",
+            "task map-00000 failed 3 times (input: in/0.txt[0..1000)); last failure: attempt-2 on worker-0: c",
         ),
         (
             vec![Failure::TimedOut, Failure::Task("b".into()), Failure::TimedOut],
-            "attempt-2 on worker-0: deadline passed",
+            "task map-00000 failed 3 times (input: in/0.txt[0..1000)); last failure: attempt-2 on worker-0: \
+             deadline passed",
         ),
     ];
-    for (failures, last) in cases {
+    for (failures, message) in cases {
         let config = SchedulerConfig { max_attempts: 3, probation_after: 0, ..quiet() };
         let mut sim = Sim::new(1, 1, 1, config);
         sim.run_until_idle();
@@ -74,9 +75,10 @@ fn a_task_failing_max_attempts_times_fails_the_job_naming_it_and_its_last_failur
                 Failure::Unreachable(_) => unreachable!(),
             }
         }
-        let want =
-            JobError::TaskFailed { task: map(0), input: "in/0.txt[0..1000)".into(), attempts: 3, last: last.into() };
+        let last = failed(2, 0, failures[2].clone());
+        let want = JobError::TaskFailed { task: map(0), input: "in/0.txt[0..1000)".into(), attempts: 3, last };
         assert_eq!(sim.error(), want);
+        assert_eq!(sim.error().to_string(), message);
         assert_eq!(sim.launches(map(0)), 3);
     }
 }
@@ -94,7 +96,7 @@ fn a_failing_reduce_task_names_its_partition() {
         task: reduce(0),
         input: "partition 0 of 2 map outputs".into(),
         attempts: 1,
-        last: "attempt-2 on worker-0: corrupt record".into(),
+        last: failed(2, 0, Failure::Task("corrupt record".into())),
     };
     assert_eq!(sim.error(), want);
 }
@@ -134,9 +136,12 @@ fn a_task_lost_four_times_max_attempts_fails_the_job() {
         task: map(0),
         input: "in/0.txt[0..1000)".into(),
         attempts: 8,
-        last: "attempt-7 on worker-0: worker unreachable: connection reset".into(),
+        last: failed(7, 0, Failure::Unreachable("connection reset".into())),
     };
     assert_eq!(sim.error(), want);
+    let message = "task map-00000 failed 8 times (input: in/0.txt[0..1000)); last failure: attempt-7 on worker-0: \
+                   worker unreachable: connection reset";
+    assert_eq!(sim.error().to_string(), message);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -238,7 +243,7 @@ fn a_lone_worker_runs_the_task_it_failed_again_up_to_the_budget() {
         task: map(0),
         input: "in/0.txt[0..1000)".into(),
         attempts: 3,
-        last: "attempt-2 on worker-0: flaky".into(),
+        last: failed(2, 0, Failure::Task("flaky".into())),
     };
     assert_eq!(sim.error(), want);
 }
@@ -292,3 +297,43 @@ fn a_task_runs_again_where_it_failed_when_the_other_worker_is_unreachable_or_res
 }
 
 // ---------------------------------------------------------------------------------------
+
+#[test]
+fn job_errors_print_each_cause_once_naming_the_task_or_the_worker() {
+    let cases = [
+        (
+            JobError::TaskFailed {
+                task: map(3),
+                input: "in/3.txt[0..1003)".into(),
+                attempts: 4,
+                last: failed(7, 1, Failure::TimedOut),
+            },
+            "task map-00003 failed 4 times (input: in/3.txt[0..1003)); last failure: attempt-7 on worker-1: \
+             deadline passed",
+        ),
+        (
+            JobError::TaskFailed {
+                task: reduce(0),
+                input: "partition 0 of 2 map outputs".into(),
+                attempts: 1,
+                last: failed(2, 0, Failure::Task("corrupt block in map-00001/attempt-1".into())),
+            },
+            "task reduce-00000 failed 1 times (input: partition 0 of 2 map outputs); last failure: attempt-2 on \
+             worker-0: corrupt block in map-00001/attempt-1",
+        ),
+        (
+            JobError::NoWorkers {
+                waited: secs(10),
+                last: Some(WorkerFailure { worker: w(2), reason: Failure::Unreachable("connection refused".into()) }),
+            },
+            "no worker has been reachable for 10s (every worker unreachable); last error: worker-2: connection refused",
+        ),
+        (
+            JobError::NoWorkers { waited: secs(10), last: None },
+            "no worker has been reachable for 10s (every worker unreachable)",
+        ),
+    ];
+    for (error, message) in cases {
+        assert_eq!(error.to_string(), message);
+    }
+}

@@ -108,7 +108,9 @@ fn the_first_success_wins_and_the_late_one_is_discarded() {
         let won = sim.succeed(winner.attempt);
         let reduce0 = sim.run_of(reduce(0));
         let inputs = |o: &TaskOutput| match o {
-            TaskOutput::Map { files, .. } => files[0].clone(),
+            TaskOutput::Map { location, ranges, .. } => {
+                ReduceInput { location: location.clone(), range: ranges[0].clone() }
+            }
             TaskOutput::Reduce { .. } => unreachable!(),
         };
         let spec = TaskSpec::Reduce { partition: 0, inputs: vec![inputs(&map0), inputs(&won)] };
@@ -132,3 +134,42 @@ fn the_first_success_wins_and_the_late_one_is_discarded() {
 }
 
 // ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_backup_starts_the_moment_its_task_becomes_eligible_not_when_an_idle_wait_ends() {
+    let config = SchedulerConfig { idle_wait: secs(10), ..speculative(secs(1), 2.0, 1) };
+    let mut sim = Sim::new(2, 1, 2, config);
+    sim.run_until_idle();
+    sim.advance(ms(300));
+    // The median is 300 ms: map-00001, running since 0, is eligible at max(1 s, 600 ms).
+    sim.succeed_task(map(0));
+    assert_eq!(sim.calls_to(w(0)).last(), Some(&(ms(300), Call::Idle)), "worker-0 waits until 10.3 s");
+    assert_eq!(sim.sched.poll_timeout(), Some(sim.start + secs(1)));
+
+    assert_eq!(sim.jump_to_timeout(), secs(1));
+    let [original, backup] = sim.runs_of(map(1)).try_into().expect("a backup of map-00001");
+    assert_eq!((original.worker, backup.worker, backup.sent), (w(1), w(0), sim.start + secs(1)));
+    let woken = sim.log.iter().filter(|(_, a)| matches!(a, Action::Wake { worker, .. } if *worker == w(0)));
+    assert_eq!(woken.map(|(at, _)| *at).collect::<Vec<_>>(), [secs(1)]);
+    assert!(sim.waits.is_empty(), "{:?}", sim.waits);
+    assert_eq!(sim.sched.poll_timeout(), None, "a second backup timer though max_backups run");
+
+    sim.advance(ms(100));
+    sim.succeed(backup.attempt);
+    let report = sim.finish_job();
+    assert_eq!((report.attempts.speculative, report.attempts.speculative_won), (1, 1));
+}
+
+#[test]
+fn the_backup_timer_runs_only_while_a_worker_waits_idle_and_a_backup_may_start() {
+    // (max_backups, maps): with 3 maps worker-0 takes map-00002 instead of waiting idle.
+    for (max_backups, maps, timer) in [(1, 2, Some(secs(1))), (0, 2, None), (1, 3, None)] {
+        let config = SchedulerConfig { idle_wait: secs(10), ..speculative(secs(1), 2.0, max_backups) };
+        let mut sim = Sim::new(maps, 1, 2, config);
+        sim.run_until_idle();
+        sim.advance(ms(300));
+        sim.succeed_task(map(0));
+        let want = timer.map(|t| sim.start + t);
+        assert_eq!(sim.sched.poll_timeout(), want, "max_backups {max_backups}, {maps} maps");
+    }
+}

@@ -56,7 +56,7 @@ fn a_worker_that_missed_a_deadline_is_probed_before_it_gets_more_work() {
     sim.run_until_idle();
     let run = sim.run_of(map(0));
     sim.advance_to(run.sent + run.deadline);
-    sim.health[0] = Health::Down; // the probe will fail
+    sim.workers[0] = Health::Down; // the probe will fail
     sim.feed(Event::Failed { attempt: run.attempt, reason: Failure::TimedOut });
     sim.run_until_idle();
     assert!(sim.runs.is_empty(), "work given to a worker whose probe failed");
@@ -103,13 +103,13 @@ fn an_unreachable_worker_rests_with_exponential_backoff_and_works_again_once_it_
 #[test]
 fn the_job_fails_when_no_worker_answers_for_no_worker_timeout() {
     let mut sim = Sim::new(1, 1, 2, flaky_network());
-    sim.health = vec![Health::Down; 2];
+    sim.workers = vec![Health::Down; 2];
     sim.run_until_idle();
     assert_eq!(sim.jump_to_end(secs(60)), secs(10));
     match sim.error() {
-        JobError::NoWorkers(after, last) => {
-            assert_eq!(after, secs(10));
-            assert!(last.starts_with("worker-"), "{last}");
+        JobError::NoWorkers { waited, last: Some(WorkerFailure { reason, .. }) } => {
+            assert_eq!(waited, secs(10));
+            assert_eq!(reason, Failure::Unreachable("connection refused".into()));
         }
         other => panic!("expected NoWorkers, got {other:?}"),
     }
@@ -124,7 +124,8 @@ fn no_worker_timeout_counts_from_when_the_last_worker_fell_silent() {
     sim.advance_to(sim.start + secs(5));
     sim.kill(w(1)); // the connection breaks under its attempt: silent from 5s
     assert_eq!(sim.jump_to_end(secs(60)), secs(15));
-    assert!(matches!(sim.error(), JobError::NoWorkers(after, _) if after == secs(10)), "{:?}", sim.finished);
+    let error = sim.error();
+    assert!(matches!(error, JobError::NoWorkers { waited, last: Some(_) } if waited == secs(10)), "{error:?}");
 }
 
 #[test]
@@ -135,7 +136,7 @@ fn a_lone_worker_whose_probe_fails_after_a_missed_deadline_has_no_worker_timeout
         sim.run_until_idle();
         let run = sim.run_of(map(0));
         sim.advance_to(run.sent + run.deadline);
-        sim.health[0] = Health::Down; // the probe will fail
+        sim.workers[0] = Health::Down; // the probe will fail
         sim.feed(Event::Failed { attempt: run.attempt, reason: Failure::TimedOut });
         sim.run_until_idle();
         assert_eq!(sim.calls_to(w(0)).last(), Some(&(secs(60), Call::Probe)));
@@ -143,8 +144,11 @@ fn a_lone_worker_whose_probe_fails_after_a_missed_deadline_has_no_worker_timeout
 
         let Some(at) = answers_at else {
             assert_eq!(sim.jump_to_end(secs(120)), secs(70));
-            let want = JobError::NoWorkers(secs(10), "worker-0 did not answer a wait".into());
-            assert_eq!(sim.error(), want);
+            let last = Some(WorkerFailure { worker: w(0), reason: Failure::Unreachable("connection refused".into()) });
+            assert_eq!(sim.error(), JobError::NoWorkers { waited: secs(10), last });
+            let message = "no worker has been reachable for 10s (every worker unreachable); last error: worker-0: \
+                           connection refused";
+            assert_eq!(sim.error().to_string(), message);
             continue;
         };
         sim.advance_to(sim.start + at);
@@ -253,3 +257,28 @@ fn probation_after_zero_never_rests_a_failing_worker() {
 }
 
 // ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_wait_past_its_deadline_makes_its_worker_unreachable_and_the_error_says_so() {
+    let config = SchedulerConfig { task_timeout: secs(1), ..flaky_network() };
+    let mut sim = Sim::new(1, 1, 1, config);
+    sim.run_until_idle();
+    let attempt = sim.run_of(map(0)).attempt;
+    sim.drop_replies(w(0));
+    sim.time_out(attempt);
+    // Each probe's deadline is 2 s (one missed deadline); it rests 100 ms, 200 ms, ...
+    // after each. Silent since its first probe failed, at 3 s.
+    while sim.finished.is_none() {
+        assert!(sim.elapsed() < secs(60), "the job still runs at {:?}", sim.elapsed());
+        let next = sim.next_wake().expect("a Wait ends, or a timeout is pending");
+        sim.advance_to(next);
+    }
+    assert_eq!(sim.elapsed(), secs(13));
+    let probes: Vec<Duration> = sim.calls_to(w(0)).iter().skip(1).map(|(at, _)| *at).collect();
+    assert_eq!(probes, [secs(1), ms(3100), ms(5300), ms(7700), ms(10_500)]);
+    let last = Some(WorkerFailure { worker: w(0), reason: Failure::TimedOut });
+    assert_eq!(sim.error(), JobError::NoWorkers { waited: secs(10), last });
+    let message = "no worker has been reachable for 10s (every worker unreachable); last error: worker-0 did not \
+                   answer in time";
+    assert_eq!(sim.error().to_string(), message);
+}

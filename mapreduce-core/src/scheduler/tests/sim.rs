@@ -23,8 +23,22 @@ pub(super) struct RunCall {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct WaitCall {
     pub(super) worker: WorkerId,
+    pub(super) wait: WaitId,
     pub(super) for_: Duration,
+    pub(super) deadline: Duration,
     pub(super) sent: Instant,
+}
+
+impl WaitCall {
+    /// When the worker answers it.
+    fn answer_at(&self) -> Instant {
+        self.sent + self.for_
+    }
+
+    /// When the runtime gives up on it.
+    fn deadline_at(&self) -> Instant {
+        self.sent + self.deadline
+    }
 }
 
 /// A call as a test reads it in a worker's history.
@@ -45,18 +59,24 @@ pub(super) enum Health {
     Up,
     /// Every call to it fails at once, as a refused connection does.
     Down,
+    /// It takes calls but its replies are lost: a Wait fails when its deadline passes.
+    Mute,
 }
 
-/// The scheduler, a fake clock and the calls in flight.
+/// The scheduler, a fake clock, the workers and the calls in flight.
 pub(super) struct Sim {
     pub(super) sched: Scheduler,
     /// The one real `Instant` of the test; `now` is `start` plus what the test advanced.
     pub(super) start: Instant,
     pub(super) now: Instant,
     pub(super) reducers: u32,
-    pub(super) health: Vec<Health>,
+    /// How each worker answers.
+    pub(super) workers: Vec<Health>,
     pub(super) runs: Vec<RunCall>,
     pub(super) waits: Vec<WaitCall>,
+    /// Waits cut short by a Wake: the runtime dropped them, their replies never come
+    /// unless a test sends one late.
+    pub(super) woken: Vec<WaitCall>,
     /// Every Run ever asked for, in order.
     pub(super) launched: Vec<RunCall>,
     /// Every action drained, with the time since `start`.
@@ -74,9 +94,10 @@ impl Sim {
             start,
             now: start,
             reducers,
-            health: vec![Health::Up; workers as usize],
+            workers: vec![Health::Up; workers as usize],
             runs: Vec::new(),
             waits: Vec::new(),
+            woken: Vec::new(),
             launched: Vec::new(),
             log: Vec::new(),
             finished: None,
@@ -116,16 +137,20 @@ impl Sim {
                 self.runs.push(run.clone());
                 self.launched.push(run);
             }
-            Action::Wait { worker, for_, .. } => {
+            Action::Wait { worker, wait, for_, deadline } => {
                 self.assert_free(*worker, action);
-                self.waits.push(WaitCall { worker: *worker, for_: *for_, sent: self.now });
+                assert!(self.waits.iter().chain(&self.woken).all(|c| c.wait != *wait), "{wait} given twice");
+                let call = WaitCall { worker: *worker, wait: *wait, for_: *for_, deadline: *deadline, sent: self.now };
+                self.waits.push(call);
             }
-            Action::Wake { worker } => {
+            Action::Wake { worker, wait } => {
                 // The runtime drops the call: it never answers.
-                let wait = self.waits.iter().position(|c| c.worker == *worker);
-                let wait = wait.unwrap_or_else(|| panic!("woke {worker} with no Wait in flight"));
-                assert!(!self.waits[wait].for_.is_zero(), "woke {worker} out of a probe");
-                self.waits.remove(wait);
+                let i = self.waits.iter().position(|c| c.wait == *wait);
+                let i = i.unwrap_or_else(|| panic!("woke {worker} out of {wait}, which is not in flight"));
+                let call = self.waits.remove(i);
+                assert_eq!(call.worker, *worker, "{wait} is not {worker}'s");
+                assert!(!call.for_.is_zero(), "woke {worker} out of a probe");
+                self.woken.push(call);
             }
             Action::Discard(_) => {}
             Action::Finished(result) => self.finished = Some(result.clone()),
@@ -145,38 +170,35 @@ impl Sim {
             Event::Succeeded { attempt, .. } | Event::Failed { attempt, .. } => {
                 self.runs.retain(|r| r.attempt != *attempt);
             }
-            Event::WorkerIdle(worker) | Event::Unreachable(worker) => {
-                self.waits.retain(|c| c.worker != *worker);
+            Event::WaitAnswered { wait } | Event::WaitFailed { wait, .. } => {
+                self.waits.retain(|c| c.wait != *wait);
             }
         }
         self.sched.handle_event(self.now, event);
     }
 
-    pub(super) fn is_up(&self, worker: WorkerId) -> bool {
-        self.health[worker.0 as usize] == Health::Up
-    }
-
     /// Delivers one reply that workers give on their own and that is due by `now`.
     pub(super) fn deliver_due(&mut self) -> bool {
-        if let Some(run) = self.runs.iter().find(|r| !self.is_up(r.worker)) {
+        if let Some(run) = self.runs.iter().find(|r| self.workers[r.worker.0 as usize] == Health::Down) {
             let reason = Failure::Unreachable("connection refused".into());
             let attempt = run.attempt;
             self.feed(Event::Failed { attempt, reason });
             return true;
         }
-        if let Some(call) = self.waits.iter().find(|c| !self.is_up(c.worker)) {
-            let worker = call.worker;
-            self.feed(Event::Unreachable(worker));
+        let health = |c: &WaitCall| self.workers[c.worker.0 as usize];
+        if let Some(call) = self.waits.iter().find(|c| health(c) == Health::Down) {
+            let reason = Failure::Unreachable("connection refused".into());
+            self.feed(Event::WaitFailed { wait: call.wait, reason });
             return true;
         }
-        let due = self
-            .waits
-            .iter()
-            .filter(|c| c.sent + c.for_ <= self.now)
-            .min_by_key(|c| (c.sent + c.for_, c.worker))
-            .copied();
-        if let Some(call) = due {
-            self.feed(Event::WorkerIdle(call.worker));
+        let timed_out = self.waits.iter().filter(|c| health(c) == Health::Mute && c.deadline_at() <= self.now);
+        if let Some(call) = timed_out.min_by_key(|c| (c.deadline_at(), c.worker)) {
+            self.feed(Event::WaitFailed { wait: call.wait, reason: Failure::TimedOut });
+            return true;
+        }
+        let due = self.waits.iter().filter(|c| health(c) == Health::Up && c.answer_at() <= self.now);
+        if let Some(call) = due.min_by_key(|c| (c.answer_at(), c.worker)) {
+            self.feed(Event::WaitAnswered { wait: call.wait });
             return true;
         }
         false
@@ -202,10 +224,15 @@ impl Sim {
         }
     }
 
-    /// The next moment something happens without the test: a Wait ends or a timeout.
+    /// The next moment something happens without the test: a Wait ends, fails at its
+    /// deadline, or a timeout.
     pub(super) fn next_wake(&self) -> Option<Instant> {
-        let replies = self.waits.iter().filter(|c| self.is_up(c.worker)).map(|c| c.sent + c.for_).min();
-        replies.into_iter().chain(self.sched.poll_timeout()).min()
+        let reply = |c: &WaitCall| match self.workers[c.worker.0 as usize] {
+            Health::Up => Some(c.answer_at()),
+            Health::Mute => Some(c.deadline_at()),
+            Health::Down => None,
+        };
+        self.waits.iter().filter_map(reply).chain(self.sched.poll_timeout()).min()
     }
 
     /// Moves the clock to `until`, stopping at every reply and timeout on the way.
@@ -330,12 +357,24 @@ impl Sim {
 
     /// The worker stops answering: its calls in flight fail, and so will the next ones.
     pub(super) fn kill(&mut self, worker: WorkerId) {
-        self.health[worker.0 as usize] = Health::Down;
+        self.workers[worker.0 as usize] = Health::Down;
         self.run_until_idle();
     }
 
+    /// The worker's replies are lost from now on: its Waits fail at their deadline, its
+    /// attempts answer only as the test says.
+    pub(super) fn drop_replies(&mut self, worker: WorkerId) {
+        self.workers[worker.0 as usize] = Health::Mute;
+    }
+
     pub(super) fn revive(&mut self, worker: WorkerId) {
-        self.health[worker.0 as usize] = Health::Up;
+        self.workers[worker.0 as usize] = Health::Up;
+    }
+
+    /// The Wait in flight to `worker`.
+    pub(super) fn wait_of(&self, worker: WorkerId) -> WaitCall {
+        let call = self.waits.iter().find(|c| c.worker == worker);
+        *call.unwrap_or_else(|| panic!("{worker} has no Wait in flight"))
     }
 
     /// Succeeds the oldest running attempt, 10ms later, until the job ends.
