@@ -11,13 +11,15 @@
 //! 3. When an RPC ends, feed [`Scheduler::handle_event`]; when [`Scheduler::poll_timeout`]
 //!    passes, just drain again. Go to 2.
 //!
-//! `now` must never go backwards between calls. Events about attempts the scheduler does
-//! not know as running (a late reply of an attempt that already timed out) are ignored;
-//! a success for a task that is already DONE is answered with [`Action::Discard`].
+//! `now` must never go backwards between calls. Every reply names its call: an attempt by
+//! its [`AttemptId`], a Wait by its [`WaitId`]. Replies to calls that are no longer
+//! current are ignored: a late reply of an attempt that already timed out, the answer of a
+//! Wait that was woken, a second answer. A success for a task that is already DONE (or
+//! after the job ended) is answered with [`Action::Discard`].
 //!
 //! # Rules
-//! - A task is TODO, PROCESSING (with the set of its running attempts) or DONE; a DONE
-//!   task never changes again and has exactly one accepted output.
+//! - A task is TODO, RUNNING (with the set of its running attempts) or DONE (with its
+//!   accepted output); a DONE task never changes again and has exactly one accepted output.
 //! - A failed attempt returns its task to TODO only when no other attempt of it runs.
 //! - Failures that are the task's (an error, a deadline passed) count against its budget
 //!   of [`SchedulerConfig::max_attempts`]; past it the job fails naming the task. An
@@ -38,516 +40,73 @@
 //!   misconfigured worker cannot use up a task's attempts alone.
 //! - REDUCE starts when every map task is DONE.
 //! - Speculation (see [`SchedulerConfig::speculation`]): when no TODO task of the phase is
-//!   one it may take, a ready worker takes a backup attempt of the oldest running task that has a single
-//!   attempt, if that task has run longer than `max(speculation_min, speculation_factor ×
-//!   median duration of the phase's finished tasks)`, and fewer than `max_backups` backups
-//!   run. A task gets one backup at most (until it fails back to TODO). The first success
-//!   wins; the others are discarded when they reply.
-//! - `WorkerIdle` and `Unreachable` are accepted only for a worker with a Wait in flight.
-//! - A worker with nothing to do gets an idle Wait of `idle_wait`. When TODO tasks appear
-//!   (the REDUCE phase starts, an attempt fails) and ready workers cannot take them all,
-//!   a worker in an idle Wait that may take one is woken ([`Action::Wake`]): it gets the
-//!   task now instead of when its Wait ends. A probe is never cut short.
+//!   one it may take, a ready worker takes a backup attempt of the oldest running task
+//!   that has a single attempt, if that task has run longer than `max(speculation_min,
+//!   speculation_factor × median duration of the phase's finished tasks)`, and fewer than
+//!   `max_backups` backups run. A task gets one backup at most (until it fails back to
+//!   TODO). The first success wins; the others are discarded when they reply.
+//! - [`Event::WaitAnswered`] and [`Event::WaitFailed`] are accepted only for the worker's
+//!   current Wait.
+//! - A worker with nothing to do gets an idle Wait of `idle_wait`. It is woken
+//!   ([`Action::Wake`]) to get work now instead of when its Wait ends: when TODO tasks
+//!   appear (the REDUCE phase starts, an attempt fails) that the ready workers cannot all
+//!   take and that it may take, or at the moment a running task becomes eligible for a
+//!   backup ([`Scheduler::poll_timeout`] includes that moment). A probe is never cut short.
 
+mod attempt;
+mod config;
 mod report;
+mod speculation;
+mod task;
 #[cfg(test)]
 mod tests;
+mod timers;
+mod types;
+mod worker;
 
-use std::collections::{BTreeSet, VecDeque};
-
-use rustc_hash::FxHashMap;
-use std::fmt;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use rustc_hash::FxHashMap;
 
-pub use report::{AttemptCounts, JobReport, WorkerReport};
+pub use config::{ConfigError, MAX_IDLE_WAIT, SchedulerConfig, backoff};
+pub use report::{AttemptCounts, AttemptFailure, JobError, JobReport, JobStatus, Phase, WorkerFailure, WorkerReport};
+pub use types::{
+    Action, AttemptId, Event, Failure, JobPlan, Location, MapOutputRange, ReduceInput, TaskId, TaskKind, TaskOutput,
+    TaskSpec, WaitId, WorkerId,
+};
 
 use crate::shard::Shard;
-
-/// A task: the `index`th map or reduce task of the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TaskId {
-    /// Map or reduce.
-    pub kind: TaskKind,
-    /// Shard index for a map task, partition for a reduce task.
-    pub index: u32,
-}
-
-/// The two kinds of task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum TaskKind {
-    /// Reads a shard, writes one file of sorted record streams, one or more per partition.
-    Map,
-    /// Merges one partition of every map output, writes one output file.
-    Reduce,
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            TaskKind::Map => write!(f, "map-{:05}", self.index),
-            TaskKind::Reduce => write!(f, "reduce-{:05}", self.index),
-        }
-    }
-}
-
-/// A worker, by its index in the cluster's worker list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WorkerId(pub u32);
-
-impl fmt::Display for WorkerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "worker-{}", self.0)
-    }
-}
-
-/// One attempt to run a task; unique within a job, so a stale reply is easy to reject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct AttemptId(pub u64);
-
-impl fmt::Display for AttemptId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "attempt-{}", self.0)
-    }
-}
-
-/// What the scheduler plans: the shards (one map task each) and the number of reducers.
-#[derive(Debug, Clone)]
-pub struct JobPlan {
-    /// One map task per shard.
-    pub shards: Vec<Shard>,
-    /// Number of reduce tasks (at least 1).
-    pub reducers: u32,
-    /// Number of workers (at least 1), known as `WorkerId(0..workers)`.
-    pub workers: u32,
-}
-
-/// Scheduling knobs. Plain data: build with `..Default::default()`, then
-/// [`SchedulerConfig::validate`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct SchedulerConfig {
-    /// Deadline of a task attempt on a worker that has missed none.
-    pub task_timeout: Duration,
-    /// Cap of a worker's doubled deadline.
-    pub max_task_timeout: Duration,
-    /// Attempts a task may fail (by error or deadline) before the job fails.
-    pub max_attempts: u32,
-    /// How long an idle worker waits before asking again.
-    pub idle_wait: Duration,
-    /// First retry delay of an unreachable worker.
-    pub retry_base: Duration,
-    /// Cap of the retry delay.
-    pub retry_cap: Duration,
-    /// The job fails when every worker is unreachable and none has answered for this long
-    /// since the last one fell silent.
-    pub no_worker_timeout: Duration,
-    /// Consecutive failed attempts after which a worker is put on probation (0: never).
-    pub probation_after: u32,
-    /// First probation period.
-    pub probation_base: Duration,
-    /// Whether idle workers run backup attempts of slow tasks.
-    pub speculation: bool,
-    /// A task is slow once it has run this many times the phase's median task duration.
-    pub speculation_factor: f64,
-    /// ...and at least this long.
-    pub speculation_min: Duration,
-    /// Backup attempts running at once, at most.
-    pub max_backups: u32,
-}
-
-impl Default for SchedulerConfig {
-    fn default() -> Self {
-        SchedulerConfig {
-            task_timeout: Duration::from_secs(60),
-            max_task_timeout: Duration::from_secs(600),
-            max_attempts: 4,
-            idle_wait: Duration::from_millis(50),
-            retry_base: Duration::from_millis(100),
-            retry_cap: Duration::from_secs(5),
-            no_worker_timeout: Duration::from_secs(60),
-            probation_after: 3,
-            probation_base: Duration::from_secs(1),
-            speculation: true,
-            speculation_factor: 2.0,
-            speculation_min: Duration::from_millis(500),
-            max_backups: 2,
-        }
-    }
-}
-
-/// A [`SchedulerConfig`] or [`JobPlan`] that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// A duration that must be positive is zero.
-    #[error("{0} must be positive")]
-    ZeroDuration(&'static str),
-    /// `max_attempts` is zero.
-    #[error("max_attempts must be at least 1")]
-    ZeroAttempts,
-    /// `idle_wait` exceeds [`MAX_IDLE_WAIT`], the longest Wait a worker serves.
-    #[error("idle_wait of {0:?} exceeds the 60 s a worker waits at most")]
-    IdleWaitTooLong(Duration),
-    /// `speculation_factor` is below 1 or not a number.
-    #[error("speculation_factor must be at least 1")]
-    BadSpeculationFactor,
-    /// The plan has no reducer.
-    #[error("a job needs at least one reducer")]
-    ZeroReducers,
-    /// The plan has no worker.
-    #[error("a job needs at least one worker")]
-    NoWorkers,
-}
-
-impl SchedulerConfig {
-    /// Checks that every knob makes sense.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        for (name, d) in [
-            ("task_timeout", self.task_timeout),
-            ("max_task_timeout", self.max_task_timeout),
-            ("retry_base", self.retry_base),
-            ("retry_cap", self.retry_cap),
-            ("no_worker_timeout", self.no_worker_timeout),
-            ("probation_base", self.probation_base),
-            ("idle_wait", self.idle_wait),
-        ] {
-            if d.is_zero() {
-                return Err(ConfigError::ZeroDuration(name));
-            }
-        }
-        if self.max_attempts == 0 {
-            return Err(ConfigError::ZeroAttempts);
-        }
-        if self.idle_wait > MAX_IDLE_WAIT {
-            return Err(ConfigError::IdleWaitTooLong(self.idle_wait));
-        }
-        if self.speculation_factor.is_nan() || self.speculation_factor < 1.0 {
-            return Err(ConfigError::BadSpeculationFactor);
-        }
-        Ok(())
-    }
-}
-
-/// The longest Wait a worker serves, and so the longest `idle_wait`.
-pub const MAX_IDLE_WAIT: Duration = Duration::from_secs(60);
-
-/// `base × 2^k`, capped at `cap` (and at `cap` for any `k` large enough to overflow).
-pub fn backoff(k: u32, base: Duration, cap: Duration) -> Duration {
-    let factor = 1u32.checked_shl(k.min(31)).unwrap_or(u32::MAX);
-    base.checked_mul(factor).map_or(cap, |d| d.min(cap))
-}
-
-/// A sorted record stream of one partition of a map attempt's output: a range of the
-/// attempt's file (one file per map attempt, the partitions back to back, as Hadoop
-/// writes them). An attempt that spilled without combining writes one run of such
-/// streams per spill, and the reduce merges them all.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionFile {
-    /// The partition (reduce task) it feeds.
-    pub partition: u32,
-    /// The file.
-    pub path: String,
-    /// Where the partition's records start in the file.
-    pub offset: u64,
-    /// Their size in bytes.
-    pub bytes: u64,
-    /// Records in it.
-    pub records: u64,
-}
-
-/// What a successful attempt produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TaskOutput {
-    /// A map attempt's files: runs of one range per partition in partition order (one run
-    /// unless the attempt spilled without combining), and the lines it read.
-    Map {
-        /// The files.
-        files: Vec<PartitionFile>,
-        /// Input records (lines) read.
-        input_records: u64,
-    },
-    /// A reduce attempt's output file (not yet committed).
-    Reduce {
-        /// The attempt's file.
-        path: String,
-        /// Records written.
-        records: u64,
-        /// Its size.
-        bytes: u64,
-    },
-}
-
-impl TaskOutput {
-    /// The files this output consists of, each once.
-    pub fn paths(&self) -> Vec<&str> {
-        match self {
-            TaskOutput::Map { files, .. } => {
-                let mut paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-                paths.dedup();
-                paths
-            }
-            TaskOutput::Reduce { path, .. } => vec![path.as_str()],
-        }
-    }
-}
-
-/// What a worker is asked to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskSpec {
-    /// Map this shard.
-    Map {
-        /// The shard.
-        shard: Shard,
-    },
-    /// Reduce this partition from these map outputs (one file per map task).
-    Reduce {
-        /// The partition.
-        partition: u32,
-        /// The partition's range of every map output, in map task order.
-        inputs: Vec<PartitionFile>,
-    },
-}
-
-/// Why an attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// The RPC's deadline passed.
-    TimedOut,
-    /// The worker could not be reached, or the connection broke.
-    Unreachable(String),
-    /// The worker ran the task and it failed (user error or panic, bad input, I/O).
-    Task(String),
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::TimedOut => f.write_str("deadline passed"),
-            Failure::Unreachable(why) => write!(f, "worker unreachable: {why}"),
-            Failure::Task(why) => f.write_str(why),
-        }
-    }
-}
-
-/// Something that happened, fed to [`Scheduler::handle_event`].
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// The worker answered a Wait: it is alive and idle.
-    WorkerIdle(WorkerId),
-    /// The worker's Wait failed or passed its deadline.
-    Unreachable(WorkerId),
-    /// An attempt succeeded.
-    Succeeded {
-        /// Which attempt.
-        attempt: AttemptId,
-        /// What it wrote.
-        output: TaskOutput,
-    },
-    /// An attempt failed.
-    Failed {
-        /// Which attempt.
-        attempt: AttemptId,
-        /// Why.
-        reason: Failure,
-    },
-}
-
-/// What the runtime must do next, drained from [`Scheduler::poll_action`].
-#[derive(Debug, Clone)]
-pub enum Action {
-    /// Run `task` as `attempt` on `worker`; fail it if no reply comes within `deadline`.
-    Run {
-        /// Where.
-        worker: WorkerId,
-        /// The attempt's id (name its files after it).
-        attempt: AttemptId,
-        /// Which task.
-        task: TaskId,
-        /// What to run.
-        spec: TaskSpec,
-        /// The RPC's deadline.
-        deadline: Duration,
-    },
-    /// Send `worker` a Wait of `for_`; report [`Event::WorkerIdle`] when it answers or
-    /// [`Event::Unreachable`] if it fails or takes longer than `deadline`.
-    Wait {
-        /// Which worker.
-        worker: WorkerId,
-        /// How long it waits before answering (zero: a probe).
-        for_: Duration,
-        /// The RPC's deadline.
-        deadline: Duration,
-    },
-    /// Cut short the idle Wait in flight to `worker`: drop the call, and report nothing
-    /// for it, ever (a reply to it would be taken for the answer to the worker's next
-    /// Wait). The worker is ready: the actions that follow give it work.
-    Wake {
-        /// Which worker.
-        worker: WorkerId,
-    },
-    /// Delete these files: the output of an attempt that lost to another.
-    Discard(TaskOutput),
-    /// The job is over. Nothing follows.
-    Finished(Result<JobReport, JobError>),
-}
-
-/// Why a job failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JobError {
-    /// A task used up its attempts.
-    #[error("task {task} failed {attempts} times (input: {input}); last failure: {last}")]
-    TaskFailed {
-        /// The task.
-        task: TaskId,
-        /// What it reads.
-        input: String,
-        /// Attempts that failed.
-        attempts: u32,
-        /// The last failure.
-        last: String,
-    },
-    /// Every worker was unreachable for `no_worker_timeout`.
-    #[error("no worker has been reachable for {0:?} (every worker unreachable); last error: {1}")]
-    NoWorkers(Duration, String),
-}
-
-#[derive(Debug)]
-enum TaskState {
-    Todo,
-    Processing,
-    Done,
-}
-
-#[derive(Debug)]
-struct Task {
-    state: TaskState,
-    /// Running attempts and their start times.
-    running: Vec<(AttemptId, Instant)>,
-    /// Failures that count against the budget.
-    failures: u32,
-    /// Attempts lost to unreachable workers.
-    lost: u32,
-    last_failure: Option<String>,
-    output: Option<TaskOutput>,
-    /// Whether a backup of it was launched (one per task at most).
-    backed_up: bool,
-    /// Workers on which an attempt of it failed (by error or deadline), each once.
-    failed_on: Vec<WorkerId>,
-}
-
-impl Task {
-    fn new() -> Self {
-        Task {
-            state: TaskState::Todo,
-            running: Vec::new(),
-            failures: 0,
-            lost: 0,
-            last_failure: None,
-            output: None,
-            backed_up: false,
-            failed_on: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Attempt {
-    task: TaskId,
-    worker: WorkerId,
-    started: Instant,
-    backup: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WorkerState {
-    /// Needs an action from the next `poll_action`.
-    Ready,
-    /// Needs a zero Wait (a probe) before it gets work.
-    NeedsProbe,
-    /// A task attempt is in flight.
-    Busy,
-    /// A probe (a zero Wait) is in flight.
-    Waiting,
-    /// An idle Wait is in flight: the worker had nothing to do, and may be woken.
-    Idle,
-    /// Not to be called before `until`, then probed.
-    Resting { until: Instant },
-}
-
-#[derive(Debug)]
-struct Worker {
-    state: WorkerState,
-    /// Deadlines missed in a row.
-    timeouts: u32,
-    /// Failed calls to an unreachable worker in a row.
-    unreachable: u32,
-    /// When it last stopped answering (set while `unreachable > 0`).
-    silent_since: Option<Instant>,
-    /// Failed attempts in a row (any task).
-    failures: u32,
-    /// Times it was put on probation.
-    probations: u32,
-    /// Its counts for the report.
-    stats: WorkerReport,
-}
-
-/// Which phase the job is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Phase {
-    /// Map tasks run.
-    Map,
-    /// Every map task is done; reduce tasks run.
-    Reduce,
-    /// Finished, with success or error.
-    Done,
-}
-
-/// A read-only view of progress, from [`Scheduler::status`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobStatus {
-    /// The phase.
-    pub phase: Phase,
-    /// Map tasks done, of `maps_total`.
-    pub maps_done: u32,
-    /// Map tasks in all.
-    pub maps_total: u32,
-    /// Reduce tasks done, of `reduces_total`.
-    pub reduces_done: u32,
-    /// Reduce tasks in all.
-    pub reduces_total: u32,
-    /// Attempts running now.
-    pub running: u32,
-}
+use attempt::Attempt;
+use speculation::Speculation;
+use task::Tasks;
+use timers::Timers;
+use worker::{WorkerState, Workers};
 
 /// The scheduler. See the [module docs](self) for the contract and the rules.
 #[derive(Debug)]
 pub struct Scheduler {
     config: SchedulerConfig,
     shards: Vec<Shard>,
-    maps: Vec<Task>,
-    reduces: Vec<Task>,
+    /// Map then Reduce, then Done once the job has finished (with success or error).
     phase: Phase,
-    todo: VecDeque<TaskId>,
-    done_in_phase: u32,
-    /// Durations of the phase's finished tasks (for the speculation threshold).
-    durations: Vec<Duration>,
-    /// Their median, computed when a backup is considered; `None` after a change.
-    median: Option<Duration>,
-    workers: Vec<Worker>,
-    /// Workers whose state is Ready or NeedsProbe, in the order they became so.
-    ready: VecDeque<WorkerId>,
-    /// Resting workers by the time they may be probed.
-    resting: BTreeSet<(Instant, WorkerId)>,
+    tasks: Tasks,
+    workers: Workers,
+    /// The attempts running, including those that lost to another attempt of their task.
     attempts: FxHashMap<AttemptId, Attempt>,
-    /// Tasks with exactly one running attempt, by its start: the speculation queue.
-    speculative: BTreeSet<(Instant, TaskId)>,
-    backups_running: u32,
+    speculation: Speculation,
+    timers: Timers,
+    /// The next attempt id.
     next_attempt: u64,
+    /// The next Wait id.
+    next_wait: u64,
+    /// Actions decided while handling an event, given out first.
     actions: VecDeque<Action>,
+    /// When the scheduler was first called, for the report's `elapsed_ms`.
     started: Option<Instant>,
-    last_unreachable: String,
+    /// The last call that found a worker unreachable, for [`JobError::NoWorkers`].
+    last_unreachable: Option<WorkerFailure>,
     report: JobReport,
-    finished: bool,
 }
 
 impl Scheduler {
@@ -568,37 +127,20 @@ impl Scheduler {
             ..JobReport::default()
         };
         let mut s = Scheduler {
-            maps: (0..maps).map(|_| Task::new()).collect(),
-            reduces: (0..plan.reducers).map(|_| Task::new()).collect(),
+            config,
             shards: plan.shards,
             phase: Phase::Map,
-            todo: (0..maps).map(|index| TaskId { kind: TaskKind::Map, index }).collect(),
-            done_in_phase: 0,
-            durations: Vec::new(),
-            median: None,
-            workers: (0..plan.workers)
-                .map(|_| Worker {
-                    state: WorkerState::Ready,
-                    timeouts: 0,
-                    unreachable: 0,
-                    silent_since: None,
-                    failures: 0,
-                    probations: 0,
-                    stats: WorkerReport::default(),
-                })
-                .collect(),
-            ready: (0..plan.workers).map(WorkerId).collect(),
-            resting: BTreeSet::new(),
+            tasks: Tasks::new(maps, plan.reducers),
+            workers: Workers::new(plan.workers),
             attempts: FxHashMap::default(),
-            speculative: BTreeSet::new(),
-            backups_running: 0,
+            speculation: Speculation::default(),
+            timers: Timers::default(),
             next_attempt: 0,
+            next_wait: 0,
             actions: VecDeque::new(),
             started: None,
-            last_unreachable: String::new(),
+            last_unreachable: None,
             report,
-            finished: false,
-            config,
         };
         if maps == 0 {
             s.start_reduce();
@@ -609,468 +151,182 @@ impl Scheduler {
     /// Feeds one event. Never fails; stale events are ignored.
     pub fn handle_event(&mut self, now: Instant, event: Event) {
         self.start_clock(now);
-        if self.finished {
+        if self.phase == Phase::Done {
             if let Event::Succeeded { output, .. } = event {
                 self.actions.push_back(Action::Discard(output));
             }
             return;
         }
         match event {
-            Event::WorkerIdle(w) => {
-                if self.waiting(w) {
+            Event::WaitAnswered { wait } => match self.workers.waiting(wait) {
+                Some(w) => {
                     self.answered(w);
-                    self.make_ready(w, WorkerState::Ready);
+                    self.workers.make_ready(w, WorkerState::Ready);
                 }
-            }
-            Event::Unreachable(w) => {
-                if self.waiting(w) {
-                    self.last_unreachable = format!("{w} did not answer a wait");
+                None => tracing::debug!(%wait, "ignoring the answer of a Wait that is not current"),
+            },
+            Event::WaitFailed { wait, reason } => match self.workers.waiting(wait) {
+                Some(w) => {
+                    tracing::debug!(%wait, worker = %w, %reason, "wait failed");
+                    self.last_unreachable = Some(WorkerFailure { worker: w, reason });
                     self.rest_unreachable(now, w);
                 }
-            }
+                None => tracing::debug!(%wait, "ignoring the failure of a Wait that is not current"),
+            },
             Event::Succeeded { attempt, output } => self.on_success(now, attempt, output),
             Event::Failed { attempt, reason } => self.on_failure(now, attempt, reason),
         }
+        self.arm_backup_timer();
     }
 
     /// The next thing to do, or `None` until the next event or [`Self::poll_timeout`].
     #[must_use]
     pub fn poll_action(&mut self, now: Instant) -> Option<Action> {
-        self.start_clock(now);
-        if let Some(a) = self.actions.pop_front() {
-            return Some(a);
-        }
-        if self.finished {
-            return None;
-        }
-        self.wake_resting(now);
-        if self.check_no_workers(now) {
-            return self.actions.pop_front();
-        }
-        if let Some(w) = self.wakeable() {
-            self.make_ready(w, WorkerState::Ready);
-            return Some(Action::Wake { worker: w });
-        }
-        let w = self.ready.pop_front()?;
-        let worker = &mut self.workers[w.0 as usize];
-        let probe = worker.state == WorkerState::NeedsProbe;
-        worker.state = WorkerState::Busy;
-        let deadline = self.deadline(w);
-        if !probe {
-            if let Some(task) = self.take_todo(w) {
-                return Some(self.launch(now, w, task, false));
-            }
-            if let Some(task) = self.backup_candidate(now) {
-                return Some(self.launch(now, w, task, true));
-            }
-        }
-        if probe {
-            self.workers[w.0 as usize].state = WorkerState::Waiting;
-            return Some(Action::Wait { worker: w, for_: Duration::ZERO, deadline });
-        }
-        self.workers[w.0 as usize].state = WorkerState::Idle;
-        let for_ = self.config.idle_wait;
-        Some(Action::Wait { worker: w, for_, deadline: for_ + deadline })
+        let action = self.next_action(now);
+        self.arm_backup_timer();
+        action
     }
 
     /// The next moment at which [`Self::poll_action`] may have something new without an
-    /// event: a resting worker may be probed, or the job gives up on unreachable workers.
+    /// event: a resting worker may be probed, a running task becomes eligible for a backup
+    /// while a worker waits idle, or the job gives up on unreachable workers.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.finished {
-            return None;
-        }
-        let wake = self.resting.first().map(|(t, _)| *t);
-        let give_up = self.no_worker_deadline();
-        match (wake, give_up) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.timers.next()
     }
 
     /// Progress, for logs and progress bars.
     pub fn status(&self) -> JobStatus {
-        let done = |ts: &[Task]| ts.iter().filter(|t| matches!(t.state, TaskState::Done)).count() as u32;
         JobStatus {
             phase: self.phase,
-            maps_done: done(&self.maps),
-            maps_total: self.maps.len() as u32,
-            reduces_done: done(&self.reduces),
-            reduces_total: self.reduces.len() as u32,
+            maps_done: self.tasks.maps.done(),
+            maps_total: self.tasks.maps.len(),
+            reduces_done: self.tasks.reduces.done(),
+            reduces_total: self.tasks.reduces.len(),
             running: self.attempts.len() as u32,
         }
     }
 
-    fn start_clock(&mut self, now: Instant) {
-        if self.started.is_none() {
-            self.started = Some(now);
+    fn next_action(&mut self, now: Instant) -> Option<Action> {
+        self.start_clock(now);
+        if let Some(a) = self.actions.pop_front() {
+            return Some(a);
         }
+        if self.phase == Phase::Done {
+            return None;
+        }
+        while let Some(w) = self.timers.rested(now) {
+            self.workers.make_ready(w, WorkerState::NeedsProbe);
+        }
+        if self.timers.no_workers.is_some_and(|deadline| now >= deadline) {
+            let (waited, last) = (self.config.no_worker_timeout, self.last_unreachable.clone());
+            self.finish(Err(JobError::NoWorkers { waited, last }));
+            return self.actions.pop_front();
+        }
+        if let Some((w, wait)) = self.wakeable(now) {
+            self.workers.make_ready(w, WorkerState::Ready);
+            return Some(Action::Wake { worker: w, wait });
+        }
+        let w = self.workers.pop_ready()?;
+        let probe = self.workers.get(w).state() == WorkerState::NeedsProbe;
+        if !probe {
+            if let Some(task) = self.take_todo(w) {
+                return Some(self.launch(now, w, task, false));
+            }
+            if let Some(task) = self.speculation.candidate(now, &self.config) {
+                return Some(self.launch(now, w, task, true));
+            }
+        }
+        let wait = WaitId(self.next_wait);
+        self.next_wait += 1;
+        let deadline = self.deadline(w);
+        if probe {
+            self.workers.set(w, WorkerState::Probing(wait));
+            return Some(Action::Wait { worker: w, wait, for_: Duration::ZERO, deadline });
+        }
+        self.workers.set(w, WorkerState::IdleWait(wait));
+        let for_ = self.config.idle_wait;
+        Some(Action::Wait { worker: w, wait, for_, deadline: for_ + deadline })
     }
 
+    /// A worker in an idle Wait to wake, and its Wait: for a TODO task that the ready
+    /// workers leave and that has not failed on it (so that it surely takes a task once
+    /// ready), or, when no worker is ready, for a backup that is due.
+    fn wakeable(&self, now: Instant) -> Option<(WorkerId, WaitId)> {
+        let todo = &self.tasks.todo;
+        let for_todo = |w: WorkerId| todo.iter().any(|&t| !self.tasks.failed_on(t, w));
+        let for_backup = self.workers.ready_len() == 0 && self.speculation.candidate(now, &self.config).is_some();
+        if todo.len() <= self.workers.ready_len() && !for_backup {
+            return None;
+        }
+        self.workers.iter().find_map(|(w, worker)| match worker.state() {
+            WorkerState::IdleWait(wait) if for_backup || for_todo(w) => Some((w, wait)),
+            _ => None,
+        })
+    }
+
+    /// Sets the backup timer: the moment the oldest running task becomes eligible for a
+    /// backup, while a worker waits idle and could take it.
+    fn arm_backup_timer(&mut self) {
+        let idle = self.phase != Phase::Done && self.workers.any_idle();
+        self.timers.backup = self.speculation.next(&self.config).filter(|_| idle).map(|(at, _)| at);
+    }
+
+    fn start_clock(&mut self, now: Instant) {
+        self.started.get_or_insert(now);
+    }
+
+    /// The deadline of `w`'s next call, doubled for each deadline it missed in a row.
     fn deadline(&self, w: WorkerId) -> Duration {
         let c = &self.config;
-        backoff(self.workers[w.0 as usize].timeouts, c.task_timeout, c.max_task_timeout)
+        backoff(self.workers.get(w).timeouts, c.task_timeout, c.max_task_timeout)
     }
 
-    fn task(&self, id: TaskId) -> &Task {
-        match id.kind {
-            TaskKind::Map => &self.maps[id.index as usize],
-            TaskKind::Reduce => &self.reduces[id.index as usize],
-        }
-    }
-
-    fn task_mut(&mut self, id: TaskId) -> &mut Task {
-        match id.kind {
-            TaskKind::Map => &mut self.maps[id.index as usize],
-            TaskKind::Reduce => &mut self.reduces[id.index as usize],
-        }
-    }
-
-    fn make_ready(&mut self, w: WorkerId, state: WorkerState) {
-        debug_assert!(matches!(state, WorkerState::Ready | WorkerState::NeedsProbe));
-        self.workers[w.0 as usize].state = state;
-        self.ready.push_back(w);
-    }
-
+    /// `w` may not be called before `until`; then it is probed.
     fn rest(&mut self, w: WorkerId, until: Instant) {
-        self.workers[w.0 as usize].state = WorkerState::Resting { until };
-        self.resting.insert((until, w));
+        self.workers.set(w, WorkerState::Resting);
+        self.timers.rest(w, until);
     }
 
+    /// A call to `w` found it unreachable: it rests `retry_base × 2^k`, and the job gives
+    /// up `no_worker_timeout` from now if every worker is silent.
     fn rest_unreachable(&mut self, now: Instant, w: WorkerId) {
-        let worker = &mut self.workers[w.0 as usize];
-        let delay = backoff(worker.unreachable, self.config.retry_base, self.config.retry_cap);
-        worker.unreachable = worker.unreachable.saturating_add(1);
-        worker.silent_since.get_or_insert(now);
+        let delay = backoff(self.workers.get(w).unreachable, self.config.retry_base, self.config.retry_cap);
+        if self.workers.fell_silent(w) {
+            self.timers.no_workers = Some(now + self.config.no_worker_timeout);
+        }
         self.rest(w, now + delay);
     }
 
-    fn wake_resting(&mut self, now: Instant) {
-        while let Some(&(until, w)) = self.resting.first() {
-            if until > now {
-                break;
-            }
-            self.resting.pop_first();
-            self.make_ready(w, WorkerState::NeedsProbe);
-        }
-    }
-
-    /// A worker answered: it is reachable again.
+    /// `w` answered: it is reachable again.
     fn answered(&mut self, w: WorkerId) {
-        let worker = &mut self.workers[w.0 as usize];
-        worker.unreachable = 0;
-        worker.silent_since = None;
-    }
-
-    /// When the job gives up if no worker answers before: `no_worker_timeout` after the
-    /// last worker fell silent, while every worker is silent.
-    fn no_worker_deadline(&self) -> Option<Instant> {
-        let mut last_silent = None;
-        for w in &self.workers {
-            last_silent = last_silent.max(Some(w.silent_since?));
-        }
-        last_silent.map(|t| t + self.config.no_worker_timeout)
-    }
-
-    /// Fails the job if no worker has answered for `no_worker_timeout`.
-    fn check_no_workers(&mut self, now: Instant) -> bool {
-        if self.no_worker_deadline().is_some_and(|deadline| now >= deadline) {
-            let err = JobError::NoWorkers(self.config.no_worker_timeout, self.last_unreachable.clone());
-            self.finish(Err(err));
-            return true;
-        }
-        false
-    }
-
-    fn launch(&mut self, now: Instant, w: WorkerId, task: TaskId, backup: bool) -> Action {
-        let attempt = AttemptId(self.next_attempt);
-        self.next_attempt += 1;
-        let spec = match task.kind {
-            TaskKind::Map => TaskSpec::Map { shard: self.shards[task.index as usize].clone() },
-            TaskKind::Reduce => TaskSpec::Reduce {
-                partition: task.index,
-                inputs: self
-                    .maps
-                    .iter()
-                    .flat_map(|m| match &m.output {
-                        Some(TaskOutput::Map { files, .. }) => files.iter().filter(move |f| f.partition == task.index),
-                        other => panic!("reduce {task} launched before every map output exists: {other:?}"),
-                    })
-                    .cloned()
-                    .collect(),
-            },
-        };
-        let t = self.task_mut(task);
-        t.state = TaskState::Processing;
-        t.running.push((attempt, now));
-        if backup {
-            t.backed_up = true;
-        }
-        let running = t.running.len();
-        let first_start = t.running[0].1;
-        match running {
-            1 if !backup => {
-                self.speculative.insert((now, task));
-            }
-            _ => {
-                self.speculative.remove(&(first_start, task));
-            }
-        }
-        self.attempts.insert(attempt, Attempt { task, worker: w, started: now, backup });
-        self.report.attempts.launched += 1;
-        self.workers[w.0 as usize].stats.launched += 1;
-        if backup {
-            self.backups_running += 1;
-            self.report.attempts.speculative += 1;
-        }
-        let deadline = self.deadline(w);
-        tracing::debug!(%task, %attempt, worker = %w, backup, "launch");
-        Action::Run { worker: w, attempt, task, spec, deadline }
-    }
-
-    /// The first TODO task that worker `w` may run: one that has not failed on `w`, or
-    /// that no other worker can take now (each failed it, is unreachable, or rests after
-    /// an unreachable call or on probation), as Hadoop avoids rerunning a task on the node where it failed. One
-    /// misconfigured worker thus cannot use up a task's attempts alone.
-    /// Whether `w` has a Wait (idle or a probe) in flight.
-    fn waiting(&self, w: WorkerId) -> bool {
-        matches!(self.workers[w.0 as usize].state, WorkerState::Waiting | WorkerState::Idle)
-    }
-
-    /// A worker in an idle Wait to wake for a TODO task that the ready workers leave: one
-    /// on which that task has not failed, so that it surely takes a task once ready.
-    fn wakeable(&self) -> Option<WorkerId> {
-        if self.todo.len() <= self.ready.len() {
-            return None;
-        }
-        let i = self.workers.iter().enumerate().position(|(i, worker)| {
-            let id = WorkerId(i as u32);
-            worker.state == WorkerState::Idle && self.todo.iter().any(|&t| !self.task(t).failed_on.contains(&id))
-        })?;
-        Some(WorkerId(i as u32))
-    }
-
-    fn take_todo(&mut self, w: WorkerId) -> Option<TaskId> {
-        let usable_elsewhere = |t: &Task| {
-            self.workers.iter().enumerate().any(|(i, other)| {
-                let id = WorkerId(i as u32);
-                id != w
-                    && !t.failed_on.contains(&id)
-                    && other.unreachable == 0
-                    && !matches!(other.state, WorkerState::Resting { .. })
-            })
-        };
-        let i = self.todo.iter().position(|&id| {
-            let t = self.task(id);
-            !t.failed_on.contains(&w) || !usable_elsewhere(t)
-        })?;
-        self.todo.remove(i)
-    }
-
-    /// The oldest running task that deserves a backup attempt now, if any.
-    fn backup_candidate(&mut self, now: Instant) -> Option<TaskId> {
-        let c = &self.config;
-        if !c.speculation || self.backups_running >= c.max_backups || self.durations.is_empty() {
-            return None;
-        }
-        let &(start, task) = self.speculative.first()?;
-        let running_for = now.saturating_duration_since(start);
-        if running_for < c.speculation_min {
-            return None;
-        }
-        let durations = &self.durations;
-        let median = *self.median.get_or_insert_with(|| {
-            let mut d = durations.clone();
-            let mid = d.len() / 2;
-            *d.select_nth_unstable(mid).1
-        });
-        let threshold = median.mul_f64(c.speculation_factor).max(c.speculation_min);
-        if running_for < threshold || self.task(task).backed_up {
-            return None;
-        }
-        Some(task)
-    }
-
-    /// Removes `attempt` from its task's running set; returns the record.
-    fn end_attempt(&mut self, attempt: AttemptId) -> Option<Attempt> {
-        let a = self.attempts.remove(&attempt)?;
-        if a.backup {
-            self.backups_running -= 1;
-        }
-        let task = a.task;
-        let t = self.task_mut(task);
-        let first_before = t.running.first().map(|r| r.1);
-        t.running.retain(|(id, _)| *id != attempt);
-        let (running, first_after) = (t.running.len(), t.running.first().map(|r| r.1));
-        if let Some(start) = first_before {
-            self.speculative.remove(&(start, task));
-        }
-        // A task left with one running attempt (its backup failed, or the original did)
-        // keeps its place in the queue only if it was never backed up.
-        let t = self.task(task);
-        if running == 1 && !t.backed_up && !matches!(t.state, TaskState::Done) {
-            self.speculative.insert((first_after.expect("one running"), task));
-        }
-        Some(a)
-    }
-
-    fn on_success(&mut self, now: Instant, attempt: AttemptId, output: TaskOutput) {
-        let Some(a) = self.end_attempt(attempt) else {
-            tracing::debug!(%attempt, "ignoring success of an attempt not running");
-            self.actions.push_back(Action::Discard(output));
-            return;
-        };
-        let worker = &mut self.workers[a.worker.0 as usize];
-        worker.timeouts = 0;
-        worker.failures = 0;
-        self.answered(a.worker);
-        self.make_ready(a.worker, WorkerState::Ready);
-        self.report.attempts.succeeded += 1;
-
-        let task = a.task;
-        if matches!(self.task(task).state, TaskState::Done) {
-            tracing::debug!(%task, %attempt, "late success of a done task; discarded");
-            self.actions.push_back(Action::Discard(output));
-            return;
-        }
-        if a.backup {
-            self.report.attempts.speculative_won += 1;
-        }
-        self.workers[a.worker.0 as usize].stats.accepted += 1;
-        match &output {
-            TaskOutput::Map { files, .. } => {
-                self.report.intermediate_bytes += files.iter().map(|f| f.bytes).sum::<u64>();
-            }
-            TaskOutput::Reduce { records, .. } => self.report.output_records += records,
-        }
-        let t = self.task_mut(task);
-        t.state = TaskState::Done;
-        t.output = Some(output);
-        let took = now.saturating_duration_since(a.started);
-        self.durations.push(took);
-        self.median = None;
-        self.done_in_phase += 1;
-        match self.phase {
-            Phase::Map if self.done_in_phase == self.maps.len() as u32 => self.start_reduce(),
-            Phase::Reduce if self.done_in_phase == self.reduces.len() as u32 => {
-                let mut report = std::mem::take(&mut self.report);
-                report.outputs = self
-                    .reduces
-                    .iter()
-                    .map(|t| match &t.output {
-                        Some(TaskOutput::Reduce { path, .. }) => path.clone(),
-                        other => panic!("reduce task done without a reduce output: {other:?}"),
-                    })
-                    .collect();
-                report.workers_on_probation = self.workers.iter().filter(|w| w.probations > 0).count() as u32;
-                report.workers = self.workers.iter().map(|w| w.stats.clone()).collect();
-                report.elapsed_ms =
-                    now.saturating_duration_since(self.started.expect("clock started")).as_millis() as u64;
-                self.finish(Ok(report));
-            }
-            _ => {}
+        if self.workers.answered(w) {
+            self.timers.no_workers = None;
         }
     }
 
-    fn on_failure(&mut self, now: Instant, attempt: AttemptId, reason: Failure) {
-        let Some(a) = self.end_attempt(attempt) else {
-            tracing::debug!(%attempt, "ignoring failure of an attempt not running");
-            return;
-        };
-        let task = a.task;
-        tracing::warn!(%task, %attempt, worker = %a.worker, %reason, "attempt failed");
-        let counts = !matches!(reason, Failure::Unreachable(_));
-        let worker = &mut self.workers[a.worker.0 as usize];
-        match &reason {
-            Failure::TimedOut => worker.stats.timed_out += 1,
-            Failure::Unreachable(_) => worker.stats.lost += 1,
-            Failure::Task(_) => worker.stats.failed += 1,
-        }
-        match &reason {
-            Failure::TimedOut => {
-                worker.timeouts = worker.timeouts.saturating_add(1);
-                self.report.attempts.timed_out += 1;
-            }
-            Failure::Unreachable(why) => {
-                self.report.attempts.lost += 1;
-                self.last_unreachable = format!("{}: {why}", a.worker);
-            }
-            Failure::Task(_) => {
-                self.report.attempts.failed += 1;
-                self.answered(a.worker);
-            }
-        }
-        // Where the worker goes next.
-        match reason {
-            Failure::Unreachable(_) => self.rest_unreachable(now, a.worker),
-            _ => {
-                let worker = &mut self.workers[a.worker.0 as usize];
-                worker.failures += 1;
-                let c = &self.config;
-                if c.probation_after > 0 && worker.failures >= c.probation_after {
-                    let cap = c.retry_cap.saturating_mul(8).max(c.probation_base);
-                    let period = backoff(worker.probations, c.probation_base, cap);
-                    worker.probations += 1;
-                    worker.stats.probations += 1;
-                    worker.failures = 0;
-                    self.report.probations += 1;
-                    tracing::warn!(worker = %a.worker, ?period, "worker on probation after repeated failures");
-                    self.rest(a.worker, now + period);
-                } else if matches!(reason, Failure::TimedOut) {
-                    self.make_ready(a.worker, WorkerState::NeedsProbe);
-                } else {
-                    self.make_ready(a.worker, WorkerState::Ready);
-                }
-            }
-        }
-        if matches!(self.task(task).state, TaskState::Done) {
-            return;
-        }
-        let max = self.config.max_attempts;
-        let t = self.task_mut(task);
-        if counts {
-            t.failures += 1;
-            if !t.failed_on.contains(&a.worker) {
-                t.failed_on.push(a.worker);
-            }
-        } else {
-            t.lost += 1;
-        }
-        t.last_failure = Some(format!("{} on {}: {reason}", attempt, a.worker));
-        let exhausted = t.failures >= max || t.lost >= max.saturating_mul(4);
-        if exhausted {
-            let (attempts, last) = (t.failures + t.lost, t.last_failure.clone().unwrap_or_default());
-            let input = self.describe_input(task);
-            self.finish(Err(JobError::TaskFailed { task, input, attempts, last }));
-            return;
-        }
-        if t.running.is_empty() {
-            t.state = TaskState::Todo;
-            t.backed_up = false;
-            self.todo.push_front(task);
-        }
-    }
-
-    fn describe_input(&self, task: TaskId) -> String {
-        match task.kind {
-            TaskKind::Map => self.shards[task.index as usize].to_string(),
-            TaskKind::Reduce => format!("partition {} of {} map outputs", task.index, self.maps.len()),
-        }
-    }
-
+    /// The map phase is over: every reduce is TODO, timed afresh.
     fn start_reduce(&mut self) {
         self.phase = Phase::Reduce;
-        self.done_in_phase = 0;
-        self.durations.clear();
-        self.median = None;
-        self.todo = (0..self.reduces.len() as u32).map(|index| TaskId { kind: TaskKind::Reduce, index }).collect();
-        tracing::debug!(reduces = self.reduces.len(), "map phase done; reduce phase starts");
+        self.speculation.new_phase();
+        self.tasks.queue_reduces();
+        tracing::debug!(reduces = self.tasks.reduces.len(), "map phase done; reduce phase starts");
+    }
+
+    /// Every reduce is DONE: the job succeeded.
+    fn succeed(&mut self, now: Instant) {
+        let mut report = std::mem::take(&mut self.report);
+        report.outputs = self.tasks.reduces.outputs().cloned().collect();
+        report.workers_on_probation = self.workers.iter().filter(|(_, w)| w.probations > 0).count() as u32;
+        report.workers = self.workers.iter().map(|(_, w)| w.stats.clone()).collect();
+        report.elapsed_ms = now.saturating_duration_since(self.started.unwrap_or(now)).as_millis() as u64;
+        self.finish(Ok(report));
     }
 
     fn finish(&mut self, result: Result<JobReport, JobError>) {
         self.phase = Phase::Done;
-        self.finished = true;
-        self.todo.clear();
+        self.tasks.todo.clear();
+        self.timers.clear();
         self.actions.push_back(Action::Finished(result));
     }
 }

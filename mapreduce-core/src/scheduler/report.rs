@@ -1,6 +1,11 @@
-//! The job report.
+//! What the scheduler tells of a job: its progress, its report, or why it failed.
+
+use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::{AttemptId, Failure, TaskId, WorkerId};
 
 /// What happened in a finished job: shape, attempts, bytes, and the uncommitted outputs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -11,7 +16,9 @@ pub struct JobReport {
     pub reduce_tasks: u32,
     /// Attempt counts.
     pub attempts: AttemptCounts,
-    /// Wall time from the first scheduling decision to the last reply, in milliseconds.
+    /// Wall time of the whole run, in milliseconds: `Cluster::run` sets it (listing the
+    /// input and committing the outputs included); the scheduler fills in its own span,
+    /// from its first call to the last reply.
     pub elapsed_ms: u64,
     /// Bytes of input.
     pub input_bytes: u64,
@@ -64,4 +71,92 @@ pub struct AttemptCounts {
     pub speculative: u64,
     /// Backup attempts whose output was the one accepted.
     pub speculative_won: u64,
+}
+
+/// Why a job failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// A task used up its attempts.
+    #[error("task {task} failed {attempts} times (input: {input}); last failure: {last}")]
+    TaskFailed {
+        /// The task.
+        task: TaskId,
+        /// What it reads.
+        input: String,
+        /// Attempts that failed (lost ones included).
+        attempts: u32,
+        /// The last failure.
+        last: AttemptFailure,
+    },
+    /// Every worker was unreachable for `no_worker_timeout`.
+    #[error("no worker has been reachable for {waited:?} (every worker unreachable){}", last_error(.last))]
+    NoWorkers {
+        /// How long: `no_worker_timeout`.
+        waited: Duration,
+        /// The last call that found a worker unreachable.
+        last: Option<WorkerFailure>,
+    },
+}
+
+fn last_error(last: &Option<WorkerFailure>) -> String {
+    last.as_ref().map(|l| format!("; last error: {l}")).unwrap_or_default()
+}
+
+/// How an attempt failed: `attempt-7 on worker-1: deadline passed`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{attempt} on {worker}: {reason}")]
+pub struct AttemptFailure {
+    /// The attempt.
+    pub attempt: AttemptId,
+    /// Where it ran.
+    pub worker: WorkerId,
+    /// Why it failed.
+    pub reason: Failure,
+}
+
+/// A call that found a worker unreachable (a Wait, or an attempt lost with its connection):
+/// `worker-1: connection refused`, `worker-1 did not answer in time`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerFailure {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Why: [`Failure::TimedOut`] or [`Failure::Unreachable`].
+    pub reason: Failure,
+}
+
+impl fmt::Display for WorkerFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.reason {
+            Failure::TimedOut => write!(f, "{} did not answer in time", self.worker),
+            Failure::Unreachable(why) | Failure::Task(why) => write!(f, "{}: {why}", self.worker),
+        }
+    }
+}
+
+/// Which phase the job is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Map tasks run.
+    Map,
+    /// Every map task is done; reduce tasks run.
+    Reduce,
+    /// Finished, with success or error.
+    Done,
+}
+
+/// A read-only view of progress, from [`Scheduler::status`](super::Scheduler::status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobStatus {
+    /// The phase.
+    pub phase: Phase,
+    /// Map tasks done, of `maps_total`.
+    pub maps_done: u32,
+    /// Map tasks in all.
+    pub maps_total: u32,
+    /// Reduce tasks done, of `reduces_total`.
+    pub reduces_done: u32,
+    /// Reduce tasks in all.
+    pub reduces_total: u32,
+    /// Attempts running now.
+    pub running: u32,
 }

@@ -1,0 +1,230 @@
+//! Task state: TODO, RUNNING with its attempts, or DONE with its accepted output.
+//!
+//! A task's state is an enum that carries its data, so a DONE task without an output, or
+//! a RUNNING one without an attempt, cannot be written down. Map and reduce tasks are kept
+//! apart, each list with its own kind of output: a reduce reads typed map outputs, never
+//! one that might be missing or of the wrong kind.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::{AttemptId, Location, MapOutputRange, ReduceInput, TaskId, TaskKind, WorkerId};
+
+/// Where a task is in its life. DONE never changes again.
+#[derive(Debug)]
+pub(super) enum TaskState<O> {
+    /// Waiting in the TODO queue (or not yet queued: a reduce before its phase).
+    Todo,
+    /// Attempts of it run.
+    Running(Running),
+    /// The output of one attempt was accepted.
+    Done(O),
+}
+
+/// The attempts of a RUNNING task.
+#[derive(Debug)]
+pub(super) struct Running {
+    /// The attempts and their starts, oldest first; never empty.
+    attempts: Vec<(AttemptId, Instant)>,
+    /// Whether a backup was launched since the task last left TODO (one at most).
+    backed_up: bool,
+}
+
+/// An accepted map output, as reduces read it.
+#[derive(Debug)]
+pub(super) struct MapOutput {
+    pub(super) location: Location,
+    pub(super) ranges: Vec<MapOutputRange>,
+}
+
+/// An accepted reduce output: the attempt's file.
+pub(super) type ReduceOutput = String;
+
+/// One task: its state and how its attempts have failed.
+#[derive(Debug)]
+pub(super) struct Task<O> {
+    state: TaskState<O>,
+    /// Failures that count against the budget (errors and missed deadlines).
+    failures: u32,
+    /// Attempts lost to unreachable workers.
+    lost: u32,
+    /// Workers on which an attempt of it failed (by error or deadline), each once.
+    failed_on: Vec<WorkerId>,
+}
+
+/// How a running attempt ended for its task.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stopped {
+    /// When the attempt started.
+    pub(super) started: Instant,
+    /// Whether it was the task's last attempt: the task is TODO again.
+    pub(super) todo: bool,
+}
+
+impl<O> Task<O> {
+    fn new() -> Self {
+        Task { state: TaskState::Todo, failures: 0, lost: 0, failed_on: Vec::new() }
+    }
+
+    /// Where the task belongs in the speculation queue: by its attempt's start, if it has
+    /// exactly one and was not backed up yet.
+    fn queue_key(&self) -> Option<Instant> {
+        match &self.state {
+            TaskState::Running(Running { attempts, backed_up: false }) if attempts.len() == 1 => Some(attempts[0].1),
+            _ => None,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self.state, TaskState::Done(_))
+    }
+
+    fn failed_on(&self, worker: WorkerId) -> bool {
+        self.failed_on.contains(&worker)
+    }
+
+    fn start(&mut self, id: TaskId, attempt: AttemptId, now: Instant, backup: bool) {
+        match &mut self.state {
+            TaskState::Todo => {
+                debug_assert!(!backup, "a backup of {id}, which is TODO");
+                self.state = TaskState::Running(Running { attempts: vec![(attempt, now)], backed_up: false });
+            }
+            TaskState::Running(running) => {
+                running.attempts.push((attempt, now));
+                running.backed_up |= backup;
+            }
+            TaskState::Done(_) => panic!("{id} launched again after it was done"),
+        }
+    }
+
+    /// Ends a running attempt; `None` if the task is DONE (the attempt lost).
+    fn stop(&mut self, id: TaskId, attempt: AttemptId) -> Option<Stopped> {
+        let TaskState::Running(running) = &mut self.state else {
+            debug_assert!(self.is_done(), "{attempt} of {id} ended, but {id} is TODO");
+            return None;
+        };
+        let i = running.attempts.iter().position(|(a, _)| *a == attempt);
+        let (_, started) = running.attempts.remove(i.unwrap_or_else(|| panic!("{attempt} does not run {id}")));
+        let todo = running.attempts.is_empty();
+        if todo {
+            self.state = TaskState::Todo;
+        }
+        Some(Stopped { started, todo })
+    }
+
+    /// Counts a failure on `worker`: against the budget (`counts`) or as a loss. Returns
+    /// the failures and losses so far.
+    fn charge(&mut self, worker: WorkerId, counts: bool) -> (u32, u32) {
+        if counts {
+            self.failures += 1;
+            if !self.failed_on.contains(&worker) {
+                self.failed_on.push(worker);
+            }
+        } else {
+            self.lost += 1;
+        }
+        (self.failures, self.lost)
+    }
+}
+
+/// The tasks of one kind, by index.
+#[derive(Debug)]
+pub(super) struct TaskList<O> {
+    tasks: Vec<Task<O>>,
+    /// How many are DONE (only [`Self::accept`] makes a task DONE).
+    done: u32,
+}
+
+impl<O> TaskList<O> {
+    fn new(n: u32) -> Self {
+        TaskList { tasks: (0..n).map(|_| Task::new()).collect(), done: 0 }
+    }
+
+    pub(super) fn len(&self) -> u32 {
+        self.tasks.len() as u32
+    }
+
+    pub(super) fn done(&self) -> u32 {
+        self.done
+    }
+
+    /// Makes task `index` DONE with `output`; returns whether every task is DONE now.
+    pub(super) fn accept(&mut self, index: u32, output: O) -> bool {
+        let task = &mut self.tasks[index as usize];
+        debug_assert!(!task.is_done(), "task {index} accepted twice");
+        task.state = TaskState::Done(output);
+        self.done += 1;
+        self.done == self.len()
+    }
+
+    /// The accepted outputs, in task order (all of them once every task is DONE).
+    pub(super) fn outputs(&self) -> impl Iterator<Item = &O> {
+        self.tasks.iter().filter_map(|t| match &t.state {
+            TaskState::Done(output) => Some(output),
+            _ => None,
+        })
+    }
+}
+
+/// Calls `$method` on the task `$id` of either list.
+macro_rules! on_task {
+    ($tasks:ident, $id:expr, $method:ident($($arg:expr),*)) => {
+        match $id.kind {
+            TaskKind::Map => $tasks.maps.tasks[$id.index as usize].$method($($arg),*),
+            TaskKind::Reduce => $tasks.reduces.tasks[$id.index as usize].$method($($arg),*),
+        }
+    };
+}
+
+/// Every task of the job, and the TODO queue of the current phase.
+#[derive(Debug)]
+pub(super) struct Tasks {
+    pub(super) maps: TaskList<MapOutput>,
+    pub(super) reduces: TaskList<ReduceOutput>,
+    /// The phase's TODO tasks, in the order they are given out (a task sent back to TODO
+    /// goes in front).
+    pub(super) todo: VecDeque<TaskId>,
+}
+
+impl Tasks {
+    /// `maps` map tasks, all TODO, and `reduces` reduce tasks waiting for their phase.
+    pub(super) fn new(maps: u32, reduces: u32) -> Self {
+        let todo = (0..maps).map(|index| TaskId { kind: TaskKind::Map, index }).collect();
+        Tasks { maps: TaskList::new(maps), reduces: TaskList::new(reduces), todo }
+    }
+
+    /// Queues every reduce task: the map phase is over.
+    pub(super) fn queue_reduces(&mut self) {
+        self.todo = (0..self.reduces.len()).map(|index| TaskId { kind: TaskKind::Reduce, index }).collect();
+    }
+
+    pub(super) fn queue_key(&self, id: TaskId) -> Option<Instant> {
+        on_task!(self, id, queue_key())
+    }
+
+    pub(super) fn failed_on(&self, id: TaskId, worker: WorkerId) -> bool {
+        on_task!(self, id, failed_on(worker))
+    }
+
+    pub(super) fn start(&mut self, id: TaskId, attempt: AttemptId, now: Instant, backup: bool) {
+        on_task!(self, id, start(id, attempt, now, backup))
+    }
+
+    pub(super) fn stop(&mut self, id: TaskId, attempt: AttemptId) -> Option<Stopped> {
+        on_task!(self, id, stop(id, attempt))
+    }
+
+    pub(super) fn charge(&mut self, id: TaskId, worker: WorkerId, counts: bool) -> (u32, u32) {
+        on_task!(self, id, charge(worker, counts))
+    }
+
+    /// What reduce `partition` reads: every range of it from every map, in map order.
+    pub(super) fn reduce_inputs(&self, partition: u32) -> Vec<ReduceInput> {
+        debug_assert_eq!(self.maps.done(), self.maps.len(), "reduce {partition} before every map is done");
+        let inputs = self.maps.outputs().flat_map(|m| {
+            let ranges = m.ranges.iter().filter(move |r| r.partition == partition);
+            ranges.map(|range| ReduceInput { location: m.location.clone(), range: range.clone() })
+        });
+        inputs.collect()
+    }
+}

@@ -1,0 +1,280 @@
+//! The scheduler's vocabulary: ids, what a task reads and writes, events and actions.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{JobError, JobReport};
+use crate::shard::Shard;
+
+/// A task: the `index`th map or reduce task of the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId {
+    /// Map or reduce.
+    pub kind: TaskKind,
+    /// Shard index for a map task, partition for a reduce task.
+    pub index: u32,
+}
+
+/// The two kinds of task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TaskKind {
+    /// Reads a shard, writes one file of sorted record streams, one or more per partition.
+    Map,
+    /// Merges one partition of every map output, writes one output file.
+    Reduce,
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            TaskKind::Map => write!(f, "map-{:05}", self.index),
+            TaskKind::Reduce => write!(f, "reduce-{:05}", self.index),
+        }
+    }
+}
+
+/// A worker, by its index in the cluster's worker list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkerId(pub u32);
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "worker-{}", self.0)
+    }
+}
+
+/// One attempt to run a task; unique within a job, so a stale reply is easy to reject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttemptId(pub u64);
+
+impl fmt::Display for AttemptId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attempt-{}", self.0)
+    }
+}
+
+/// One Wait call to a worker; unique within a job, so the reply of a Wait that is no
+/// longer the worker's current one (woken, or answered twice) is easy to reject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WaitId(pub u64);
+
+impl fmt::Display for WaitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "wait-{}", self.0)
+    }
+}
+
+/// What the scheduler plans: the shards (one map task each) and the number of reducers.
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    /// One map task per shard.
+    pub shards: Vec<Shard>,
+    /// Number of reduce tasks (at least 1).
+    pub reducers: u32,
+    /// Number of workers (at least 1), known as `WorkerId(0..workers)`.
+    pub workers: u32,
+}
+
+/// One partition's sorted record stream in a map attempt's output. An attempt writes
+/// the partitions back to back (as Hadoop does); one that spilled without combining writes
+/// one run of such streams per spill, and the reduce merges them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapOutputRange {
+    /// The map task (its index) that wrote it.
+    pub map: u32,
+    /// The attempt that wrote it.
+    pub attempt: AttemptId,
+    /// The partition (reduce task) it feeds.
+    pub partition: u32,
+    /// Where the stream starts in the attempt's output.
+    pub offset: u64,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Records in it.
+    pub records: u64,
+}
+
+/// Where a map attempt's output lies: opaque to the scheduler, meaningful to the runtime's
+/// shuffle (today a path on the shared filesystem). Cheap to clone: every reduce input
+/// of the attempt shares it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Location(Arc<str>);
+
+impl Location {
+    /// A location as the runtime names it.
+    pub fn new(location: impl Into<Arc<str>>) -> Self {
+        Location(location.into())
+    }
+
+    /// The runtime's name of it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a successful attempt produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskOutput {
+    /// A map attempt's output: where it lies, its ranges (runs of one range per partition
+    /// in partition order, one run unless the attempt spilled without combining), and the
+    /// lines it read.
+    Map {
+        /// Where the output lies.
+        location: Location,
+        /// Its sorted record streams.
+        ranges: Vec<MapOutputRange>,
+        /// Input records (lines) read.
+        input_records: u64,
+    },
+    /// A reduce attempt's output file (not yet committed).
+    Reduce {
+        /// The attempt's file.
+        path: String,
+        /// Records written.
+        records: u64,
+        /// Its size.
+        bytes: u64,
+    },
+}
+
+impl TaskOutput {
+    /// Where the output lies, which the runtime deletes on [`Action::Discard`]: a map
+    /// attempt's location, or a reduce attempt's file.
+    pub fn location(&self) -> &str {
+        match self {
+            TaskOutput::Map { location, .. } => location.as_str(),
+            TaskOutput::Reduce { path, .. } => path,
+        }
+    }
+}
+
+/// One input of a reduce: a range and where its map output lies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReduceInput {
+    /// Where the map attempt's output lies.
+    pub location: Location,
+    /// The stream in it.
+    pub range: MapOutputRange,
+}
+
+/// What a worker is asked to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskSpec {
+    /// Map this shard.
+    Map {
+        /// The shard.
+        shard: Shard,
+    },
+    /// Reduce this partition from these map outputs.
+    Reduce {
+        /// The partition.
+        partition: u32,
+        /// Every range of the partition from every map, in map task order.
+        inputs: Vec<ReduceInput>,
+    },
+}
+
+/// Why an attempt or a Wait failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The RPC's deadline passed.
+    TimedOut,
+    /// The worker could not be reached, or the connection broke (the transport's message).
+    Unreachable(String),
+    /// The worker ran the task and it failed (user error or panic, bad input, I/O; the
+    /// worker's message).
+    Task(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::TimedOut => f.write_str("deadline passed"),
+            Failure::Unreachable(why) => write!(f, "worker unreachable: {why}"),
+            Failure::Task(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Something that happened, fed to [`Scheduler::handle_event`](super::Scheduler::handle_event).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A Wait was answered: its worker is alive and idle.
+    WaitAnswered {
+        /// Which Wait.
+        wait: WaitId,
+    },
+    /// A Wait failed or passed its deadline.
+    WaitFailed {
+        /// Which Wait.
+        wait: WaitId,
+        /// Why: [`Failure::TimedOut`] or [`Failure::Unreachable`].
+        reason: Failure,
+    },
+    /// An attempt succeeded.
+    Succeeded {
+        /// Which attempt.
+        attempt: AttemptId,
+        /// What it wrote.
+        output: TaskOutput,
+    },
+    /// An attempt failed.
+    Failed {
+        /// Which attempt.
+        attempt: AttemptId,
+        /// Why.
+        reason: Failure,
+    },
+}
+
+/// What the runtime must do next, drained from
+/// [`Scheduler::poll_action`](super::Scheduler::poll_action).
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Run `task` as `attempt` on `worker`; fail it if no reply comes within `deadline`.
+    Run {
+        /// Where.
+        worker: WorkerId,
+        /// The attempt's id (name its files after it).
+        attempt: AttemptId,
+        /// Which task.
+        task: TaskId,
+        /// What to run.
+        spec: TaskSpec,
+        /// The RPC's deadline.
+        deadline: Duration,
+    },
+    /// Send `worker` a Wait of `for_`; report [`Event::WaitAnswered`] when it answers or
+    /// [`Event::WaitFailed`] if it fails or takes longer than `deadline`.
+    Wait {
+        /// Which worker.
+        worker: WorkerId,
+        /// The call's id, for its reply.
+        wait: WaitId,
+        /// How long it waits before answering (zero: a probe).
+        for_: Duration,
+        /// The RPC's deadline.
+        deadline: Duration,
+    },
+    /// Cut short the idle Wait `wait` in flight to `worker`: drop the call (a reply to it
+    /// that still comes is ignored). The worker is ready: the actions that follow give it
+    /// work.
+    Wake {
+        /// Which worker.
+        worker: WorkerId,
+        /// The Wait cut short.
+        wait: WaitId,
+    },
+    /// Delete this output (see [`TaskOutput::location`]): an attempt's that lost to
+    /// another, or that came after the job ended.
+    Discard(TaskOutput),
+    /// The job is over. Nothing follows.
+    Finished(Result<JobReport, JobError>),
+}
