@@ -34,7 +34,7 @@ use mapreduce::mapreduce_core::buffer::MapBuffer;
 use mapreduce::mapreduce_core::merge::Merge;
 use mapreduce::mapreduce_core::record::{RecordReader, RecordWriter};
 use mapreduce::mapreduce_core::scheduler::{
-    Action, Event, JobPlan, PartitionFile, Scheduler, SchedulerConfig, TaskKind, TaskOutput,
+    Action, Event, JobPlan, Location, MapOutputRange, Scheduler, SchedulerConfig, TaskKind, TaskOutput,
 };
 use mapreduce::mapreduce_core::shard::{Segment, Shard};
 use mapreduce::wordcount::{Word, for_each_word, generate_corpus};
@@ -181,9 +181,11 @@ fn run_job(mut sched: Scheduler, start: Instant) -> (Scheduler, u64) {
                 Action::Run { attempt, task, .. } => {
                     let output = match task.kind {
                         TaskKind::Map => TaskOutput::Map {
-                            files: vec![PartitionFile {
+                            location: Location::new(""),
+                            ranges: vec![MapOutputRange {
+                                map: task.index,
+                                attempt,
                                 partition: 0,
-                                path: String::new(),
                                 offset: 0,
                                 bytes: 64,
                                 records: 8,
@@ -194,9 +196,11 @@ fn run_job(mut sched: Scheduler, start: Instant) -> (Scheduler, u64) {
                     };
                     replies.push(Event::Succeeded { attempt, output });
                 }
-                Action::Wait { worker, .. } => replies.push(Event::WorkerIdle(worker)),
+                Action::Wait { wait, .. } => replies.push(Event::WaitAnswered { wait }),
                 // A woken Wait is dropped: its answer never comes.
-                Action::Wake { worker } => replies.retain(|e| !matches!(e, Event::WorkerIdle(w) if *w == worker)),
+                Action::Wake { wait, .. } => {
+                    replies.retain(|e| !matches!(e, Event::WaitAnswered { wait: w } if *w == wait))
+                }
                 Action::Discard(_) => {}
                 Action::Finished(result) => {
                     result.expect("the job succeeds");
