@@ -54,11 +54,8 @@ fn a_worker_that_missed_a_deadline_is_probed_before_it_gets_more_work() {
     // probe, not at the last answer, so the job goes on.
     let mut sim = Sim::new(2, 1, 1, quiet());
     sim.run_until_idle();
-    let run = sim.run_of(map(0));
-    sim.advance_to(run.sent + run.deadline);
-    sim.workers[0] = Health::Down; // the probe will fail
-    sim.feed(Event::Failed { attempt: run.attempt, reason: Failure::TimedOut });
-    sim.run_until_idle();
+    let attempt = sim.run_of(map(0)).attempt;
+    sim.time_out_and_kill(attempt); // the probe will fail
     assert!(sim.runs.is_empty(), "work given to a worker whose probe failed");
 
     sim.revive(w(0));
@@ -134,11 +131,8 @@ fn a_lone_worker_whose_probe_fails_after_a_missed_deadline_has_no_worker_timeout
     for answers_at in [None, Some(secs(69))] {
         let mut sim = Sim::new(1, 1, 1, flaky_network());
         sim.run_until_idle();
-        let run = sim.run_of(map(0));
-        sim.advance_to(run.sent + run.deadline);
-        sim.workers[0] = Health::Down; // the probe will fail
-        sim.feed(Event::Failed { attempt: run.attempt, reason: Failure::TimedOut });
-        sim.run_until_idle();
+        let attempt = sim.run_of(map(0)).attempt;
+        sim.time_out_and_kill(attempt); // the probe will fail
         assert_eq!(sim.calls_to(w(0)).last(), Some(&(secs(60), Call::Probe)));
         assert!(sim.finished.is_none(), "a missed deadline and a failed probe ended the job: {:?}", sim.finished);
 

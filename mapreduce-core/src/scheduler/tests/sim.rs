@@ -355,6 +355,16 @@ impl Sim {
         self.run_until_idle();
     }
 
+    /// As [`Self::time_out`], but the worker is down by the deadline: the probe that
+    /// follows fails.
+    pub(super) fn time_out_and_kill(&mut self, attempt: AttemptId) {
+        let run = self.run(attempt);
+        self.advance_to(run.sent + run.deadline);
+        self.workers[run.worker.0 as usize] = Health::Down;
+        self.feed(Event::Failed { attempt, reason: Failure::TimedOut });
+        self.run_until_idle();
+    }
+
     /// The worker stops answering: its calls in flight fail, and so will the next ones.
     pub(super) fn kill(&mut self, worker: WorkerId) {
         self.workers[worker.0 as usize] = Health::Down;
