@@ -30,13 +30,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use mapreduce_core::scheduler::{
+    Action, Event, JobPlan, Location, MapOutputRange, Scheduler, SchedulerConfig, TaskKind, TaskOutput,
+};
+use mapreduce_core::shard::{Segment, Shard};
 use mapreduce_core::shuffle::buffer::MapBuffer;
 use mapreduce_core::shuffle::merge::Merge;
 use mapreduce_core::shuffle::record::{RecordReader, RecordWriter};
-use mapreduce_core::scheduler::{
-    Action, Event, JobPlan, PartitionFile, Scheduler, SchedulerConfig, TaskKind, TaskOutput,
-};
-use mapreduce_core::shard::{Segment, Shard};
 use mapreduce_examples::corpus::{SplitMix64, generate_corpus};
 use mapreduce_examples::wordcount::{Word, for_each_word};
 
@@ -158,6 +158,7 @@ fn run_job(mut sched: Scheduler, start: Instant) -> (Scheduler, u64) {
     let mut now = start;
     let mut actions = 0u64;
     let mut replies = Vec::with_capacity(WORKERS as usize);
+    let location = Location::new("m");
     loop {
         while let Some(action) = sched.poll_action(now) {
             actions += 1;
@@ -165,9 +166,11 @@ fn run_job(mut sched: Scheduler, start: Instant) -> (Scheduler, u64) {
                 Action::Run { attempt, task, .. } => {
                     let output = match task.kind {
                         TaskKind::Map => TaskOutput::Map {
-                            files: vec![PartitionFile {
+                            location: location.clone(),
+                            ranges: vec![MapOutputRange {
+                                map: task.index,
+                                attempt,
                                 partition: 0,
-                                path: String::new(),
                                 offset: 0,
                                 bytes: 64,
                                 records: 8,
@@ -178,9 +181,11 @@ fn run_job(mut sched: Scheduler, start: Instant) -> (Scheduler, u64) {
                     };
                     replies.push(Event::Succeeded { attempt, output });
                 }
-                Action::Wait { worker, .. } => replies.push(Event::WorkerIdle(worker)),
+                Action::Wait { wait, .. } => replies.push(Event::WaitAnswered { wait }),
                 // A woken Wait is dropped: its answer never comes.
-                Action::Wake { worker } => replies.retain(|e| !matches!(e, Event::WorkerIdle(w) if *w == worker)),
+                Action::Wake { wait: woken, .. } => {
+                    replies.retain(|e| !matches!(e, Event::WaitAnswered { wait } if *wait == woken))
+                }
                 Action::Discard(_) => {}
                 Action::Finished(result) => {
                     result.expect("the job succeeds");

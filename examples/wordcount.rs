@@ -149,7 +149,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Master { workers, inputs, output, shape, task_timeout, no_worker_timeout, report } => {
             let task_timeout = seconds("--task-timeout", task_timeout)?;
             let no_worker_timeout = seconds("--no-worker-timeout", no_worker_timeout)?;
-            let mut cluster = Cluster::connect(&workers).await?.with_task_timeout(task_timeout);
+            let mut cluster = Cluster::connect(&workers)?.with_task_timeout(task_timeout);
             let config = SchedulerConfig { no_worker_timeout, ..cluster.scheduler_config().clone() };
             cluster = cluster.with_scheduler_config(config);
             let spec = shape.spec(inputs, &output);

@@ -101,7 +101,7 @@
 //! // On each worker host:
 //! mapreduce::worker::serve("127.0.0.1:7001".parse()?, mapreduce::Registry::new().register::<WordCount>()).await?;
 //! // On the master:
-//! let cluster = mapreduce::Cluster::connect(["127.0.0.1:7001"]).await?;
+//! let cluster = mapreduce::Cluster::connect(["127.0.0.1:7001"])?;
 //! # Ok(()) }
 //! ```
 

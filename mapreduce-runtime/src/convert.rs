@@ -1,17 +1,11 @@
 //! Conversions between core types and their protobuf messages (the two crates do not know
 //! each other, so the runtime holds the edge).
 
+use std::collections::HashMap;
+
 use mapreduce_core::Compression;
-use mapreduce_core::scheduler::PartitionFile;
+use mapreduce_core::scheduler::{AttemptId, Location, MapOutputRange, ReduceInput};
 use mapreduce_rpc::pb;
-
-pub(crate) fn file_to_pb(f: PartitionFile) -> pb::PartitionFile {
-    pb::PartitionFile { partition: f.partition, path: f.path, offset: f.offset, bytes: f.bytes, records: f.records }
-}
-
-pub(crate) fn file_from_pb(f: pb::PartitionFile) -> PartitionFile {
-    PartitionFile { partition: f.partition, path: f.path, offset: f.offset, bytes: f.bytes, records: f.records }
-}
 
 pub(crate) fn compression_to_pb(c: Compression) -> pb::Compression {
     match c {
@@ -20,10 +14,92 @@ pub(crate) fn compression_to_pb(c: Compression) -> pb::Compression {
     }
 }
 
-/// `None` for a value this build does not know (a newer master).
+/// `None` for a value this build does not know (a newer master), or none at all.
 pub(crate) fn compression_from_pb(c: i32) -> Option<Compression> {
     match pb::Compression::try_from(c).ok()? {
+        pb::Compression::Unspecified => None,
         pb::Compression::None => Some(Compression::None),
         pb::Compression::Lz4 => Some(Compression::Lz4),
+    }
+}
+
+/// A reduce's inputs as a table of locations, each once, and ranges that index it.
+pub(crate) fn reduce_inputs_to_pb(inputs: &[ReduceInput]) -> (Vec<String>, Vec<pb::ReduceInput>) {
+    let mut index: HashMap<&str, u32> = HashMap::new();
+    let mut locations = Vec::new();
+    let ranges = inputs
+        .iter()
+        .map(|i| {
+            let location = *index.entry(i.location.as_str()).or_insert_with(|| {
+                locations.push(i.location.to_string());
+                locations.len() as u32 - 1
+            });
+            let r = &i.range;
+            pb::ReduceInput {
+                location,
+                map: r.map,
+                attempt: r.attempt.0,
+                offset: r.offset,
+                bytes: r.bytes,
+                records: r.records,
+            }
+        })
+        .collect();
+    (locations, ranges)
+}
+
+/// The inputs of a reduce request for `partition`; an error names the first input that
+/// points at no location.
+pub(crate) fn reduce_inputs_from_pb(
+    locations: Vec<String>,
+    inputs: Vec<pb::ReduceInput>,
+    partition: u32,
+) -> Result<Vec<ReduceInput>, String> {
+    let locations: Vec<Location> = locations.into_iter().map(Location::new).collect();
+    inputs
+        .into_iter()
+        .enumerate()
+        .map(|(n, i)| {
+            let location = locations
+                .get(i.location as usize)
+                .cloned()
+                .ok_or_else(|| format!("input {n} names location {} of {}", i.location, locations.len()))?;
+            let range = MapOutputRange {
+                map: i.map,
+                attempt: AttemptId(i.attempt),
+                partition,
+                offset: i.offset,
+                bytes: i.bytes,
+                records: i.records,
+            };
+            Ok(ReduceInput { location, range })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reduce_inputs_travel_with_each_location_once() {
+        let input = |loc: &str, map| ReduceInput {
+            location: Location::new(loc),
+            range: MapOutputRange { map, attempt: AttemptId(7), partition: 3, offset: 10, bytes: 20, records: 2 },
+        };
+        let inputs = vec![input("/w/m0", 0), input("/w/m0", 0), input("/w/m1", 1)];
+        let (locations, ranges) = reduce_inputs_to_pb(&inputs);
+        assert_eq!(locations, ["/w/m0", "/w/m1"]);
+        assert_eq!(reduce_inputs_from_pb(locations.clone(), ranges.clone(), 3).unwrap(), inputs);
+        let mut bad = ranges;
+        bad[1].location = 2;
+        assert_eq!(reduce_inputs_from_pb(locations, bad, 3).unwrap_err(), "input 1 names location 2 of 2");
+    }
+
+    #[test]
+    fn an_unset_or_unknown_compression_is_none() {
+        assert_eq!(compression_from_pb(0), None);
+        assert_eq!(compression_from_pb(9), None);
+        assert_eq!(compression_from_pb(compression_to_pb(Compression::Lz4) as i32), Some(Compression::Lz4));
     }
 }

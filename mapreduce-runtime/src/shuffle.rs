@@ -10,16 +10,16 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use mapreduce_core::scheduler::PartitionFile;
+use mapreduce_core::scheduler::ReduceInput;
 
 /// Opens the map output ranges a reduce reads.
 pub trait ShuffleSource: Send + Sync + std::fmt::Debug {
     /// A reader of exactly the bytes of `input`'s range. Errors (and a short read) mean
     /// the map output is not to be had from here.
-    fn open(&self, input: &PartitionFile) -> io::Result<Box<dyn Read + Send>>;
+    fn open(&self, input: &ReduceInput) -> io::Result<Box<dyn Read + Send>>;
 
     /// How errors name `input`: its file, or its location.
-    fn describe(&self, input: &PartitionFile) -> String;
+    fn describe(&self, input: &ReduceInput) -> String;
 }
 
 /// Map output on a filesystem that every worker shares: the location is the attempt
@@ -28,13 +28,13 @@ pub trait ShuffleSource: Send + Sync + std::fmt::Debug {
 pub struct SharedFs;
 
 impl ShuffleSource for SharedFs {
-    fn open(&self, input: &PartitionFile) -> io::Result<Box<dyn Read + Send>> {
-        let mut file = File::open(&input.path)?;
-        file.seek(SeekFrom::Start(input.offset))?;
-        Ok(Box::new(file.take(input.bytes)))
+    fn open(&self, input: &ReduceInput) -> io::Result<Box<dyn Read + Send>> {
+        let mut file = File::open(input.location.as_str())?;
+        file.seek(SeekFrom::Start(input.range.offset))?;
+        Ok(Box::new(file.take(input.range.bytes)))
     }
 
-    fn describe(&self, input: &PartitionFile) -> String {
-        input.path.clone()
+    fn describe(&self, input: &ReduceInput) -> String {
+        input.location.to_string()
     }
 }

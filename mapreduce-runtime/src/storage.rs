@@ -3,7 +3,7 @@
 //!
 //! Layout of an output directory while a job runs and after it succeeds:
 //! ```text
-//! out/_temporary/m00003-a17          map task 3, attempt 17: R record streams + their ranges
+//! out/_temporary/m00003-a17          map task 3, attempt 17: runs of R sorted record streams
 //! out/_temporary/r00001-a42          reduce of partition 1, attempt 42 (text)
 //! out/part-00000 ... part-{R-1}      committed by the master, one per partition
 //! out/_SUCCESS                       written last

@@ -90,7 +90,7 @@ async fn no_reachable_worker_fails_fast_naming_the_workers() {
     fs::write(dir.path().join("in.txt"), "a\n").unwrap();
     // A port that nothing listens on: bind one, note it, close it.
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let cluster = Cluster::connect([addr.to_string()]).await.unwrap();
+    let cluster = Cluster::connect([addr.to_string()]).unwrap();
     let out = dir.path().join("out");
     let run = cluster.run(JobSpec::new(WordCount, [dir.path().join("in.txt")], &out));
     let err = tokio::time::timeout(Duration::from_secs(30), run).await.expect("bounded time").unwrap_err();
@@ -114,6 +114,7 @@ async fn user_code_that_panics_fails_the_job_naming_task_record_and_panic() {
     assert_eq!(task.to_string(), "map-00000");
     assert_eq!(*attempts, SchedulerConfig::default().max_attempts);
     assert!(shard.contains("in.txt"), "{shard}");
+    let last = last.to_string();
     assert!(last.contains("refusing to map \"poison\""), "{last}");
     assert!(last.contains("in.txt:28"), "names the record's offset: {last}");
     // No partial output: the work directory is gone, and so is the output directory.
@@ -146,7 +147,7 @@ async fn a_job_unknown_to_remote_workers_fails_with_its_name() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("in.txt"), "a\n").unwrap();
     let config = SchedulerConfig { max_attempts: 2, ..SchedulerConfig::default() };
-    let cluster = Cluster::connect([addr.to_string()]).await.unwrap().with_scheduler_config(config);
+    let cluster = Cluster::connect([addr.to_string()]).unwrap().with_scheduler_config(config);
     let err = cluster.run(JobSpec::new(WordCount, [dir.path()], dir.path().join("out"))).await.unwrap_err();
     assert!(err.to_string().contains("job \"wordcount\" is not registered"), "{err}");
     drop(stop);

@@ -157,7 +157,7 @@ impl FaultyWorkers {
     }
 
     async fn cluster(&self, config: SchedulerConfig) -> Cluster {
-        Cluster::connect(self.addrs.iter().map(|a| a.to_string())).await.unwrap().with_scheduler_config(config)
+        Cluster::connect(self.addrs.iter().map(|a| a.to_string())).unwrap().with_scheduler_config(config)
     }
 
     fn injected(&self, fault: &str) -> u32 {
@@ -259,8 +259,7 @@ async fn a_worker_that_fails_every_task_cannot_fail_the_job() {
     // Worker 0 lacks the job type: every task it gets fails at once.
     let (bad, _stop_bad) = serve(Worker::new(Registry::new())).await;
     let (good, _stop_good) = serve(Worker::new(Registry::new().register::<WordCount>())).await;
-    let cluster =
-        Cluster::connect([bad.to_string(), good.to_string()]).await.unwrap().with_scheduler_config(fast_config());
+    let cluster = Cluster::connect([bad.to_string(), good.to_string()]).unwrap().with_scheduler_config(fast_config());
     let out = dir.path().join("out");
     let spec = JobSpec::new(WordCount, [&input], &out).reducers(2).shard_size(16 << 10);
     let report = cluster.run(spec).await.unwrap();

@@ -204,7 +204,7 @@ fn start_job(
     thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
-            let cluster = Cluster::connect(&workers).await.unwrap().with_task_timeout(Duration::from_secs(2));
+            let cluster = Cluster::connect(&workers).unwrap().with_task_timeout(Duration::from_secs(2));
             let config = SchedulerConfig { no_worker_timeout, ..cluster.scheduler_config().clone() };
             cluster.with_scheduler_config(config).run(spec).await
         })

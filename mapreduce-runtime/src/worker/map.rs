@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mapreduce_core::scheduler::PartitionFile;
 use mapreduce_core::shard::{Block, LineReader, Segment};
 use mapreduce_core::shuffle::ShuffleError;
-use mapreduce_core::shuffle::map_side::{MapSettings, MapSide};
+use mapreduce_core::shuffle::map_side::{MapSettings, MapSide, StreamRange};
 use mapreduce_core::{BoxError, Compression, Emitter, Job};
 
 use super::files::{AtomicFile, TempFiles};
@@ -40,7 +39,10 @@ pub(crate) struct MapTask {
 /// What a map attempt wrote.
 #[derive(Debug)]
 pub(crate) struct MapResult {
-    pub(crate) files: Vec<PartitionFile>,
+    /// Where the output lies: its file's path.
+    pub(crate) location: String,
+    /// Its streams: runs of one per partition, in partition order.
+    pub(crate) streams: Vec<StreamRange>,
     pub(crate) input_records: u64,
 }
 
@@ -78,18 +80,7 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
     }
     let (output, streams) = side.finish(job, &t.cancelled).map_err(shuffle_err)?;
     let (path, _) = output.persist()?;
-    let path = path.to_string_lossy().into_owned();
-    let files = streams
-        .into_iter()
-        .map(|s| PartitionFile {
-            partition: s.partition,
-            path: path.clone(),
-            offset: s.offset,
-            bytes: s.bytes,
-            records: s.records,
-        })
-        .collect();
-    Ok(MapResult { files, input_records })
+    Ok(MapResult { location: path.to_string_lossy().into_owned(), streams, input_records })
 }
 
 /// A failure of the data path, naming the file it concerns: the attempt's output, or its
@@ -150,6 +141,7 @@ fn block_failure<J: Job>(
 mod tests {
     use super::*;
     use crate::worker::testing::{Count, corpus, map_all, read};
+    use mapreduce_core::scheduler::ReduceInput;
 
     #[test]
     fn map_output_is_one_file_per_attempt_whatever_it_spilled() {
@@ -165,11 +157,12 @@ mod tests {
             assert_eq!(big.len(), 3);
             assert_eq!(small.len() > 3, !combine, "runs only when nothing combined");
             for files in [&big, &small] {
-                assert!(files.iter().all(|f| f.path == files[0].path), "one file per attempt");
-                let last = files.last().unwrap();
-                assert_eq!(last.offset + last.bytes, std::fs::metadata(&last.path).unwrap().len());
+                assert!(files.iter().all(|f| f.location == files[0].location), "one file per attempt");
+                let last = &files.last().unwrap().range;
+                let len = std::fs::metadata(files[0].location.as_str()).unwrap().len();
+                assert_eq!(last.offset + last.bytes, len);
             }
-            let total = |files: &[PartitionFile]| files.iter().map(|f| read(f).len()).sum::<usize>();
+            let total = |files: &[ReduceInput]| files.iter().map(|f| read(f).len()).sum::<usize>();
             assert_eq!(total(&big), if combine { 997 + 1 } else { 60_000 });
             assert_eq!(total(&small), if combine { 997 + 1 } else { 60_000 });
             assert_eq!(std::fs::read_dir(&work).unwrap().count(), 2, "two attempt files, nothing else");

@@ -189,7 +189,7 @@ pub struct WorkerService {
 impl WorkerService {
     /// Checks the job part of a request and finds its type; the fields are decoded later,
     /// off the async threads (a user's `Deserialize` may be slow or panic).
-    fn job(&self, spec: Option<pb::JobSpec>) -> Result<JobParts, TaskError> {
+    fn job(&self, spec: Option<pb::Job>) -> Result<JobParts, TaskError> {
         let spec = spec.ok_or_else(|| TaskError::InvalidRequest("missing job".into()))?;
         if !(1..=MAX_REDUCERS).contains(&spec.reducers) {
             return Err(TaskError::InvalidRequest(format!(
@@ -296,7 +296,17 @@ impl pb::worker_server::Worker for WorkerService {
             .inspect_err(|e| tracing::warn!(task, error = %e, "map failed"))?;
         tracing::debug!(task, attempt = req.attempt, ms = started.elapsed().as_millis() as u64, "map done");
         Ok(Response::new(pb::MapResponse {
-            files: result.files.into_iter().map(convert::file_to_pb).collect(),
+            location: result.location,
+            ranges: result
+                .streams
+                .into_iter()
+                .map(|s| pb::StreamRange {
+                    partition: s.partition,
+                    offset: s.offset,
+                    bytes: s.bytes,
+                    records: s.records,
+                })
+                .collect(),
             input_records: result.input_records,
         }))
     }
@@ -307,11 +317,11 @@ impl pb::worker_server::Worker for WorkerService {
         if req.partition >= reducers {
             return Err(TaskError::InvalidRequest(format!("partition {} of {reducers} reducers", req.partition)).into());
         }
-        let inputs = req
-            .inputs
-            .into_iter()
-            .map(|f| self.path(&f.path).map(|_| convert::file_from_pb(f)))
-            .collect::<Result<Vec<_>, _>>()?;
+        for location in &req.locations {
+            self.path(location)?;
+        }
+        let inputs = convert::reduce_inputs_from_pb(req.locations, req.inputs, req.partition)
+            .map_err(TaskError::InvalidRequest)?;
         let work_dir = self.path(&req.work_dir)?;
         let partition = req.partition;
         let cancelled = Arc::new(AtomicBool::new(false));
@@ -365,7 +375,7 @@ mod tests {
     #[test]
     fn the_job_part_of_a_request_is_checked_and_names_what_is_wrong() {
         let service = Worker::new(Registry::new().register::<Nop>()).into_service();
-        let spec = |compression| pb::JobSpec {
+        let spec = |compression| pb::Job {
             name: "nop".into(),
             payload: Vec::new(),
             reducers: 2,
@@ -374,9 +384,14 @@ mod tests {
         };
         let parts = service.job(Some(spec(pb::Compression::Lz4 as i32))).unwrap();
         assert_eq!((parts.reducers, parts.sort_buffer, parts.compression), (2, 1 << 20, Compression::Lz4));
-        let err = service.job(Some(spec(7))).err().expect("an unknown compression is refused");
-        assert!(matches!(&err, TaskError::InvalidRequest(m) if m == "unknown compression 7"), "{err}");
-        let err = service.job(Some(pb::JobSpec { name: "other".into(), ..spec(0) })).err().unwrap();
+        for unknown in [0, 7] {
+            let err = service.job(Some(spec(unknown))).err().expect("an unset or unknown compression is refused");
+            assert!(
+                matches!(&err, TaskError::InvalidRequest(m) if *m == format!("unknown compression {unknown}")),
+                "{err}"
+            );
+        }
+        let err = service.job(Some(pb::Job { name: "other".into(), ..spec(1) })).err().unwrap();
         assert!(matches!(&err, TaskError::UnknownJob(name) if name == "other"), "{err}");
     }
 }

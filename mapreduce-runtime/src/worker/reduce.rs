@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mapreduce_core::scheduler::PartitionFile;
+use mapreduce_core::scheduler::ReduceInput;
 use mapreduce_core::shuffle::ShuffleError;
 use mapreduce_core::shuffle::record::FormatError;
 use mapreduce_core::shuffle::reduce_side::{ReduceMerge, merge_passes};
@@ -24,7 +24,7 @@ use crate::storage;
 pub(crate) struct ReduceTask {
     pub(crate) attempt: u64,
     pub(crate) partition: u32,
-    pub(crate) inputs: Vec<PartitionFile>,
+    pub(crate) inputs: Vec<ReduceInput>,
     pub(crate) work_dir: PathBuf,
     /// Most inputs merged at once.
     pub(crate) fanin: usize,
@@ -98,7 +98,7 @@ pub(crate) fn run_reduce<J: Job>(
 }
 
 /// A map output that could not be read, named by the source.
-fn input_error(source: &dyn ShuffleSource, input: &PartitionFile, error: FormatError) -> TaskError {
+fn input_error(source: &dyn ShuffleSource, input: &ReduceInput, error: FormatError) -> TaskError {
     TaskError::Intermediate { path: PathBuf::from(source.describe(input)), source: error }
 }
 
@@ -110,7 +110,7 @@ mod tests {
     use mapreduce_core::shuffle::record::RecordWriter;
     use std::fs::File;
 
-    fn task(dir: &std::path::Path, inputs: Vec<PartitionFile>, fanin: usize) -> ReduceTask {
+    fn task(dir: &std::path::Path, inputs: Vec<ReduceInput>, fanin: usize) -> ReduceTask {
         ReduceTask {
             attempt: 1,
             partition: 0,

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mapreduce_core::scheduler::PartitionFile;
+use mapreduce_core::scheduler::{AttemptId, Location, MapOutputRange, ReduceInput};
 use mapreduce_core::shard::Segment;
 use mapreduce_core::shuffle::record::RecordReader;
 use mapreduce_core::{BoxError, Compression, Emitter, Job, Mapper, Output, Reducer};
@@ -64,7 +64,7 @@ pub(crate) fn map_all(
     sort_buffer: u64,
     reducers: u32,
     compression: Compression,
-) -> Vec<PartitionFile> {
+) -> Vec<ReduceInput> {
     let len = std::fs::metadata(input).unwrap().len();
     let seg = Segment { path: input.to_string_lossy().into(), start: 0, end: len };
     let t = MapTask {
@@ -77,17 +77,34 @@ pub(crate) fn map_all(
         compression,
         cancelled: Arc::default(),
     };
-    run_map(job, &t).unwrap().files
+    let result = run_map(job, &t).unwrap();
+    let location = Location::new(result.location);
+    result
+        .streams
+        .into_iter()
+        .map(|s| ReduceInput {
+            location: location.clone(),
+            range: MapOutputRange {
+                map: 0,
+                attempt: AttemptId(sort_buffer),
+                partition: s.partition,
+                offset: s.offset,
+                bytes: s.bytes,
+                records: s.records,
+            },
+        })
+        .collect()
 }
 
 /// The records of one partition's range.
-pub(crate) fn read(f: &PartitionFile) -> Vec<(String, u64)> {
+pub(crate) fn read(f: &ReduceInput) -> Vec<(String, u64)> {
     let reader = SharedFs.open(f).unwrap();
     RecordReader::new(std::io::BufReader::new(reader)).collect::<Result<_, _>>().unwrap()
 }
 
 /// A partition range covering the whole of a record file.
-pub(crate) fn whole(path: &Path) -> PartitionFile {
+pub(crate) fn whole(path: &Path) -> ReduceInput {
     let bytes = std::fs::metadata(path).unwrap().len();
-    PartitionFile { partition: 0, path: path.to_string_lossy().into(), offset: 0, bytes, records: 0 }
+    let range = MapOutputRange { map: 0, attempt: AttemptId(0), partition: 0, offset: 0, bytes, records: 0 };
+    ReduceInput { location: Location::new(path.to_string_lossy()), range }
 }

@@ -1,0 +1,253 @@
+//! How the driver reaches its workers: the [`Transport`] seam, and [`Grpc`], the transport
+//! of production (tonic clients of `mapreduce.v1.Worker`).
+//!
+//! A transport turns each scheduler action into a call and each reply into what the
+//! scheduler hears; the driver puts deadlines on the calls and cuts woken Waits short, so
+//! a transport knows nothing of time. Tests drive the driver through a fake.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mapreduce_core::scheduler::{AttemptId, Failure, Location, MapOutputRange, TaskId, TaskOutput, TaskSpec, WorkerId};
+use mapreduce_rpc::pb;
+use mapreduce_rpc::pb::worker_client::WorkerClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::convert;
+use crate::error::ClusterError;
+use crate::storage;
+
+/// The reply of a call, as the scheduler hears it.
+pub(crate) type Reply<T> = Pin<Box<dyn Future<Output = Result<T, Failure>> + Send>>;
+
+/// How the driver calls workers. Calls are futures that the driver may drop at any time
+/// (a deadline passed, a Wait was woken): dropping one abandons the call.
+pub(crate) trait Transport: Send + Sync {
+    /// A Wait of `for_` on `worker`.
+    fn wait(&self, worker: WorkerId, for_: Duration) -> Reply<()>;
+    /// Runs `task` as `attempt` on `worker`.
+    fn run(&self, worker: WorkerId, attempt: AttemptId, task: TaskId, spec: TaskSpec) -> Reply<TaskOutput>;
+    /// Deletes the output of an attempt that lost (in the background).
+    fn discard(&self, output: TaskOutput);
+    /// The worker's address, for logs.
+    fn addr(&self, worker: WorkerId) -> &str;
+}
+
+/// A worker's address and its gRPC client.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerEndpoint {
+    pub(crate) addr: String,
+    pub(crate) client: WorkerClient<Channel>,
+}
+
+/// The most a message may hold, either way.
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
+
+impl WorkerEndpoint {
+    /// A lazily connected client of `addr` (`host:port` or `http://host:port`).
+    pub(crate) fn new(addr: &str) -> Result<WorkerEndpoint, ClusterError> {
+        let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+        let bad = |reason: String| ClusterError::BadAddress { addr: addr.to_string(), reason };
+        let endpoint = Endpoint::from_shared(uri).map_err(|e| bad(e.to_string()))?;
+        if endpoint.uri().port_u16().is_none() {
+            return Err(bad("no port".into()));
+        }
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .connect_lazy();
+        let client = WorkerClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+        Ok(WorkerEndpoint { addr: addr.to_string(), client })
+    }
+}
+
+/// The production transport: gRPC calls to workers that share the master's filesystem.
+pub(crate) struct Grpc {
+    pub(crate) workers: Vec<WorkerEndpoint>,
+    pub(crate) job: Arc<pb::Job>,
+    /// The job's work directory, where every attempt writes.
+    pub(crate) work_dir: Arc<str>,
+}
+
+impl Transport for Grpc {
+    fn wait(&self, worker: WorkerId, for_: Duration) -> Reply<()> {
+        let mut client = self.workers[worker.0 as usize].client.clone();
+        Box::pin(async move {
+            let req = pb::WaitRequest { millis: for_.as_millis() as u64 };
+            match client.wait(req).await {
+                Ok(_) => Ok(()),
+                // However the worker answers, it is not idle: no answer is an unreachable worker.
+                Err(status) => Err(Failure::Unreachable(status.message().to_string())),
+            }
+        })
+    }
+
+    fn run(&self, worker: WorkerId, attempt: AttemptId, task: TaskId, spec: TaskSpec) -> Reply<TaskOutput> {
+        let mut client = self.workers[worker.0 as usize].client.clone();
+        let job = Some((*self.job).clone());
+        let reducers = self.job.reducers;
+        let work_dir = self.work_dir.clone();
+        Box::pin(async move {
+            match spec {
+                TaskSpec::Map { shard } => {
+                    let req = pb::MapRequest {
+                        job,
+                        task: u64::from(task.index),
+                        attempt: attempt.0,
+                        segments: shard
+                            .segments
+                            .into_iter()
+                            .map(|s| pb::Segment { path: s.path, start: s.start, end: s.end })
+                            .collect(),
+                        work_dir: work_dir.to_string(),
+                    };
+                    let reply = client.map(req).await.map_err(|s| failure_from_status(&s))?;
+                    map_output(reply.into_inner(), reducers, &work_dir, task.index, attempt)
+                }
+                TaskSpec::Reduce { partition, inputs } => {
+                    let (locations, inputs) = convert::reduce_inputs_to_pb(&inputs);
+                    let req = pb::ReduceRequest {
+                        job,
+                        task: u64::from(task.index),
+                        attempt: attempt.0,
+                        partition,
+                        locations,
+                        inputs,
+                        work_dir: work_dir.to_string(),
+                    };
+                    let r = client.reduce(req).await.map_err(|s| failure_from_status(&s))?.into_inner();
+                    let expected = Path::new(&*work_dir).join(storage::reduce_file_name(partition, attempt.0));
+                    if Path::new(&r.path) != expected {
+                        return Err(Failure::Task(format!(
+                            "worker answered output {:?}, expected {expected:?}",
+                            r.path
+                        )));
+                    }
+                    Ok(TaskOutput::Reduce { path: r.path, records: r.records, bytes: r.bytes })
+                }
+            }
+        })
+    }
+
+    fn discard(&self, output: TaskOutput) {
+        let path = output.location().to_string();
+        tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_file(path);
+        });
+    }
+
+    fn addr(&self, worker: WorkerId) -> &str {
+        &self.workers[worker.0 as usize].addr
+    }
+}
+
+/// How a call that ended in `status` counts: the worker was not reached (or the
+/// connection broke), the call ran past a deadline the worker saw, or the task failed.
+pub(crate) fn failure_from_status(status: &tonic::Status) -> Failure {
+    use tonic::Code;
+    match status.code() {
+        Code::Unavailable | Code::Unknown | Code::Cancelled => Failure::Unreachable(status.message().to_string()),
+        Code::DeadlineExceeded => Failure::TimedOut,
+        _ => Failure::Task(status.message().to_string()),
+    }
+}
+
+/// Checks a map reply: one or more runs of one range per partition, in order, back to
+/// back in the one file this attempt must write, so that the master never deletes or
+/// hands a reduce a path a worker made up.
+pub(crate) fn map_output(
+    resp: pb::MapResponse,
+    reducers: u32,
+    work_dir: &str,
+    task: u32,
+    attempt: AttemptId,
+) -> Result<TaskOutput, Failure> {
+    let expected = Path::new(work_dir).join(storage::map_file_name(task, attempt.0));
+    let mut next = 0;
+    let as_expected = resp.ranges.iter().enumerate().all(|(i, r)| {
+        let contiguous = r.offset == next;
+        next = r.offset.saturating_add(r.bytes);
+        u64::from(r.partition) == i as u64 % u64::from(reducers) && contiguous
+    });
+    let whole_runs = !resp.ranges.is_empty() && (resp.ranges.len() as u64).is_multiple_of(u64::from(reducers));
+    if Path::new(&resp.location) != expected || !whole_runs || !as_expected {
+        return Err(Failure::Task(format!(
+            "worker answered {} ranges of {:?} for {reducers} partitions, not runs of the expected file {expected:?}",
+            resp.ranges.len(),
+            resp.location
+        )));
+    }
+    let ranges = resp
+        .ranges
+        .into_iter()
+        .map(|r| MapOutputRange {
+            map: task,
+            attempt,
+            partition: r.partition,
+            offset: r.offset,
+            bytes: r.bytes,
+            records: r.records,
+        })
+        .collect();
+    Ok(TaskOutput::Map { location: Location::new(resp.location), ranges, input_records: resp.input_records })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(location: &str, ranges: &[(u32, u64, u64)]) -> pb::MapResponse {
+        pb::MapResponse {
+            location: location.into(),
+            ranges: ranges
+                .iter()
+                .map(|&(partition, offset, bytes)| pb::StreamRange { partition, offset, bytes, records: 1 })
+                .collect(),
+            input_records: 5,
+        }
+    }
+
+    #[test]
+    fn a_map_reply_is_accepted_only_as_runs_of_the_expected_file() {
+        let file = "/w/m00003-a7";
+        let check = |r| map_output(r, 2, "/w", 3, AttemptId(7));
+        let ok = check(reply(file, &[(0, 0, 10), (1, 10, 5), (0, 15, 1), (1, 16, 0)])).unwrap();
+        let TaskOutput::Map { location, ranges, input_records } = ok else { panic!("a map output") };
+        assert_eq!((location.as_str(), ranges.len(), input_records), (file, 4, 5));
+        assert!(ranges.iter().all(|r| r.map == 3 && r.attempt == AttemptId(7)));
+        assert_eq!(ranges[2].offset, 15);
+        let refused = [
+            reply("/etc/passwd", &[(0, 0, 10), (1, 10, 5)]),
+            reply("/w/m00003-a8", &[(0, 0, 10), (1, 10, 5)]),
+            reply(file, &[]),
+            reply(file, &[(0, 0, 10)]),
+            reply(file, &[(1, 0, 10), (0, 10, 5)]),
+            reply(file, &[(0, 0, 10), (1, 11, 5)]),
+            reply(file, &[(0, 0, u64::MAX), (1, 0, 5)]),
+        ];
+        for r in refused {
+            let what = format!("{r:?}");
+            assert!(matches!(check(r), Err(Failure::Task(_))), "accepted {what}");
+        }
+    }
+
+    #[test]
+    fn a_status_counts_as_unreachable_timed_out_or_a_task_failure() {
+        use tonic::{Code, Status};
+        for (code, want) in [
+            (Code::Unavailable, Failure::Unreachable("m".into())),
+            (Code::Unknown, Failure::Unreachable("m".into())),
+            (Code::Cancelled, Failure::Unreachable("m".into())),
+            (Code::DeadlineExceeded, Failure::TimedOut),
+            (Code::InvalidArgument, Failure::Task("m".into())),
+            (Code::Aborted, Failure::Task("m".into())),
+            (Code::NotFound, Failure::Task("m".into())),
+        ] {
+            assert_eq!(failure_from_status(&Status::new(code, "m")), want, "{code:?}");
+        }
+    }
+}
