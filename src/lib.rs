@@ -118,7 +118,10 @@ pub mod worker {
 }
 
 /// Types that the API above carries but that few programs name: the error of an invalid
-/// [`SchedulerConfig`], and the task a [`JobError`] names.
+/// [`SchedulerConfig`], and what a [`JobError`] names (the task, its last failed attempt,
+/// the worker that failed).
 pub mod advanced {
-    pub use mapreduce_core::scheduler::{ConfigError, TaskId, TaskKind};
+    pub use mapreduce_core::scheduler::{
+        AttemptFailure, AttemptId, ConfigError, Failure, TaskId, TaskKind, WorkerFailure, WorkerId,
+    };
 }

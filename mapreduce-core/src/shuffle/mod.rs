@@ -37,7 +37,7 @@ use record::FormatError;
 /// A scratch file is deleted when it is dropped (an anonymous temporary file, say).
 pub trait Scratch {
     /// A scratch file, written once, then read from its start.
-    type File: Read + Write + Seek;
+    type File: Read + Write + Seek + 'static;
     /// A new, empty scratch file.
     fn create(&mut self) -> io::Result<Self::File>;
 }

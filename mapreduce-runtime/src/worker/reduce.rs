@@ -71,7 +71,7 @@ pub(crate) fn run_reduce<J: Job>(
         &t.cancelled,
     )
     .map_err(shuffle_err)?;
-    let mut merge = ReduceMerge::<J::Key, J::Value, _, _>::open(level, &mut open).map_err(shuffle_err)?;
+    let mut merge = ReduceMerge::<J::Key, J::Value>::open(level, &mut open).map_err(shuffle_err)?;
     let mut out = Output::new(&mut writer);
     let mut keys = 0u64;
     let result = catch_unwind(AssertUnwindSafe(|| {
