@@ -29,6 +29,19 @@ pub enum RunError {
         /// The directory.
         path: PathBuf,
     },
+    /// Another job run holds the output directory: its `_temporary` exists.
+    #[error(
+        "output directory {} is claimed by {}: another master runs on it, or one was killed; if none runs, remove {}/_temporary and retry",
+        path.display(),
+        job.as_ref().map_or_else(|| "another job".to_string(), |j| format!("job {j}")),
+        path.display()
+    )]
+    OutputClaimed {
+        /// The directory.
+        path: PathBuf,
+        /// The id of the job run that holds it, if it is known yet.
+        job: Option<String>,
+    },
     /// The output directory cannot be created or written.
     #[error("cannot prepare output directory {}: {source}", path.display())]
     Output {

@@ -3,8 +3,9 @@
 //!
 //! Layout of an output directory while a job runs and after it succeeds:
 //! ```text
-//! out/_temporary/m00003-a17          map task 3, attempt 17: runs of R sorted record streams
-//! out/_temporary/r00001-a42          reduce of partition 1, attempt 42 (text)
+//! out/_temporary/                    the claim of one job run (mode 0700)
+//! out/_temporary/<job>/m00003-a17    map task 3, attempt 17: runs of R sorted record streams
+//! out/_temporary/<job>/r00001-a42    reduce of partition 1, attempt 42 (text)
 //! out/part-00000 ... part-{R-1}      committed by the master, one per partition
 //! out/_SUCCESS                       written last
 //! ```
@@ -81,45 +82,105 @@ fn collect(path: &Path, out: &mut Vec<InputFile>) -> Result<(), RunError> {
     Ok(())
 }
 
-/// An output directory being written by a job. Dropped without a commit (the job failed,
-/// or its future was dropped), it cleans up after itself, like [`OutputDir::abort`].
+/// A job run's identity: 128 random bits, as 32 hex digits. It names the run's work
+/// directory, so that nobody can guess the names its attempts will write.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobId(String);
+
+impl JobId {
+    /// A new random id.
+    pub fn random() -> JobId {
+        let mut bytes = [0u8; 16];
+        // The OS's generator; failing that (no /dev/urandom, say), the clock and the
+        // process id still give every run its own name, if a guessable one.
+        if getrandom::fill(&mut bytes).is_err() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            bytes[..8].copy_from_slice(&(now.as_nanos() as u64).to_le_bytes());
+            bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+        }
+        JobId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An output directory claimed by one job run. Dropped without a commit (the job failed,
+/// or its future was dropped), it cleans up what it made, like [`OutputDir::abort`].
 #[derive(Debug)]
 pub struct OutputDir {
     /// The output directory (absolute).
     pub root: PathBuf,
-    /// Its `_temporary` directory.
+    /// The run's work directory: `root/_temporary/<job id>`.
     pub work: PathBuf,
+    /// The run that holds the claim.
+    pub job: JobId,
+    /// Its claim: `root/_temporary`, made by this run.
+    claim: PathBuf,
+    /// Whether this run created `root` itself.
     created: bool,
     /// Committed or aborted: nothing left to clean up.
     settled: AtomicBool,
 }
 
 impl OutputDir {
-    /// Refuses an output directory that holds anything (as Hadoop does), else creates it
-    /// and its work directory.
+    /// Claims the output directory for a new job run, in one atomic step: creating its
+    /// `_temporary` directory (mode 0700), with the run's work directory inside, named
+    /// after its [`JobId`]. Of two runs on one directory exactly one gets the claim; the
+    /// other is refused with [`RunError::OutputClaimed`] and touches nothing. A directory
+    /// that holds anything else is refused too (as Hadoop does) and left alone.
     pub fn prepare(path: &Path) -> Result<Self, RunError> {
         let root = std::path::absolute(path).map_err(|source| RunError::Output { path: path.to_path_buf(), source })?;
         let err = |source| RunError::Output { path: root.clone(), source };
         if root.to_str().is_none() {
             return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "path is not valid UTF-8")));
         }
-        let created = match fs::read_dir(&root) {
-            Ok(mut entries) => {
-                if entries.next().is_some() {
-                    return Err(RunError::OutputExists { path: root });
-                }
-                false
-            }
+        let created = match fs::create_dir(&root) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&root).map_err(err)?;
-                true
+                if let Some(parent) = root.parent() {
+                    fs::create_dir_all(parent).map_err(err)?;
+                }
+                match fs::create_dir(&root) {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+                    Err(e) => return Err(err(e)),
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Err(RunError::OutputExists { path: root }),
             Err(e) => return Err(err(e)),
         };
-        let work = root.join(TEMPORARY);
-        let out = OutputDir { root, work, created, settled: AtomicBool::new(false) };
-        fs::create_dir(&out.work).map_err(|source| RunError::Output { path: out.work.clone(), source })?;
+        if !root.is_dir() {
+            return Err(RunError::OutputExists { path: root });
+        }
+        let claim = root.join(TEMPORARY);
+        if let Some(e) = check_only_claim(&root, false)? {
+            return Err(e);
+        }
+        match claim_dir(&claim) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(RunError::OutputClaimed { path: root, job: claim_holder(&claim) });
+            }
+            Err(e) => return Err(err(e)),
+        }
+        let job = JobId::random();
+        let work = claim.join(job.as_str());
+        let out = OutputDir { root, work, job, claim, created, settled: AtomicBool::new(false) };
+        // Something else may have appeared between the check and the claim (not another
+        // run: it would have needed the claim): give the claim back and refuse.
+        if let Some(e) = check_only_claim(&out.root, true)? {
+            return Err(e);
+        }
+        claim_dir(&out.work).map_err(|source| RunError::Output { path: out.work.clone(), source })?;
         Ok(out)
     }
 
@@ -155,11 +216,11 @@ impl OutputDir {
     /// still running on a worker (a loser of a race, or one past its deadline) can no
     /// longer create or rename a file in it, then deleted.
     fn remove_work(&self) {
-        let doomed = self.root.join(format!("{TEMPORARY}.removing-{}", std::process::id()));
-        let target = match fs::rename(&self.work, &doomed) {
+        let doomed = self.root.join(format!("{TEMPORARY}.removing-{}", self.job));
+        let target = match fs::rename(&self.claim, &doomed) {
             Ok(()) => doomed,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(_) => self.work.clone(),
+            Err(_) => self.claim.clone(),
         };
         for round in 0..5 {
             match fs::remove_dir_all(&target) {
@@ -184,6 +245,46 @@ impl OutputDir {
             let _ = fs::remove_dir(&self.root);
         }
     }
+}
+
+/// Creates a directory that only its owner may enter.
+fn claim_dir(path: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// The refusal for an output directory that holds more than a claim (`_temporary`), if it
+/// does; `ours` says the claim is this run's (then it is removed before refusing).
+fn check_only_claim(root: &Path, ours: bool) -> Result<Option<RunError>, RunError> {
+    let err = |source| RunError::Output { path: root.to_path_buf(), source };
+    let mut others = false;
+    let mut claimed = false;
+    for entry in fs::read_dir(root).map_err(err)? {
+        match entry.map_err(err)?.file_name() {
+            name if name == TEMPORARY => claimed = true,
+            _ => others = true,
+        }
+    }
+    let claim = root.join(TEMPORARY);
+    if others {
+        if ours {
+            let _ = fs::remove_dir_all(&claim);
+        }
+        return Ok(Some(RunError::OutputExists { path: root.to_path_buf() }));
+    }
+    if claimed && !ours {
+        return Ok(Some(RunError::OutputClaimed { path: root.to_path_buf(), job: claim_holder(&claim) }));
+    }
+    Ok(None)
+}
+
+/// The job id in another run's claim: the name of the one directory inside it, if it
+/// has made it yet.
+fn claim_holder(claim: &Path) -> Option<String> {
+    let mut names = fs::read_dir(claim).ok()?.filter_map(|e| e.ok()?.file_name().into_string().ok());
+    names.find(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 impl Drop for OutputDir {
@@ -257,5 +358,68 @@ mod tests {
         names.sort();
         assert_eq!(names, vec!["_SUCCESS", "part-00000", "part-00001"]);
         assert_eq!(fs::read_to_string(out.root.join("part-00000")).unwrap(), "x\t1\n");
+    }
+
+    #[test]
+    fn a_second_run_on_a_claimed_directory_is_refused_naming_the_holder_and_touches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = OutputDir::prepare(&dir.path().join("out")).unwrap();
+        fs::write(first.work.join("m00000-a0"), "x").unwrap();
+        let err = OutputDir::prepare(&dir.path().join("out")).unwrap_err();
+        assert!(matches!(&err, RunError::OutputClaimed { job: Some(j), .. } if *j == first.job.to_string()), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(first.job.as_str()) && msg.contains("_temporary"), "{msg}");
+        assert!(first.work.join("m00000-a0").exists(), "the holder's files are untouched");
+        drop(first);
+        assert!(!dir.path().join("out").exists(), "the holder cleans up after itself");
+    }
+
+    #[test]
+    fn a_claim_left_by_a_killed_run_is_named_with_how_to_clear_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let stale = OutputDir::prepare(&out).unwrap();
+        let job = stale.job.clone();
+        std::mem::forget(stale); // killed: no cleanup
+        let err = OutputDir::prepare(&out).unwrap_err();
+        assert!(err.to_string().contains(&format!("job {job}")), "{err}");
+        assert!(err.to_string().contains(&format!("remove {}/_temporary", out.display())), "{err}");
+        fs::remove_dir_all(out.join(TEMPORARY)).unwrap();
+        let again = OutputDir::prepare(&out).unwrap();
+        assert_ne!(again.job, job, "every run has its own id");
+        assert_eq!(again.job.as_str().len(), 32);
+    }
+
+    #[test]
+    fn of_two_runs_claiming_at_once_exactly_one_wins() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("out");
+            let barrier = std::sync::Barrier::new(2);
+            let results: Vec<_> = std::thread::scope(|s| {
+                let runs: Vec<_> = (0..2)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            OutputDir::prepare(&out)
+                        })
+                    })
+                    .collect();
+                runs.into_iter().map(|r| r.join().unwrap()).collect()
+            });
+            let won: Vec<&OutputDir> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert_eq!(
+                won.len(),
+                1,
+                "round {round}: {:?}",
+                results.iter().map(|r| r.as_ref().err()).collect::<Vec<_>>()
+            );
+            assert!(won[0].work.is_dir(), "round {round}: the winner's work directory stands");
+            for r in &results {
+                if let Err(e) = r {
+                    assert!(matches!(e, RunError::OutputClaimed { .. }), "round {round}: {e}");
+                }
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests, compiled into one binary so the workspace links once.
 
+mod claims;
 mod errors;
 mod faults;
 mod processes;

@@ -119,6 +119,7 @@ impl Cluster {
         let shards = plan_shards(&files, spec.shard_size);
         tracing::info!(
             job = J::NAME,
+            id = %output.job,
             files = files.len(),
             maps = shards.len(),
             reducers = spec.reducers,
