@@ -159,10 +159,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
-    if !(secs > 0.0 && secs.is_finite()) {
-        bail!("{flag} must be a positive number of seconds, got {secs}");
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => bail!("{flag} must be a positive number of seconds that fits a duration, got {secs}"),
     }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 fn finish(report: JobReport, output: &Path, report_file: Option<&Path>) -> anyhow::Result<()> {

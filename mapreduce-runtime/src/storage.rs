@@ -52,10 +52,28 @@ fn hidden(name: &std::ffi::OsStr) -> bool {
 pub fn list_inputs(paths: &[PathBuf]) -> Result<Vec<InputFile>, RunError> {
     let mut files = Vec::new();
     for path in paths {
-        let abs = std::path::absolute(path).map_err(|source| RunError::Input { path: path.clone(), source })?;
+        let abs = absolute(path).map_err(|source| RunError::Input { path: path.clone(), source })?;
         collect(&abs, &mut files)?;
     }
     Ok(files)
+}
+
+/// `path` made absolute against the current directory, with `.` and `..` resolved
+/// lexically (as Hadoop and Spark normalise paths): `../in/./a.txt` from `/home/u/job`
+/// is `/home/u/in/a.txt`. Workers accept only such paths.
+pub fn absolute(path: &Path) -> io::Result<PathBuf> {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in std::path::absolute(path)?.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
 }
 
 fn collect(path: &Path, out: &mut Vec<InputFile>) -> Result<(), RunError> {
@@ -138,7 +156,7 @@ impl OutputDir {
     /// other is refused with [`RunError::OutputClaimed`] and touches nothing. A directory
     /// that holds anything else is refused too (as Hadoop does) and left alone.
     pub fn prepare(path: &Path) -> Result<Self, RunError> {
-        let root = std::path::absolute(path).map_err(|source| RunError::Output { path: path.to_path_buf(), source })?;
+        let root = absolute(path).map_err(|source| RunError::Output { path: path.to_path_buf(), source })?;
         let err = |source| RunError::Output { path: root.clone(), source };
         if root.to_str().is_none() {
             return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "path is not valid UTF-8")));
@@ -421,5 +439,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn relative_paths_with_dots_are_made_absolute_and_normal() {
+        let cwd = std::env::current_dir().unwrap();
+        let parent = cwd.parent().unwrap_or(&cwd).to_path_buf();
+        assert_eq!(absolute(Path::new("../in/./a.txt")).unwrap(), parent.join("in/a.txt"));
+        assert_eq!(absolute(Path::new("/a/b/../../../c")).unwrap(), PathBuf::from("/c"));
+        assert_eq!(absolute(Path::new("/a/./b/")).unwrap(), PathBuf::from("/a/b"));
+        let p = absolute(Path::new("x/../y")).unwrap();
+        assert!(p.is_absolute() && !p.components().any(|c| matches!(c, std::path::Component::ParentDir)));
     }
 }
