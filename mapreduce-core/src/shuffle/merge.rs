@@ -15,8 +15,7 @@ pub enum MergeError<E> {
     Source {
         /// Index of the failing source.
         input: usize,
-        /// Its error.
-        #[source]
+        /// Its error (in the message, not the source: each cause is printed once).
         error: E,
     },
     /// Source number `source` yielded a key smaller than the key before it.

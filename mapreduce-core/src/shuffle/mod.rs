@@ -94,3 +94,29 @@ impl Scratch for MemScratch {
         Ok(io::Cursor::new(Vec::new()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::merge::MergeError;
+    use super::*;
+
+    /// Every cause is in the message and none is a `source()`: a printer that walks the
+    /// chain (`anyhow`'s `{:#}`) prints each once.
+    #[test]
+    fn data_path_errors_print_each_cause_once() {
+        let io = || io::Error::new(io::ErrorKind::PermissionDenied, "denied");
+        let format = FormatError::from(io());
+        let errors: Vec<Box<dyn Error>> = vec![
+            Box::new(FormatError::from(io())),
+            Box::new(MergeError::Source { input: 2, error: FormatError::from(io()) }),
+            Box::new(ShuffleError::Input { input: 1, error: format }),
+            Box::new(ShuffleError::Output(FormatError::from(io()))),
+        ];
+        for e in errors {
+            assert!(e.source().is_none(), "{e} has a source too");
+            assert_eq!(e.to_string().matches("denied").count(), 1, "{e}");
+        }
+    }
+}

@@ -70,7 +70,7 @@ const BLOCK_LIMIT: usize = 256 << 20;
 pub enum FormatError {
     /// The underlying reader or writer failed.
     #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// The file does not start with the record-file magic.
     #[error("not a record file (bad magic)")]
     BadMagic,
@@ -95,21 +95,29 @@ pub enum FormatError {
         what: &'static str,
     },
     /// A record could not be encoded.
-    #[error("cannot encode record {record}: {source}")]
+    #[error("cannot encode record {record}: {error}")]
     Encode {
         /// Index of the record in the file.
         record: u64,
         /// The serializer's error.
-        source: postcard::Error,
+        error: postcard::Error,
     },
     /// A record's bytes do not decode as the job's key and value types.
-    #[error("cannot decode record {record}: {source}")]
+    #[error("cannot decode record {record}: {error}")]
     Decode {
         /// Index of the record in the file.
         record: u64,
         /// The deserializer's error.
-        source: postcard::Error,
+        error: postcard::Error,
     },
+}
+
+// By hand, not `#[from]`: that would also make the cause the error's source, and a
+// printer that walks the chain would print it twice.
+impl From<io::Error> for FormatError {
+    fn from(e: io::Error) -> Self {
+        FormatError::Io(e)
+    }
 }
 
 /// Writes records into the block format. Call [`RecordWriter::finish`] to write the
@@ -160,7 +168,7 @@ impl<W: Write> RecordWriter<W> {
         self.scratch.clear();
         let scratch = std::mem::take(&mut self.scratch);
         self.scratch = postcard::to_extend(&(key, value), scratch)
-            .map_err(|source| FormatError::Encode { record: self.records, source })?;
+            .map_err(|error| FormatError::Encode { record: self.records, error })?;
         push_varint(&mut self.block, self.scratch.len() as u64);
         self.block.extend_from_slice(&self.scratch);
         self.block_records += 1;
@@ -361,7 +369,7 @@ impl<R: Read, K: DeserializeOwned, V: DeserializeOwned> RecordReader<R, K, V> {
         let end = usize::try_from(len).ok().and_then(|l| start.checked_add(l)).filter(|&e| e <= self.block.len());
         let end = end.ok_or(FormatError::Corrupt { offset: self.offset, what: "frame overruns its block" })?;
         let record = postcard::from_bytes(&self.block[start..end])
-            .map_err(|source| FormatError::Decode { record: self.records, source })?;
+            .map_err(|error| FormatError::Decode { record: self.records, error })?;
         self.cursor = end;
         self.block_left -= 1;
         self.records += 1;
