@@ -2,6 +2,7 @@
 
 mod errors;
 mod faults;
+mod hostile;
 mod processes;
 mod support;
 mod wordcount;
