@@ -65,7 +65,7 @@ const BLOCK_TARGET: usize = 64 << 10;
 /// Refuse to allocate for a block claimed larger than this (a corrupt length).
 const BLOCK_LIMIT: usize = 256 << 20;
 /// The largest record (its key and value encoded) a writer accepts: 240 MiB. A block holds
-/// less than [`BLOCK_TARGET`] before it, so with LZ4's worst growth (n/255 + 16 bytes)
+/// less than its 64 KiB target before it, so with LZ4's worst growth (n/255 + 16 bytes)
 /// its stored and raw lengths stay under the reader's block limit of 256 MiB.
 pub const MAX_RECORD_BYTES: usize = 240 << 20;
 
