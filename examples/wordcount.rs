@@ -3,7 +3,7 @@
 //! ```text
 //! wordcount run    [--input PATH]... [--output DIR] [--workers N] [--reducers R]
 //!                  [--shard-size BYTES] [--report FILE]
-//! wordcount worker --listen ADDR
+//! wordcount worker --listen ADDR [--root DIR]...
 //! wordcount master --worker ADDR [--worker ADDR]... --input PATH... --output DIR
 //!                  [--reducers R] [--shard-size BYTES] [--task-timeout SECS] [--report FILE]
 //! ```
@@ -54,6 +54,10 @@ enum Command {
         /// Address to listen on, e.g. 127.0.0.1:7001.
         #[arg(long)]
         listen: SocketAddr,
+        /// A data root: the worker reads and writes only beneath its roots (repeatable;
+        /// default: the current directory).
+        #[arg(long = "root", value_name = "DIR")]
+        roots: Vec<PathBuf>,
     },
     /// Drives remote workers through the job.
     Master {
@@ -119,12 +123,13 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Worker { listen } => {
+        Command::Worker { listen, roots } => {
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             // The bound address (the OS picks the port for :0), for whoever started us.
             println!("wordcount: worker listening on {}", listener.local_addr()?);
-            let worker = Worker::new(Registry::new().register::<WordCount>());
+            let worker =
+                roots.into_iter().fold(Worker::new(Registry::new().register::<WordCount>()), Worker::with_root);
             worker.serve_with_shutdown(listener, std::future::pending()).await?;
             Ok(())
         }

@@ -308,6 +308,16 @@ pub struct JobSpec<J> {
     pub sort_buffer_bytes: u64,
     /// How map outputs and spills store their blocks: [`Compression::Lz4`] by default.
     pub compression: Compression,
+    /// The longest input line a map reads, in bytes before its `\n`:
+    /// [`DEFAULT_MAX_LINE_BYTES`] (64 MiB) by default, within
+    /// [`MIN_MAX_LINE_BYTES`]`..=`[`MAX_MAX_LINE_BYTES`]. A map attempt never buffers more
+    /// than this (plus a block) of input, so a file without newlines cannot exhaust a
+    /// worker's memory. A longer line fails the map naming its file and offset, unless
+    /// [`JobSpec::skip_long_lines`] is set.
+    pub max_line_bytes: u64,
+    /// Skip (and count) lines longer than `max_line_bytes` instead of failing: off by
+    /// default.
+    pub skip_long_lines: bool,
 }
 
 impl<J: Job> JobSpec<J> {
@@ -321,6 +331,8 @@ impl<J: Job> JobSpec<J> {
             shard_size: DEFAULT_SHARD_SIZE,
             sort_buffer_bytes: DEFAULT_SORT_BUFFER,
             compression: Compression::default(),
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            skip_long_lines: false,
         }
     }
 
@@ -349,8 +361,20 @@ impl<J: Job> JobSpec<J> {
         self
     }
 
+    /// Sets the longest input line in bytes (see [`JobSpec::max_line_bytes`]).
+    pub fn max_line_bytes(mut self, bytes: u64) -> Self {
+        self.max_line_bytes = bytes;
+        self
+    }
+
+    /// Whether lines longer than the limit are skipped and counted rather than an error.
+    pub fn skip_long_lines(mut self, skip: bool) -> Self {
+        self.skip_long_lines = skip;
+        self
+    }
+
     /// Checks the parts that need no I/O: at least one input, a reducer, a positive shard
-    /// size and a sort buffer of at least 64 KiB.
+    /// size, a sort buffer of at least 64 KiB and a line limit in range.
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.inputs.is_empty() {
             return Err(SpecError::NoInput);
@@ -370,6 +394,9 @@ impl<J: Job> JobSpec<J> {
         if self.sort_buffer_bytes > MAX_SORT_BUFFER {
             return Err(SpecError::SortBufferTooLarge(self.sort_buffer_bytes));
         }
+        if !(MIN_MAX_LINE_BYTES..=MAX_MAX_LINE_BYTES).contains(&self.max_line_bytes) {
+            return Err(SpecError::MaxLineOutOfRange(self.max_line_bytes));
+        }
         Ok(())
     }
 }
@@ -378,8 +405,17 @@ impl<J: Job> JobSpec<J> {
 pub const MIN_SORT_BUFFER: u64 = 64 << 10;
 /// The largest sort buffer a job may ask for (64 GiB).
 pub const MAX_SORT_BUFFER: u64 = 64 << 30;
-/// The most reducers a job may have.
+/// The most reducers a job may have: 2^20. A map reply names one range per partition per
+/// run, at most 20 bytes each (two varints), so one run of 2^20 ranges takes at most
+/// 20 MiB of a 64 MiB message; a worker refuses to answer a reply that would not fit.
 pub const MAX_REDUCERS: u32 = 1 << 20;
+/// Default of [`JobSpec::max_line_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_LINE_BYTES: u64 = crate::shard::DEFAULT_MAX_LINE as u64;
+/// The smallest line limit a job may set: 1 KiB.
+pub const MIN_MAX_LINE_BYTES: u64 = 1 << 10;
+/// The largest line limit a job may set: the largest record the intermediate format holds
+/// ([`crate::shuffle::record::MAX_RECORD_BYTES`], 240 MiB), since a line may become a key.
+pub const MAX_MAX_LINE_BYTES: u64 = crate::shuffle::record::MAX_RECORD_BYTES as u64;
 
 /// A [`JobSpec`] that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -402,6 +438,9 @@ pub enum SpecError {
     /// `reducers` is above [`MAX_REDUCERS`].
     #[error("{0} reducers is more than the maximum of 1048576")]
     TooManyReducers(u32),
+    /// `max_line_bytes` is outside [`MIN_MAX_LINE_BYTES`]`..=`[`MAX_MAX_LINE_BYTES`].
+    #[error("max_line_bytes of {0} is outside 1024..=251658240 (1 KiB to the largest record, 240 MiB)")]
+    MaxLineOutOfRange(u64),
 }
 
 #[cfg(test)]
@@ -462,11 +501,17 @@ mod tests {
             // The lower bounds still hold.
             (spec().reducers(0), Err(SpecError::ZeroReducers)),
             (spec().sort_buffer_bytes(MIN_SORT_BUFFER - 1), Err(SpecError::SortBufferTooSmall(MIN_SORT_BUFFER - 1))),
+            (spec().max_line_bytes(MIN_MAX_LINE_BYTES), Ok(())),
+            (spec().max_line_bytes(MAX_MAX_LINE_BYTES), Ok(())),
+            (spec().max_line_bytes(MIN_MAX_LINE_BYTES - 1), Err(SpecError::MaxLineOutOfRange(MIN_MAX_LINE_BYTES - 1))),
+            (spec().max_line_bytes(MAX_MAX_LINE_BYTES + 1), Err(SpecError::MaxLineOutOfRange(MAX_MAX_LINE_BYTES + 1))),
+            (spec().max_line_bytes(0), Err(SpecError::MaxLineOutOfRange(0))),
         ];
         for (spec, want) in cases {
             assert_eq!(spec.validate(), want, "reducers {}, sort buffer {}", spec.reducers, spec.sort_buffer_bytes);
         }
         assert_eq!(MAX_SORT_BUFFER, 64 << 30);
+        assert_eq!((MIN_MAX_LINE_BYTES, MAX_MAX_LINE_BYTES, spec().max_line_bytes), (1024, 251_658_240, 64 << 20));
         assert_eq!(
             SpecError::SortBufferTooLarge(MAX_SORT_BUFFER + 1).to_string(),
             "sort buffer of 68719476737 bytes is above the maximum of 64 GiB"

@@ -51,16 +51,28 @@ impl Shard {
 }
 
 impl std::fmt::Display for Shard {
+    /// The first segment and the shard's size, never every segment: a shard may hold
+    /// [`MAX_SHARD_SEGMENTS`] files, and errors that name it stay short.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, s) in self.segments.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
+        match self.segments.as_slice() {
+            [] => f.write_str("an empty shard"),
+            [s] => write!(f, "{}[{}..{})", s.path, s.start, s.end),
+            [s, rest @ ..] => {
+                write!(f, "{}[{}..{}) and {} more segments, {} bytes", s.path, s.start, s.end, rest.len(), self.len())
             }
-            write!(f, "{}[{}..{})", s.path, s.start, s.end)?;
         }
-        Ok(())
     }
 }
+
+/// The most segments (so files) in one shard: [`plan_shards`] starts a new shard past it,
+/// so that a map request stays small whatever the files' sizes. With paths of at most
+/// [`MAX_PATH_BYTES`], a shard's segments take at most 4096 × (4096 + 30) bytes, about
+/// 16 MiB, a quarter of a 64 MiB message.
+pub const MAX_SHARD_SEGMENTS: usize = 4096;
+
+/// The longest input path in bytes (Linux's `PATH_MAX`): longer ones are refused when
+/// inputs are listed, and by workers.
+pub const MAX_PATH_BYTES: usize = 4096;
 
 /// How much longer than `shard_size` the last shard may be, in tenths: a remainder of up
 /// to 10% of a shard joins the shard before it instead of making a task of its own
@@ -69,8 +81,9 @@ const SLOP_TENTHS: u128 = 11;
 
 /// Cuts `files` into shards of `shard_size` bytes of the concatenated input. The last
 /// shard may be shorter, or up to 10% longer, so that no task gets a sliver of input
-/// (the rule of Hadoop's `FileInputFormat`). Empty files contribute nothing; no shard
-/// is empty. Panics if `shard_size` is 0 (a validated `JobSpec` never has it).
+/// (the rule of Hadoop's `FileInputFormat`); a shard of [`MAX_SHARD_SEGMENTS`] files ends
+/// there, however short. Empty files contribute nothing; no shard is empty. Panics if
+/// `shard_size` is 0 (a validated `JobSpec` never has it).
 pub fn plan_shards(files: &[InputFile], shard_size: u64) -> Vec<Shard> {
     assert!(shard_size > 0, "shard size must be positive");
     // Bytes of the input not yet in a shard (u128: the lengths' sum may pass u64).
@@ -90,7 +103,7 @@ pub fn plan_shards(files: &[InputFile], shard_size: u64) -> Vec<Shard> {
             pos += take;
             room -= take;
             left -= u128::from(take);
-            if room == 0 {
+            if room == 0 || current.len() == MAX_SHARD_SEGMENTS {
                 shards.push(Shard { segments: std::mem::take(&mut current) });
                 room = room_for(left);
             }
@@ -102,6 +115,28 @@ pub fn plan_shards(files: &[InputFile], shard_size: u64) -> Vec<Shard> {
     shards
 }
 
+/// Default of the longest line a map reads ([`crate::JobSpec::max_line_bytes`]): 64 MiB.
+pub const DEFAULT_MAX_LINE: usize = 64 << 20;
+
+/// A line longer than the reader's limit ([`LineReader::with_max_line`]). The reader
+/// returns it inside an [`io::Error`] of kind `InvalidData`; find it with
+/// [`LineTooLong::find`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line at byte {offset} is longer than the limit of {limit} bytes")]
+pub struct LineTooLong {
+    /// Where the line starts in the file.
+    pub offset: u64,
+    /// The limit.
+    pub limit: usize,
+}
+
+impl LineTooLong {
+    /// The `LineTooLong` inside `error`, if that is what it is.
+    pub fn find(error: &io::Error) -> Option<&LineTooLong> {
+        error.get_ref().and_then(|e| e.downcast_ref::<LineTooLong>())
+    }
+}
+
 /// Reads the lines that start inside one segment, a block of whole lines at a time.
 ///
 /// Build it over a reader positioned at `start - 1` when `start > 0` (and at 0 otherwise)
@@ -110,6 +145,11 @@ pub fn plan_shards(files: &[InputFile], shard_size: u64) -> Vec<Shard> {
 /// UTF-8 at once (with SIMD) rather than line by line; bytes that are not UTF-8 are
 /// decoded lossily. Lines lose their `\n` or `\r\n`. The reader reuses one buffer, so
 /// valid text costs no allocation.
+///
+/// The buffer never grows past the block size or the line limit (plus one byte),
+/// whichever is larger: a line longer than the limit (its bytes before the `\n`) is an
+/// error ([`LineTooLong`]), or, with skipping on, is read past without being buffered and
+/// counted ([`LineReader::skipped`]).
 #[derive(Debug)]
 pub struct LineReader<R> {
     inner: R,
@@ -123,10 +163,21 @@ pub struct LineReader<R> {
     end: u64,
     started: bool,
     eof: bool,
+    /// The longest line, in bytes before its `\n`.
+    max_line: usize,
+    /// Skip longer lines instead of failing.
+    skip_long: bool,
+    /// Lines skipped for their length.
+    skipped: u64,
 }
 
 /// Default size of the blocks a [`LineReader`] hands out.
 pub const LINE_BLOCK: usize = 1 << 20;
+
+/// Index of the first `\n` in `bytes`.
+fn newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
 
 impl<R: Read> LineReader<R> {
     /// A reader for `[start, end)` over `inner`, which must be positioned at
@@ -136,7 +187,7 @@ impl<R: Read> LineReader<R> {
     }
 
     /// [`Self::new`] with blocks of about `block` bytes (a line longer than that makes its
-    /// block longer).
+    /// block longer), and lines of at most [`DEFAULT_MAX_LINE`] bytes.
     pub fn with_block_size(inner: R, start: u64, end: u64, block: usize) -> Self {
         LineReader {
             inner,
@@ -147,11 +198,27 @@ impl<R: Read> LineReader<R> {
             end,
             started: start == 0,
             eof: false,
+            max_line: DEFAULT_MAX_LINE,
+            skip_long: false,
+            skipped: 0,
         }
     }
 
+    /// Sets the longest line, in bytes before its `\n` (at least 1), and whether a longer
+    /// line is skipped (and counted) rather than an error.
+    pub fn with_max_line(mut self, max_line: usize, skip: bool) -> Self {
+        self.max_line = max_line.max(1);
+        self.skip_long = skip;
+        self
+    }
+
+    /// Lines skipped so far for being longer than the limit.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
     /// Reads more bytes after the unread ones (moved to the front), growing the buffer if
-    /// they fill it. Returns whether any byte came.
+    /// they fill it, up to room for one line of the limit. Returns whether any byte came.
     fn fill(&mut self) -> io::Result<bool> {
         if self.cursor > 0 {
             self.buf.copy_within(self.cursor..self.filled, 0);
@@ -159,7 +226,11 @@ impl<R: Read> LineReader<R> {
             self.cursor = 0;
         }
         if self.filled == self.buf.len() {
-            self.buf.resize(self.buf.len() * 2, 0);
+            let most = self.max_line.saturating_add(1).max(self.buf.len());
+            self.buf.resize(self.buf.len().saturating_mul(2).min(most), 0);
+        }
+        if self.filled == self.buf.len() {
+            return Ok(true); // full: the caller has room for a line of the limit
         }
         loop {
             match self.inner.read(&mut self.buf[self.filled..]) {
@@ -177,17 +248,41 @@ impl<R: Read> LineReader<R> {
         }
     }
 
-    /// Index in `buf` just past the first `\n` at or after `from`, reading more as needed;
-    /// `filled` if the file ends first.
-    fn line_end_from(&mut self, from: usize) -> io::Result<usize> {
-        let mut from = from - self.cursor;
+    /// Index in `buf` just past the `\n` ending the line at `cursor`, reading more as
+    /// needed (`filled` if the file ends first); `None` if the line is longer than the
+    /// limit.
+    fn first_line_end(&mut self) -> io::Result<Option<usize>> {
+        let mut from = 0; // relative to `cursor`, which `fill` moves
         loop {
-            if let Some(i) = self.buf[self.cursor + from..self.filled].iter().position(|&b| b == b'\n') {
-                return Ok(self.cursor + from + i + 1);
+            // The line's `\n` may be at most `max_line` bytes after its start.
+            let limit = self.max_line.saturating_add(1);
+            let upto = (self.filled - self.cursor).min(limit);
+            if let Some(i) = newline(&self.buf[self.cursor + from..self.cursor + upto]) {
+                return Ok(Some(self.cursor + from + i + 1));
             }
-            from = self.filled - self.cursor;
+            if upto == limit {
+                return Ok(None);
+            }
+            from = upto;
             if self.eof || !self.fill()? {
-                return Ok(self.filled);
+                return Ok(Some(self.filled));
+            }
+        }
+    }
+
+    /// Reads past the line at `cursor` through its `\n` without keeping it, or until the
+    /// segment's end (no later line then starts in the segment), or the file's.
+    fn skip_line(&mut self) -> io::Result<()> {
+        loop {
+            if let Some(i) = newline(&self.buf[self.cursor..self.filled]) {
+                self.pos += (i + 1) as u64;
+                self.cursor += i + 1;
+                return Ok(());
+            }
+            self.pos += (self.filled - self.cursor) as u64;
+            self.cursor = self.filled;
+            if self.pos >= self.end || self.eof || !self.fill()? {
+                return Ok(());
             }
         }
     }
@@ -198,27 +293,52 @@ impl<R: Read> LineReader<R> {
             // Skip the rest of the line that the byte before `start` belongs to: if that
             // byte is a newline, this consumes exactly it and the segment starts a line.
             self.started = true;
-            let skip = self.line_end_from(self.cursor)?;
-            self.pos += (skip - self.cursor) as u64;
-            self.cursor = skip;
+            self.skip_line()?;
         }
-        if self.pos >= self.end {
-            return Ok(None);
-        }
-        if self.cursor == self.filled && (self.eof || !self.fill()?) {
-            return Ok(None); // the file is shorter than when it was listed
-        }
-        // Whole lines: up to the last newline read, at least one line.
-        let mut cut = match self.buf[self.cursor..self.filled].iter().rposition(|&b| b == b'\n') {
-            Some(i) => self.cursor + i + 1,
-            None => self.line_end_from(self.cursor)?,
+        let first = loop {
+            if self.pos >= self.end {
+                return Ok(None);
+            }
+            if self.cursor == self.filled && (self.eof || !self.fill()?) {
+                return Ok(None); // the file is shorter than when it was listed
+            }
+            match self.first_line_end()? {
+                Some(first) => break first,
+                None if self.skip_long => {
+                    self.skipped += 1;
+                    self.skip_line()?;
+                }
+                None => {
+                    let error = LineTooLong { offset: self.pos, limit: self.max_line };
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, error));
+                }
+            }
         };
-        // Only the lines that start before `end`: up to the end of the one holding
-        // byte `end - 1`.
-        let within = (self.end - self.pos) as usize;
-        if cut - self.cursor > within {
-            cut = self.line_end_from(self.cursor + within - 1)?;
-        }
+        // Whole lines that start before `end`: `within` bytes from the cursor.
+        let within = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
+        let cut = if self.filled - self.cursor <= self.max_line {
+            // No whole line here can be too long: up to the last newline read, or up to
+            // the end of the line holding byte `end - 1`.
+            let last = self.buf[first..self.filled].iter().rposition(|&b| b == b'\n').map_or(first, |i| first + i + 1);
+            if last - self.cursor <= within {
+                last
+            } else if first - self.cursor >= within {
+                first
+            } else {
+                let at = self.cursor + within - 1;
+                at + newline(&self.buf[at..last]).expect("the lines up to `last` are whole") + 1
+            }
+        } else {
+            // A long buffer: line by line, stopping before one longer than the limit.
+            let mut cut = first;
+            while cut - self.cursor < within {
+                match newline(&self.buf[cut..self.filled]) {
+                    Some(i) if i <= self.max_line => cut += i + 1,
+                    _ => break,
+                }
+            }
+            cut
+        };
         let (start, offset) = (self.cursor, self.pos);
         self.cursor = cut;
         self.pos += (cut - start) as u64;
@@ -356,6 +476,68 @@ mod tests {
         assert_eq!(read_segment_in_blocks(data, 5, 18, 4), vec![(17, "xy".to_string())]);
     }
 
+    #[test]
+    fn a_shard_of_many_files_is_cut_at_the_segment_limit_and_displays_short() {
+        let files: Vec<InputFile> = (0..MAX_SHARD_SEGMENTS + 10).map(|i| file(&format!("/in/{i}"), 1)).collect();
+        let shards = plan_shards(&files, 1 << 30);
+        assert_eq!(shards.iter().map(|s| s.segments.len()).collect::<Vec<_>>(), vec![MAX_SHARD_SEGMENTS, 10]);
+        let text = shards[0].to_string();
+        assert_eq!(
+            text,
+            format!("/in/0[0..1) and {} more segments, {MAX_SHARD_SEGMENTS} bytes", MAX_SHARD_SEGMENTS - 1)
+        );
+        assert_eq!(shards[1].segments[..1].len(), 1);
+        let one = Shard { segments: vec![Segment { path: "a".into(), start: 3, end: 9 }] };
+        assert_eq!(one.to_string(), "a[3..9)");
+    }
+
+    /// Reads `[start, end)` of `data` with lines of at most `max` bytes; the lines, the
+    /// skipped count, or the error.
+    fn read_limited(
+        data: &[u8],
+        start: u64,
+        end: u64,
+        block: usize,
+        max: usize,
+        skip: bool,
+    ) -> io::Result<(Vec<(u64, String)>, u64)> {
+        let mut cur = Cursor::new(data);
+        cur.seek(SeekFrom::Start(start.saturating_sub(1))).unwrap();
+        let mut r = LineReader::with_block_size(cur, start, end, block).with_max_line(max, skip);
+        let mut out = Vec::new();
+        while let Some(b) = r.next_block()? {
+            out.extend(b.lines().map(|(at, l)| (at, l.to_string())));
+            assert!(r.buf.len() <= block.max(max + 1), "buffer of {} bytes", r.buf.len());
+        }
+        Ok((out, r.skipped()))
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_an_error_naming_its_offset_or_is_skipped() {
+        let data = b"short\n0123456789\nok\n";
+        for block in [1, 4, 64] {
+            let err = read_limited(data, 0, data.len() as u64, block, 8, false).unwrap_err();
+            assert_eq!(LineTooLong::find(&err), Some(&LineTooLong { offset: 6, limit: 8 }), "block {block}");
+            assert_eq!(err.to_string(), "line at byte 6 is longer than the limit of 8 bytes");
+            let (lines, skipped) = read_limited(data, 0, data.len() as u64, block, 8, true).unwrap();
+            assert_eq!((lines, skipped), (vec![(0, "short".into()), (17, "ok".into())], 1), "block {block}");
+        }
+        // A line of exactly the limit is fine, with or without its newline.
+        assert_eq!(read_limited(b"12345678\n1234", 0, 13, 2, 8, false).unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn an_endless_line_fails_after_the_limit_without_growing_the_buffer() {
+        let mut r = LineReader::with_block_size(io::repeat(b'x'), 0, u64::MAX, 1024).with_max_line(4096, false);
+        let err = r.next_block().unwrap_err();
+        assert_eq!(LineTooLong::find(&err), Some(&LineTooLong { offset: 0, limit: 4096 }));
+        assert!(r.buf.len() <= 4097, "{}", r.buf.len());
+        // Skipping it reads on to the segment's end, never buffering it.
+        let mut r = LineReader::with_block_size(io::repeat(b'x'), 0, 1 << 20, 1024).with_max_line(4096, true);
+        assert!(r.next_block().unwrap().is_none());
+        assert_eq!((r.skipped(), r.buf.len() <= 4097), (1, true));
+    }
+
     proptest! {
         /// Whatever the cut points and block size, the segments' lines, with their
         /// offsets, concatenate to the file's lines.
@@ -380,6 +562,32 @@ mod tests {
                 }
             }
             prop_assert_eq!(got, expected);
+        }
+
+        /// With a line limit and skipping, the segments read the file's lines that fit
+        /// exactly once and skip each longer one exactly once.
+        #[test]
+        fn every_short_line_read_and_every_long_one_skipped_once(
+            lines in proptest::collection::vec("[a-c\r]{0,12}", 0..20),
+            shard in 1u64..12,
+            block in 1usize..20,
+            max in 1usize..8,
+        ) {
+            let data = lines.join("\n").into_bytes();
+            let all = plain_lines(&data);
+            let fits = |l: &(u64, String)| data[l.0 as usize..].split(|&b| b == b'\n').next().unwrap().len() <= max;
+            let expected: Vec<_> = all.iter().filter(|l| fits(l)).cloned().collect();
+            let mut got = Vec::new();
+            let mut skipped = 0;
+            for s in plan_shards(&[file("f", data.len() as u64)], shard) {
+                for seg in &s.segments {
+                    let (lines, n) = read_limited(&data, seg.start, seg.end, block, max, true).unwrap();
+                    got.extend(lines);
+                    skipped += n;
+                }
+            }
+            prop_assert_eq!(got, expected);
+            prop_assert_eq!(skipped, all.iter().filter(|l| !fits(l)).count() as u64);
         }
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use mapreduce_core::Compression;
 use mapreduce_core::scheduler::{AttemptId, Location, MapOutputRange, ReduceInput};
+use mapreduce_core::shuffle::map_side::StreamRange;
 use mapreduce_rpc::pb;
 
 pub(crate) fn compression_to_pb(c: Compression) -> pb::Compression {
@@ -21,6 +22,33 @@ pub(crate) fn compression_from_pb(c: i32) -> Option<Compression> {
         pb::Compression::None => Some(Compression::None),
         pb::Compression::Lz4 => Some(Compression::Lz4),
     }
+}
+
+/// A map attempt's streams as its reply carries them: sizes and record counts only, the
+/// partition and offset of each being implied by its place (see `MapResponse`).
+pub(crate) fn streams_to_pb(streams: &[StreamRange]) -> (Vec<u64>, Vec<u64>) {
+    streams.iter().map(|s| (s.bytes, s.records)).unzip()
+}
+
+/// The streams of a map reply for `reducers` partitions: whole runs of one per partition,
+/// back to back from byte 0. `None` if the reply is not that shape or its sizes overflow.
+pub(crate) fn streams_from_pb(bytes: &[u64], records: &[u64], reducers: u32) -> Option<Vec<StreamRange>> {
+    let whole_runs = !bytes.is_empty() && (bytes.len() as u64).is_multiple_of(u64::from(reducers));
+    if !whole_runs || bytes.len() != records.len() {
+        return None;
+    }
+    let mut offset = 0u64;
+    bytes
+        .iter()
+        .zip(records)
+        .enumerate()
+        .map(|(i, (&bytes, &records))| {
+            let partition = (i as u64 % u64::from(reducers)) as u32;
+            let range = StreamRange { partition, offset, bytes, records };
+            offset = offset.checked_add(bytes)?;
+            Some(range)
+        })
+        .collect()
 }
 
 /// A reduce's inputs as a table of locations, each once, and ranges that index it.
@@ -94,6 +122,19 @@ mod tests {
         let mut bad = ranges;
         bad[1].location = 2;
         assert_eq!(reduce_inputs_from_pb(locations, bad, 3).unwrap_err(), "input 1 names location 2 of 2");
+    }
+
+    #[test]
+    fn map_streams_travel_as_sizes_with_partitions_and_offsets_implied() {
+        let s = |partition, offset, bytes, records| StreamRange { partition, offset, bytes, records };
+        let streams = vec![s(0, 0, 10, 1), s(1, 10, 0, 0), s(0, 10, 5, 2), s(1, 15, 7, 3)];
+        let (bytes, records) = streams_to_pb(&streams);
+        assert_eq!((bytes.as_slice(), records.as_slice()), (&[10, 0, 5, 7][..], &[1, 0, 2, 3][..]));
+        assert_eq!(streams_from_pb(&bytes, &records, 2), Some(streams));
+        assert_eq!(streams_from_pb(&bytes, &records, 3), None, "not whole runs");
+        assert_eq!(streams_from_pb(&bytes, &records[..3], 2), None, "counts differ");
+        assert_eq!(streams_from_pb(&[], &[], 1), None, "no stream");
+        assert_eq!(streams_from_pb(&[u64::MAX, 1, 1], &[0, 0, 0], 1), None, "offsets overflow");
     }
 
     #[test]

@@ -23,6 +23,24 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+    /// An input is not a regular file (a FIFO, a device, a file of procfs...).
+    #[error("input {} is {what}, not a regular file", path.display())]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        what: &'static str,
+    },
+    /// An input path is longer than [`mapreduce_core::shard::MAX_PATH_BYTES`].
+    #[error("input path {path}... is {bytes} bytes long, more than the limit of {limit}")]
+    PathTooLong {
+        /// The path's first 100 characters.
+        path: String,
+        /// Its length in bytes.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The output directory already holds files.
     #[error("output directory {} already exists and is not empty; refusing to overwrite it", path.display())]
     OutputExists {
@@ -104,6 +122,14 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// A data root cannot be opened.
+    #[error("cannot open data root {}: {error}", path.display())]
+    Root {
+        /// The root as given.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
     /// The gRPC server failed.
     #[error("worker server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -115,6 +141,66 @@ pub enum TaskError {
     /// The request is malformed or unsafe (path outside the data root, absurd sizes).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A path lies outside every data root of the worker (lexically, or through a symlink).
+    #[error("path {path:?} is outside the worker's data roots ({roots})")]
+    OutsideRoots {
+        /// The path as requested.
+        path: String,
+        /// The roots (the first few).
+        roots: String,
+    },
+    /// An input is not a regular file with real contents.
+    #[error("input {} is {what}, not a regular file", path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        what: &'static str,
+    },
+    /// An input is shorter than the segment to read: it shrank since it was listed.
+    #[error("input {} is {len} bytes, shorter than its segment [{start}..{end}): did it shrink since it was listed?", path.display())]
+    InputShrank {
+        /// The file.
+        path: PathBuf,
+        /// Its length now.
+        len: u64,
+        /// The segment's first byte.
+        start: u64,
+        /// One past the segment's last byte.
+        end: u64,
+    },
+    /// An input line is longer than the job's `max_line_bytes` (and skipping is off).
+    #[error("line at {}:{offset} is longer than the limit of {limit} bytes (max_line_bytes)", path.display())]
+    LineTooLong {
+        /// The file.
+        path: PathBuf,
+        /// Where the line starts.
+        offset: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// The worker runs as many tasks as it may; the master should come back later.
+    #[error("worker busy: {running} tasks running (limit {limit})")]
+    Busy {
+        /// Tasks running now.
+        running: usize,
+        /// The worker's limit.
+        limit: usize,
+    },
+    /// A map attempt's reply would not fit a gRPC message.
+    #[error(
+        "map output of {streams} streams ({reducers} partitions) needs a reply of {bytes} bytes, more than the limit of {limit}: use fewer reducers or a larger sort buffer"
+    )]
+    ReplyTooLarge {
+        /// The reply's encoded size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+        /// Streams in the output (runs × partitions).
+        streams: usize,
+        /// Partitions.
+        reducers: u32,
+    },
     /// The worker has no job of this name.
     #[error("job {0:?} is not registered on this worker")]
     UnknownJob(String),
@@ -176,7 +262,9 @@ impl From<TaskError> for tonic::Status {
     fn from(e: TaskError) -> Self {
         let msg = e.to_string();
         match e {
-            TaskError::InvalidRequest(_) => tonic::Status::invalid_argument(msg),
+            TaskError::InvalidRequest(_) | TaskError::NotRegular { .. } => tonic::Status::invalid_argument(msg),
+            TaskError::OutsideRoots { .. } => tonic::Status::permission_denied(msg),
+            TaskError::Busy { .. } => tonic::Status::resource_exhausted(msg),
             TaskError::UnknownJob(_) => tonic::Status::not_found(msg),
             TaskError::BadPayload { .. } => tonic::Status::failed_precondition(msg),
             _ => tonic::Status::aborted(msg),

@@ -49,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+mod confine;
 mod convert;
 pub mod error;
 pub mod master;

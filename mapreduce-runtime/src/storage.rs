@@ -17,8 +17,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mapreduce_core::shard::InputFile;
+use mapreduce_core::shard::{InputFile, MAX_PATH_BYTES};
 
+use crate::confine;
 use crate::error::RunError;
 
 /// Name of the work directory inside the output directory.
@@ -48,7 +49,10 @@ fn hidden(name: &std::ffi::OsStr) -> bool {
 }
 
 /// Lists the input files under `paths` (directories recursively, in name order), with
-/// absolute paths and their lengths, checking that each can be opened.
+/// absolute paths and their lengths, checking that each can be opened and is a regular
+/// file with real contents: a FIFO, a device, a socket or a file of procfs or sysfs is
+/// refused by name (without blocking on it), and so is a path longer than
+/// [`MAX_PATH_BYTES`].
 pub fn list_inputs(paths: &[PathBuf]) -> Result<Vec<InputFile>, RunError> {
     let mut files = Vec::new();
     for path in paths {
@@ -78,6 +82,7 @@ pub fn absolute(path: &Path) -> io::Result<PathBuf> {
 
 fn collect(path: &Path, out: &mut Vec<InputFile>) -> Result<(), RunError> {
     let err = |source| RunError::Input { path: path.to_path_buf(), source };
+    // `stat`, not `open`: it never blocks, whatever the file is.
     let meta = fs::metadata(path).map_err(err)?;
     if meta.is_dir() {
         let mut entries = fs::read_dir(path)
@@ -93,9 +98,20 @@ fn collect(path: &Path, out: &mut Vec<InputFile>) -> Result<(), RunError> {
         }
         return Ok(());
     }
-    fs::File::open(path).map_err(err)?;
+    let not_regular = |what| RunError::NotRegular { path: path.to_path_buf(), what };
+    if let Some(what) = confine::not_regular(meta.file_type()) {
+        return Err(not_regular(what));
+    }
+    let file = confine::open_nonblocking(path).map_err(err)?;
+    if let Some(what) = confine::irregular(&file).map_err(err)? {
+        return Err(not_regular(what));
+    }
     let path_str =
         path.to_str().ok_or_else(|| err(io::Error::new(io::ErrorKind::InvalidInput, "path is not valid UTF-8")))?;
+    if path_str.len() > MAX_PATH_BYTES {
+        let start = path_str.chars().take(100).collect();
+        return Err(RunError::PathTooLong { path: start, bytes: path_str.len(), limit: MAX_PATH_BYTES });
+    }
     out.push(InputFile { path: path_str.to_string(), len: meta.len() });
     Ok(())
 }
@@ -327,6 +343,24 @@ mod tests {
         let names: Vec<(&str, u64)> = files.iter().map(|f| (f.path.rsplit('/').next().unwrap(), f.len)).collect();
         assert_eq!(names, vec![("b.txt", 2), ("a.txt", 1)]);
         assert!(files.iter().all(|f| Path::new(&f.path).is_absolute()));
+    }
+
+    #[test]
+    fn fifos_devices_and_pseudo_files_are_refused_by_name_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        for (path, what) in [
+            (fifo.clone(), "a FIFO"),
+            (PathBuf::from("/proc/cpuinfo"), "a file of procfs"),
+            (PathBuf::from("/dev/zero"), "a character device"),
+        ] {
+            let err = list_inputs(std::slice::from_ref(&path)).unwrap_err();
+            assert_eq!(err.to_string(), format!("input {} is {what}, not a regular file", path.display()));
+        }
+        // In a directory too.
+        let err = list_inputs(&[dir.path().to_path_buf()]).unwrap_err();
+        assert!(matches!(&err, RunError::NotRegular { path, .. } if *path == fifo), "{err}");
     }
 
     #[test]

@@ -142,6 +142,7 @@ async fn a_job_unknown_to_remote_workers_fails_with_its_name() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         mapreduce::worker::Worker::new(mapreduce::Registry::new())
+            .with_root(std::env::temp_dir())
             .serve_with_shutdown(listener, async { stopped.await.unwrap_or(()) }),
     );
     let dir = tempfile::tempdir().unwrap();

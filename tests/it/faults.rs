@@ -141,7 +141,10 @@ impl FaultyWorkers {
             addrs.push(listener.local_addr().unwrap());
             let plan = Arc::new(Mutex::new(plan));
             plans.push(plan.clone());
-            let inner = Worker::new(Registry::new().register::<WordCount>()).into_service();
+            let inner = Worker::new(Registry::new().register::<WordCount>())
+                .with_root(std::env::temp_dir())
+                .into_service()
+                .unwrap();
             let svc = Faulty { inner, plan, slowdown };
             let (stop, stopped) = oneshot::channel::<()>();
             stops.push(stop);
@@ -246,7 +249,9 @@ async fn serve(worker: Worker) -> (SocketAddr, oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(worker.serve_with_shutdown(listener, async { stopped.await.unwrap_or(()) }));
+    tokio::spawn(
+        worker.with_root(std::env::temp_dir()).serve_with_shutdown(listener, async { stopped.await.unwrap_or(()) }),
+    );
     (addr, stop)
 }
 

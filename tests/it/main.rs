@@ -3,6 +3,7 @@
 mod claims;
 mod errors;
 mod faults;
+mod hostile;
 mod processes;
 mod support;
 mod wordcount;

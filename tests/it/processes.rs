@@ -80,7 +80,7 @@ fn worker_process() {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&listen).await.unwrap();
         println!("{BANNER}{}", listener.local_addr().unwrap());
-        let worker = Worker::new(Registry::new().register::<SlowWordCount>());
+        let worker = Worker::new(Registry::new().register::<SlowWordCount>()).with_root(std::env::temp_dir());
         worker.serve_with_shutdown(listener, std::future::pending()).await.unwrap();
     });
 }
@@ -104,7 +104,7 @@ impl WorkerProcess {
     /// The wordcount example's worker, on `listen`.
     fn example(listen: &str) -> Self {
         let mut cmd = Command::new(example_binary());
-        cmd.args(["worker", "--listen", listen]);
+        cmd.args(["worker", "--listen", listen]).arg("--root").arg(std::env::temp_dir());
         Self::spawn(cmd)
     }
 

@@ -64,6 +64,10 @@ impl std::str::FromStr for Compression {
 const BLOCK_TARGET: usize = 64 << 10;
 /// Refuse to allocate for a block claimed larger than this (a corrupt length).
 const BLOCK_LIMIT: usize = 256 << 20;
+/// The largest record (its key and value encoded) a writer accepts: 240 MiB. A block holds
+/// less than its 64 KiB target before it, so with LZ4's worst growth (n/255 + 16 bytes)
+/// its stored and raw lengths stay under the reader's block limit of 256 MiB.
+pub const MAX_RECORD_BYTES: usize = 240 << 20;
 
 /// Why a record file could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +97,16 @@ pub enum FormatError {
         offset: u64,
         /// What is wrong.
         what: &'static str,
+    },
+    /// A record is larger than [`MAX_RECORD_BYTES`], which readers would refuse.
+    #[error("record {record} is {bytes} bytes encoded, more than the limit of {limit} bytes of a record")]
+    RecordTooLarge {
+        /// Index of the record in the file.
+        record: u64,
+        /// Its encoded size.
+        bytes: usize,
+        /// The limit, [`MAX_RECORD_BYTES`].
+        limit: usize,
     },
     /// A record could not be encoded.
     #[error("cannot encode record {record}: {error}")]
@@ -159,7 +173,7 @@ impl<W: Write> RecordWriter<W> {
         })
     }
 
-    /// Appends one record.
+    /// Appends one record; refuses one larger than [`MAX_RECORD_BYTES`] encoded.
     pub fn write<K: Serialize + ?Sized, V: Serialize + ?Sized>(
         &mut self,
         key: &K,
@@ -169,6 +183,11 @@ impl<W: Write> RecordWriter<W> {
         let scratch = std::mem::take(&mut self.scratch);
         self.scratch = postcard::to_extend(&(key, value), scratch)
             .map_err(|error| FormatError::Encode { record: self.records, error })?;
+        if self.scratch.len() > MAX_RECORD_BYTES {
+            let bytes = self.scratch.len();
+            self.scratch = Vec::with_capacity(256); // do not keep the huge buffer
+            return Err(FormatError::RecordTooLarge { record: self.records, bytes, limit: MAX_RECORD_BYTES });
+        }
         push_varint(&mut self.block, self.scratch.len() as u64);
         self.block.extend_from_slice(&self.scratch);
         self.block_records += 1;
@@ -429,6 +448,35 @@ mod tests {
         assert_eq!(n, records.len() as u64);
         assert_eq!(len, bytes.len() as u64);
         bytes
+    }
+
+    #[test]
+    fn the_writer_refuses_a_record_the_reader_would_refuse_and_names_its_size() {
+        // At the limit: written and read back (stored as is, the largest block).
+        let key = "x".repeat(MAX_RECORD_BYTES - 10);
+        let mut w = RecordWriter::new(Vec::new()).unwrap();
+        w.write(key.as_str(), &1u64).unwrap();
+        let (bytes, _, _) = w.finish().unwrap();
+        let back: Vec<(String, u64)> = RecordReader::new(&bytes[..]).collect::<Result<_, _>>().unwrap();
+        assert_eq!((back.len(), back[0].0.len()), (1, key.len()));
+        drop((back, bytes));
+        // Past it: refused at once with its size and the limit, and the writer goes on.
+        let key = "x".repeat(MAX_RECORD_BYTES);
+        let mut w = RecordWriter::with_compression(Vec::new(), Compression::Lz4).unwrap();
+        w.write("small", &1u64).unwrap();
+        let err = w.write(key.as_str(), &1u64).unwrap_err();
+        assert!(matches!(err, FormatError::RecordTooLarge { record: 1, limit: MAX_RECORD_BYTES, .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "record 1 is {} bytes encoded, more than the limit of {MAX_RECORD_BYTES} bytes of a record",
+                MAX_RECORD_BYTES + 5
+            )
+        );
+        w.write("after", &2u64).unwrap();
+        let (bytes, n, _) = w.finish().unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(decode(&bytes).unwrap().len(), 2);
     }
 
     fn decode(bytes: &[u8]) -> Result<Vec<(String, u64)>, FormatError> {

@@ -138,6 +138,8 @@ impl Cluster {
             reducers: spec.reducers,
             sort_buffer_bytes: spec.sort_buffer_bytes,
             compression: convert::compression_to_pb(spec.compression) as i32,
+            max_line_bytes: spec.max_line_bytes,
+            skip_long_lines: spec.skip_long_lines,
         });
         let transport = Grpc { workers: self.workers.clone(), job, work_dir: Arc::from(output.work_str()) };
         let result = drive(scheduler, &transport).await.map_err(RunError::from);

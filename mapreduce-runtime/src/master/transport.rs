@@ -167,22 +167,16 @@ pub(crate) fn map_output(
     attempt: AttemptId,
 ) -> Result<TaskOutput, Failure> {
     let expected = Path::new(work_dir).join(storage::map_file_name(task, attempt.0));
-    let mut next = 0;
-    let as_expected = resp.ranges.iter().enumerate().all(|(i, r)| {
-        let contiguous = r.offset == next;
-        next = r.offset.saturating_add(r.bytes);
-        u64::from(r.partition) == i as u64 % u64::from(reducers) && contiguous
-    });
-    let whole_runs = !resp.ranges.is_empty() && (resp.ranges.len() as u64).is_multiple_of(u64::from(reducers));
-    if Path::new(&resp.location) != expected || !whole_runs || !as_expected {
+    let streams = convert::streams_from_pb(&resp.stream_bytes, &resp.stream_records, reducers)
+        .filter(|_| Path::new(&resp.location) == expected);
+    let Some(streams) = streams else {
         return Err(Failure::Task(format!(
             "worker answered {} ranges of {:?} for {reducers} partitions, not runs of the expected file {expected:?}",
-            resp.ranges.len(),
+            resp.stream_bytes.len(),
             resp.location
         )));
-    }
-    let ranges = resp
-        .ranges
+    };
+    let ranges = streams
         .into_iter()
         .map(|r| MapOutputRange {
             map: task,
@@ -200,14 +194,13 @@ pub(crate) fn map_output(
 mod tests {
     use super::*;
 
-    fn reply(location: &str, ranges: &[(u32, u64, u64)]) -> pb::MapResponse {
+    fn reply(location: &str, bytes: &[u64]) -> pb::MapResponse {
         pb::MapResponse {
             location: location.into(),
-            ranges: ranges
-                .iter()
-                .map(|&(partition, offset, bytes)| pb::StreamRange { partition, offset, bytes, records: 1 })
-                .collect(),
+            stream_bytes: bytes.to_vec(),
+            stream_records: vec![1; bytes.len()],
             input_records: 5,
+            skipped_records: 0,
         }
     }
 
@@ -215,19 +208,20 @@ mod tests {
     fn a_map_reply_is_accepted_only_as_runs_of_the_expected_file() {
         let file = "/w/m00003-a7";
         let check = |r| map_output(r, 2, "/w", 3, AttemptId(7));
-        let ok = check(reply(file, &[(0, 0, 10), (1, 10, 5), (0, 15, 1), (1, 16, 0)])).unwrap();
+        let ok = check(reply(file, &[10, 5, 1, 0])).unwrap();
         let TaskOutput::Map { location, ranges, input_records } = ok else { panic!("a map output") };
         assert_eq!((location.as_str(), ranges.len(), input_records), (file, 4, 5));
         assert!(ranges.iter().all(|r| r.map == 3 && r.attempt == AttemptId(7)));
-        assert_eq!(ranges[2].offset, 15);
+        assert_eq!((ranges[2].offset, ranges[2].partition, ranges[3].offset), (15, 0, 16));
+        let mut uneven = reply(file, &[10, 5]);
+        uneven.stream_records.pop();
         let refused = [
-            reply("/etc/passwd", &[(0, 0, 10), (1, 10, 5)]),
-            reply("/w/m00003-a8", &[(0, 0, 10), (1, 10, 5)]),
+            reply("/etc/passwd", &[10, 5]),
+            reply("/w/m00003-a8", &[10, 5]),
             reply(file, &[]),
-            reply(file, &[(0, 0, 10)]),
-            reply(file, &[(1, 0, 10), (0, 10, 5)]),
-            reply(file, &[(0, 0, 10), (1, 11, 5)]),
-            reply(file, &[(0, 0, u64::MAX), (1, 0, 5)]),
+            reply(file, &[10]),
+            reply(file, &[u64::MAX, 5, 1, 1]),
+            uneven,
         ];
         for r in refused {
             let what = format!("{r:?}");

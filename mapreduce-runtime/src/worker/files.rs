@@ -1,34 +1,78 @@
 //! The files of a worker's attempts: the atomic output file every attempt writes, and the
-//! scratch files of spills and merge passes.
+//! scratch files of spills and merge passes, all created inside the attempt's work
+//! directory opened as a directory handle (`cap_std::fs::Dir`), so nothing an attempt
+//! writes can land outside it.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use cap_std::fs::{Dir, OpenOptions};
 use mapreduce_core::shuffle::Scratch;
-use tempfile::NamedTempFile;
 
+use crate::confine::Files;
 use crate::error::TaskError;
 
 /// Buffer of every file an attempt writes.
 pub(crate) const WRITE_BUFFER: usize = 256 << 10;
 
+/// A work directory: its handle, and its path for messages and replies.
+#[derive(Debug)]
+pub(crate) struct WorkDir {
+    pub(crate) dir: Dir,
+    pub(crate) path: PathBuf,
+}
+
+impl WorkDir {
+    /// Opens the work directory `path` as `files` allow.
+    pub(crate) fn open(files: &Files, path: &Path) -> Result<WorkDir, TaskError> {
+        let dir = files.open_dir(path).map_err(|r| r.into_task_error(path, files, write_error(path)))?;
+        Ok(WorkDir { dir, path: path.to_path_buf() })
+    }
+}
+
 /// An attempt's output while it is written: a temporary file in the work directory
-/// (`.tmp-*`), renamed to its attempt-unique name by [`AtomicFile::persist`], so that the
-/// name always holds a complete file. Dropped unpersisted, it is removed.
+/// (`.tmp-*`), linked to its attempt-unique name by [`AtomicFile::persist`] (a hard link
+/// fails if the name exists, so it never replaces a file) and unlinked, so that the name
+/// always holds a complete file. Dropped unpersisted, it is removed.
 #[derive(Debug)]
 pub(crate) struct AtomicFile {
-    /// The name it will have.
+    dir: Dir,
+    /// The name it will have, and its full path.
+    name: String,
     path: PathBuf,
-    out: BufWriter<NamedTempFile>,
+    /// Its name while written.
+    tmp: String,
+    out: Option<BufWriter<File>>,
 }
+
+/// Makes temporary names unique within the process (the pid and clock, across processes).
+static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
 
 impl AtomicFile {
     /// A new temporary file in `dir`, to become `dir/name`.
-    pub(crate) fn create(dir: &Path, name: &str) -> Result<AtomicFile, TaskError> {
-        let path = dir.join(name);
-        let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(write_error(&path))?;
-        Ok(AtomicFile { path, out: BufWriter::with_capacity(WRITE_BUFFER, tmp) })
+    pub(crate) fn create(dir: &WorkDir, name: &str) -> Result<AtomicFile, TaskError> {
+        let path = dir.path.join(name);
+        let werr = |e| write_error(&path)(e);
+        let handle = dir.dir.try_clone().map_err(werr)?;
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        for _ in 0..16 {
+            let n = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
+            let tmp = format!(".tmp-{}-{nanos:x}-{n}", std::process::id());
+            match handle.open_with(&tmp, &options) {
+                Ok(file) => {
+                    let out = Some(BufWriter::with_capacity(WRITE_BUFFER, file.into_std()));
+                    let path = dir.path.join(name);
+                    return Ok(AtomicFile { dir: handle, name: name.to_string(), path, tmp, out });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(werr(e)),
+            }
+        }
+        Err(werr(io::Error::new(io::ErrorKind::AlreadyExists, "no free temporary name")))
     }
 
     /// The name it will have.
@@ -36,44 +80,50 @@ impl AtomicFile {
         &self.path
     }
 
-    /// Flushes the file and renames it into place (never over an existing file); returns
-    /// its size.
-    pub(crate) fn persist(self) -> Result<(PathBuf, u64), TaskError> {
-        let AtomicFile { path, out } = self;
-        let bytes = {
-            let werr = write_error(&path);
-            let tmp = out.into_inner().map_err(|e| werr(e.into_error()))?;
-            let bytes = tmp.as_file().metadata().map_err(&werr)?.len();
-            tmp.persist_noclobber(&path).map_err(|e| werr(e.error))?;
-            bytes
-        };
-        Ok((path, bytes))
+    /// Flushes the file and gives it its name (never over an existing file); returns
+    /// its path and size.
+    pub(crate) fn persist(mut self) -> Result<(PathBuf, u64), TaskError> {
+        let werr = write_error(&self.path);
+        let out = self.out.take().expect("persisted once");
+        let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
+        let bytes = file.metadata().map_err(&werr)?.len();
+        drop(file);
+        self.dir.hard_link(&self.tmp, &self.dir, &self.name).map_err(&werr)?;
+        drop(werr);
+        // The temporary name goes when `self` drops.
+        Ok((std::mem::take(&mut self.path), bytes))
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        let _ = self.dir.remove_file(&self.tmp);
     }
 }
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.write(buf)
+        self.out.as_mut().expect("not persisted").write(buf)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.out.write_all(buf)
+        self.out.as_mut().expect("not persisted").write_all(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.out.as_mut().expect("not persisted").flush()
     }
 }
 
-/// Scratch files of an attempt: anonymous temporary files in its work directory, gone
-/// when dropped (or when the process dies).
-pub(crate) struct TempFiles<'a>(pub(crate) &'a Path);
+/// Scratch files of an attempt: anonymous temporary files in its work directory
+/// (`O_TMPFILE` where the filesystem has it), gone when dropped (or when the process dies).
+pub(crate) struct TempFiles<'a>(pub(crate) &'a Dir);
 
 impl Scratch for TempFiles<'_> {
     type File = File;
 
     fn create(&mut self) -> io::Result<File> {
-        tempfile::tempfile_in(self.0)
+        Ok(cap_tempfile::TempFile::new_anonymous(self.0)?.into_std())
     }
 }
 
@@ -86,22 +136,33 @@ pub(crate) fn write_error(path: &Path) -> impl Fn(io::Error) -> TaskError + '_ {
 mod tests {
     use super::*;
 
+    fn work_dir(path: &Path) -> WorkDir {
+        WorkDir::open(&Files::Unconfined, path).unwrap()
+    }
+
     #[test]
     fn an_atomic_file_appears_whole_under_its_name_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
-        let mut f = AtomicFile::create(dir.path(), "out").unwrap();
+        let work = work_dir(dir.path());
+        let mut f = AtomicFile::create(&work, "out").unwrap();
         f.write_all(b"hello").unwrap();
         assert!(!dir.path().join("out").exists(), "not under its name while written");
         let (path, bytes) = f.persist().unwrap();
         assert_eq!((std::fs::read(&path).unwrap(), bytes), (b"hello".to_vec(), 5));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "the temporary name is gone");
 
-        let mut again = AtomicFile::create(dir.path(), "out").unwrap();
+        let mut again = AtomicFile::create(&work, "out").unwrap();
         again.write_all(b"other").unwrap();
         let err = again.persist().unwrap_err();
         assert!(err.to_string().contains("out"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"hello", "never replaces a file");
 
-        drop(AtomicFile::create(dir.path(), "dropped").unwrap());
+        drop(AtomicFile::create(&work, "dropped").unwrap());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a dropped file leaves nothing");
+
+        let mut scratch = TempFiles(&work.dir);
+        let mut s = scratch.create().unwrap();
+        s.write_all(b"scratch").unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "scratch files have no name");
     }
 }

@@ -1,19 +1,19 @@
 //! Running a map attempt: read the shard's lines, map them into the data path of
 //! `mapreduce_core::shuffle::map_side`, and write the attempt's one output file.
 
-use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mapreduce_core::shard::{Block, LineReader, Segment};
+use mapreduce_core::shard::{Block, LineReader, LineTooLong, Segment};
 use mapreduce_core::shuffle::ShuffleError;
 use mapreduce_core::shuffle::map_side::{MapSettings, MapSide, StreamRange};
 use mapreduce_core::{BoxError, Compression, Emitter, Job};
 
-use super::files::{AtomicFile, TempFiles};
+use super::files::{AtomicFile, TempFiles, WorkDir};
+use crate::confine::Files;
 use crate::error::{TaskError, panic_message};
 use crate::storage;
 
@@ -34,6 +34,11 @@ pub(crate) struct MapTask {
     pub(crate) compression: Compression,
     /// Set when the master abandons the attempt: stop at the next block of input.
     pub(crate) cancelled: Arc<AtomicBool>,
+    /// What the attempt may open.
+    pub(crate) files: Files,
+    /// The longest line, and whether longer ones are skipped (and counted).
+    pub(crate) max_line: usize,
+    pub(crate) skip_long_lines: bool,
 }
 
 /// What a map attempt wrote.
@@ -44,6 +49,8 @@ pub(crate) struct MapResult {
     /// Its streams: runs of one per partition, in partition order.
     pub(crate) streams: Vec<StreamRange>,
     pub(crate) input_records: u64,
+    /// Lines skipped for being longer than the limit.
+    pub(crate) skipped_records: u64,
 }
 
 /// Fails with [`TaskError::Cancelled`] once the master abandoned the attempt.
@@ -55,19 +62,29 @@ pub(crate) fn ensure_not_cancelled(cancelled: &AtomicBool) -> Result<(), TaskErr
 /// record stream per partition (see `mapreduce_core::shuffle::map_side`).
 pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskError> {
     let name = format!("map-{:05}", t.task);
-    let output = AtomicFile::create(&t.work_dir, &storage::map_file_name(t.task, t.attempt))?;
+    let work = WorkDir::open(&t.files, &t.work_dir)?;
+    let output = AtomicFile::create(&work, &storage::map_file_name(t.task, t.attempt))?;
     let output_path = output.path().to_path_buf();
     let shuffle_err = |e| shuffle_error(e, &name, &output_path, &t.work_dir);
     let settings = MapSettings { reducers: t.reducers, sort_buffer: t.sort_buffer, compression: t.compression };
-    let mut side = MapSide::<J, _, _>::new(settings, TempFiles(&t.work_dir), output);
-    let mut input_records = 0u64;
+    let mut side = MapSide::<J, _, _>::new(settings, TempFiles(&work.dir), output);
+    let (mut input_records, mut skipped_records) = (0u64, 0u64);
     for seg in &t.segments {
         let path = Path::new(&seg.path);
         let input_err = |source| TaskError::Input { path: path.to_path_buf(), source };
-        let mut file = File::open(path).map_err(input_err)?;
+        let mut file = t.files.open_regular(path).map_err(|r| r.into_task_error(path, &t.files, input_err))?;
+        let len = file.metadata().map_err(input_err)?.len();
+        if seg.end > len {
+            return Err(TaskError::InputShrank { path: path.to_path_buf(), len, start: seg.start, end: seg.end });
+        }
         file.seek(SeekFrom::Start(seg.start.saturating_sub(1))).map_err(input_err)?;
-        let mut reader = LineReader::with_block_size(file, seg.start, seg.end, MAP_BLOCK);
-        while let Some(block) = reader.next_block().map_err(input_err)? {
+        let mut reader = LineReader::with_block_size(file, seg.start, seg.end, MAP_BLOCK)
+            .with_max_line(t.max_line, t.skip_long_lines);
+        let read_err = |e: std::io::Error| match LineTooLong::find(&e) {
+            Some(&LineTooLong { offset, limit }) => TaskError::LineTooLong { path: path.to_path_buf(), offset, limit },
+            None => input_err(e),
+        };
+        while let Some(block) = reader.next_block().map_err(read_err)? {
             ensure_not_cancelled(&t.cancelled)?;
             let text = block.text();
             input_records += line_count(text);
@@ -77,10 +94,11 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
             }
             side.after_block(job, &t.cancelled).map_err(shuffle_err)?;
         }
+        skipped_records += reader.skipped();
     }
     let (output, streams) = side.finish(job, &t.cancelled).map_err(shuffle_err)?;
     let (path, _) = output.persist()?;
-    Ok(MapResult { location: path.to_string_lossy().into_owned(), streams, input_records })
+    Ok(MapResult { location: path.to_string_lossy().into_owned(), streams, input_records, skipped_records })
 }
 
 /// A failure of the data path, naming the file it concerns: the attempt's output, or its
@@ -185,6 +203,9 @@ mod tests {
             sort_buffer: 1 << 20,
             compression: Compression::None,
             cancelled: Arc::new(AtomicBool::new(true)),
+            files: Files::Unconfined,
+            max_line: 1 << 20,
+            skip_long_lines: false,
         };
         assert!(matches!(run_map(&Count { combine: true }, &t), Err(TaskError::Cancelled)));
         assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);

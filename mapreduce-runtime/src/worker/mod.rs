@@ -7,6 +7,20 @@
 //!
 //! User code runs on tokio's blocking pool, never on the async threads, and a panic in it
 //! is caught and answered as a failed attempt: a worker survives any task.
+//!
+//! A worker trusts no request. It reads and writes only beneath its data roots (see
+//! `crate::confine`; by default the directory it was started in), reads only regular
+//! files, never blocks in an open, runs at most [`Worker::with_max_tasks`] tasks at once
+//! (more are answered `RESOURCE_EXHAUSTED` at once), buffers at most the job's
+//! `max_line_bytes` of a line, and checks every size before anything runs.
+//!
+//! Message sizes, worst cases (the limit is 64 MiB either way): a map request holds at
+//! most [`MAX_SHARD_SEGMENTS`] segments of paths of at most [`MAX_PATH_BYTES`], about
+//! 16 MiB; a map reply holds two varints per stream, at most 20 bytes, so one run of
+//! 2^20 partitions ([`MAX_REDUCERS`]) takes at most 20 MiB, and a reply that would pass
+//! the limit (many runs of many partitions) fails the attempt with a message saying so;
+//! errors name a shard by its first file and size, so a status stays a few hundred bytes
+//! plus one path.
 
 mod files;
 mod map;
@@ -18,25 +32,26 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use mapreduce_core::shard::Segment;
+use mapreduce_core::shard::{MAX_PATH_BYTES, MAX_SHARD_SEGMENTS, Segment};
 use mapreduce_core::{Compression, Job};
 use mapreduce_rpc::pb;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
+use crate::confine::Files;
 use crate::convert;
 use crate::error::{ServeError, TaskError, panic_message};
 use crate::shuffle::{SharedFs, ShuffleSource};
 use map::{MapResult, MapTask};
 use reduce::{ReduceResult, ReduceTask};
 
-use mapreduce_core::job::{MAX_REDUCERS, MAX_SORT_BUFFER};
+use mapreduce_core::job::{MAX_MAX_LINE_BYTES, MAX_REDUCERS, MAX_SORT_BUFFER, MIN_MAX_LINE_BYTES};
 use mapreduce_core::scheduler::MAX_IDLE_WAIT as MAX_WAIT;
 use mapreduce_core::shuffle::reduce_side::MERGE_FANIN;
 
@@ -130,28 +145,64 @@ pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<(), ServeErro
 #[derive(Debug)]
 pub struct Worker {
     service: WorkerService,
+    /// The data roots to open when the service is built: `None` for an unconfined worker
+    /// (in-process), empty for the default, the current directory.
+    roots: Option<Vec<PathBuf>>,
 }
 
 impl Worker {
-    /// A worker that runs the job types of `registry`.
+    /// A worker that runs the job types of `registry`, confined to its current directory
+    /// (see [`Worker::with_root`]) and to as many tasks at once as the machine has cores
+    /// (see [`Worker::with_max_tasks`]).
     pub fn new(registry: Registry) -> Self {
-        Self::with_shared(Arc::new(RwLock::new(registry)))
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut worker = Self::with_shared(Arc::new(RwLock::new(registry))).with_max_tasks(cores);
+        worker.roots = Some(Vec::new());
+        worker
     }
 
+    /// An unconfined worker without a task limit, sharing `registry`: the in-process
+    /// workers of `Cluster::local`, which run the user's own job in the user's process.
     pub(crate) fn with_shared(registry: SharedRegistry) -> Self {
-        Worker { service: WorkerService { registry, root: None, shuffle: Arc::new(SharedFs) } }
+        let service = WorkerService {
+            registry,
+            files: Files::Unconfined,
+            shuffle: Arc::new(SharedFs::default()),
+            slots: Arc::new(Slots { running: AtomicUsize::new(0), limit: usize::MAX }),
+        };
+        Worker { service, roots: None }
     }
 
-    /// Confines the worker to files under `root`: a request naming any path outside it is
-    /// refused. Without a root, any absolute path is accepted.
+    /// Adds a data root: the worker reads inputs and map outputs, and writes attempt
+    /// files, only beneath its roots. A request naming a path outside every root, or one
+    /// that leads out through a symlink, is refused (`PERMISSION_DENIED`), naming the path
+    /// and the roots. The first call replaces the default root, the current directory;
+    /// call it again for more roots. Roots are opened when the worker starts serving.
     pub fn with_root(mut self, root: impl Into<PathBuf>) -> Self {
-        self.service.root = Some(root.into());
+        self.roots.get_or_insert_with(Vec::new).push(root.into());
         self
     }
 
-    /// The gRPC service, for embedding in a server of your own (or wrapping in tests).
-    pub fn into_service(self) -> WorkerService {
-        self.service
+    /// Runs at most `n` tasks (maps and reduces) at once (at least 1); a request for more
+    /// is answered at once with `RESOURCE_EXHAUSTED` ("worker busy"). The default is the
+    /// number of cores.
+    pub fn with_max_tasks(mut self, n: usize) -> Self {
+        self.service.slots = Arc::new(Slots { running: AtomicUsize::new(0), limit: n.max(1) });
+        self
+    }
+
+    /// The gRPC service, for embedding in a server of your own (or wrapping in tests),
+    /// with its data roots opened.
+    pub fn into_service(mut self) -> Result<WorkerService, ServeError> {
+        if let Some(mut roots) = self.roots.take() {
+            if roots.is_empty() {
+                roots.push(std::env::current_dir().map_err(|error| ServeError::Root { path: ".".into(), error })?);
+            }
+            let files = Files::confined(&roots).map_err(|(path, error)| ServeError::Root { path, error })?;
+            self.service.shuffle = Arc::new(SharedFs::new(files.clone()));
+            self.service.files = files;
+        }
+        Ok(self.service)
     }
 
     /// Serves on an already-bound `listener` until `shutdown` completes.
@@ -160,9 +211,10 @@ impl Worker {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        let service = self.into_service()?;
         let incoming = TcpListenerStream::new(listener);
         tonic::transport::Server::builder()
-            .add_service(pb::worker_server::WorkerServer::new(self.service).max_decoding_message_size(64 << 20))
+            .add_service(pb::worker_server::WorkerServer::new(service).max_decoding_message_size(64 << 20))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await?;
         Ok(())
@@ -175,15 +227,53 @@ struct JobParts {
     reducers: u32,
     sort_buffer: u64,
     compression: Compression,
+    max_line: usize,
+    skip_long_lines: bool,
 }
+
+/// The most a reply may hold: the message limit, less room for tonic's framing.
+const MAX_REPLY: usize = (64 << 20) - (64 << 10);
 
 /// The worker's gRPC service (`mapreduce.v1.Worker`).
 #[derive(Debug, Clone)]
 pub struct WorkerService {
     registry: SharedRegistry,
-    root: Option<PathBuf>,
+    /// What requests may name: beneath the data roots, or anything (in-process workers).
+    files: Files,
     /// Where reduces read map output from.
     shuffle: Arc<dyn ShuffleSource>,
+    /// Tasks running, and the most at once.
+    slots: Arc<Slots>,
+}
+
+/// The tasks a worker runs at once, and its limit.
+#[derive(Debug)]
+struct Slots {
+    running: AtomicUsize,
+    limit: usize,
+}
+
+/// One running task's place in [`Slots`], given back when dropped: when the task's
+/// blocking work ends, not when its call does (an abandoned task runs until it sees its
+/// cancel flag, and holds a thread until then).
+struct Slot(Arc<Slots>);
+
+impl Slots {
+    /// A place for one more task, or [`TaskError::Busy`] at once.
+    fn take(self: &Arc<Self>) -> Result<Slot, TaskError> {
+        let running = self.running.fetch_add(1, Ordering::AcqRel);
+        if running >= self.limit {
+            self.running.fetch_sub(1, Ordering::AcqRel);
+            return Err(TaskError::Busy { running, limit: self.limit });
+        }
+        Ok(Slot(self.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl WorkerService {
@@ -210,25 +300,38 @@ impl WorkerService {
         let decoder = decoder.ok_or_else(|| TaskError::UnknownJob(spec.name.clone()))?;
         let compression = convert::compression_from_pb(spec.compression)
             .ok_or_else(|| TaskError::InvalidRequest(format!("unknown compression {}", spec.compression)))?;
+        if !(MIN_MAX_LINE_BYTES..=MAX_MAX_LINE_BYTES).contains(&spec.max_line_bytes) {
+            return Err(TaskError::InvalidRequest(format!(
+                "max line of {} bytes is outside {MIN_MAX_LINE_BYTES}..={MAX_MAX_LINE_BYTES}",
+                spec.max_line_bytes
+            )));
+        }
         Ok(JobParts {
             job: PendingJob { decoder, name: spec.name, payload: spec.payload },
             reducers: spec.reducers,
             sort_buffer: spec.sort_buffer_bytes,
             compression,
+            max_line: spec.max_line_bytes as usize,
+            skip_long_lines: spec.skip_long_lines,
         })
     }
 
-    /// Checks that `path` is absolute, has no `..`, and lies under the root if one is set.
+    /// Checks that `path` is absolute, not too long, has no `..`, and lies under a data
+    /// root (by name: opening it resolves it beneath the root, symlinks included).
     fn path(&self, path: &str) -> Result<PathBuf, TaskError> {
-        let p = Path::new(path);
-        if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(TaskError::InvalidRequest(format!("path {path:?} must be absolute without '..'")));
-        }
-        if let Some(root) = self.root.as_ref().filter(|root| !p.starts_with(root)) {
+        if path.len() > MAX_PATH_BYTES {
+            let start: String = path.chars().take(100).collect();
             return Err(TaskError::InvalidRequest(format!(
-                "path {path:?} is outside the data root {}",
-                root.display()
+                "path {start:?}... of {} bytes is longer than the limit of {MAX_PATH_BYTES}",
+                path.len()
             )));
+        }
+        let p = Path::new(path);
+        if Files::Unconfined.admits(p) && !self.files.admits(p) {
+            return Err(TaskError::OutsideRoots { path: path.to_string(), roots: self.files.describe_roots() });
+        }
+        if !self.files.admits(p) {
+            return Err(TaskError::InvalidRequest(format!("path {path:?} must be absolute without '..'")));
         }
         Ok(p.to_path_buf())
     }
@@ -271,8 +374,15 @@ impl pb::worker_server::Worker for WorkerService {
 
     async fn map(&self, request: Request<pb::MapRequest>) -> Result<Response<pb::MapResponse>, Status> {
         let req = request.into_inner();
-        let JobParts { job, reducers, sort_buffer, compression } = self.job(req.job)?;
+        let JobParts { job, reducers, sort_buffer, compression, max_line, skip_long_lines } = self.job(req.job)?;
         let task = u32::try_from(req.task).map_err(|_| TaskError::InvalidRequest("task index too large".into()))?;
+        if req.segments.len() > MAX_SHARD_SEGMENTS {
+            return Err(TaskError::InvalidRequest(format!(
+                "shard of {} segments is more than the limit of {MAX_SHARD_SEGMENTS}",
+                req.segments.len()
+            ))
+            .into());
+        }
         let segments = req
             .segments
             .iter()
@@ -285,30 +395,46 @@ impl pb::worker_server::Worker for WorkerService {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let work_dir = self.path(&req.work_dir)?;
+        let slot = self.slots.take()?;
         let cancelled = Arc::new(AtomicBool::new(false));
         let _cancel = CancelOnDrop(cancelled.clone());
-        let t =
-            MapTask { task, attempt: req.attempt, segments, work_dir, reducers, sort_buffer, compression, cancelled };
+        let t = MapTask {
+            task,
+            attempt: req.attempt,
+            segments,
+            work_dir,
+            reducers,
+            sort_buffer,
+            compression,
+            cancelled,
+            files: self.files.clone(),
+            max_line,
+            skip_long_lines,
+        };
         tracing::debug!(task, attempt = req.attempt, "map");
         let started = std::time::Instant::now();
-        let result = blocking(move || job.decode()?.map(&t))
-            .await
-            .inspect_err(|e| tracing::warn!(task, error = %e, "map failed"))?;
+        let result = blocking(move || {
+            let _slot = slot;
+            job.decode()?.map(&t)
+        })
+        .await
+        .inspect_err(|e| tracing::warn!(task, error = %e, "map failed"))?;
         tracing::debug!(task, attempt = req.attempt, ms = started.elapsed().as_millis() as u64, "map done");
-        Ok(Response::new(pb::MapResponse {
+        let (stream_bytes, stream_records) = convert::streams_to_pb(&result.streams);
+        let reply = pb::MapResponse {
             location: result.location,
-            ranges: result
-                .streams
-                .into_iter()
-                .map(|s| pb::StreamRange {
-                    partition: s.partition,
-                    offset: s.offset,
-                    bytes: s.bytes,
-                    records: s.records,
-                })
-                .collect(),
+            stream_bytes,
+            stream_records,
             input_records: result.input_records,
-        }))
+            skipped_records: result.skipped_records,
+        };
+        let bytes = prost::Message::encoded_len(&reply);
+        if bytes > MAX_REPLY {
+            let _ = std::fs::remove_file(&reply.location);
+            let streams = reply.stream_bytes.len();
+            return Err(TaskError::ReplyTooLarge { bytes, limit: MAX_REPLY, streams, reducers }.into());
+        }
+        Ok(Response::new(reply))
     }
 
     async fn reduce(&self, request: Request<pb::ReduceRequest>) -> Result<Response<pb::ReduceResponse>, Status> {
@@ -324,6 +450,7 @@ impl pb::worker_server::Worker for WorkerService {
             .map_err(TaskError::InvalidRequest)?;
         let work_dir = self.path(&req.work_dir)?;
         let partition = req.partition;
+        let slot = self.slots.take()?;
         let cancelled = Arc::new(AtomicBool::new(false));
         let _cancel = CancelOnDrop(cancelled.clone());
         let t = ReduceTask {
@@ -334,13 +461,17 @@ impl pb::worker_server::Worker for WorkerService {
             fanin: MERGE_FANIN,
             compression,
             cancelled,
+            files: self.files.clone(),
         };
         tracing::debug!(partition, attempt = req.attempt, "reduce");
         let started = std::time::Instant::now();
         let shuffle = self.shuffle.clone();
-        let result = blocking(move || job.decode()?.reduce(&t, &*shuffle))
-            .await
-            .inspect_err(|e| tracing::warn!(partition, error = %e, "reduce failed"))?;
+        let result = blocking(move || {
+            let _slot = slot;
+            job.decode()?.reduce(&t, &*shuffle)
+        })
+        .await
+        .inspect_err(|e| tracing::warn!(partition, error = %e, "reduce failed"))?;
         tracing::debug!(partition, attempt = req.attempt, ms = started.elapsed().as_millis() as u64, "reduce done");
         Ok(Response::new(pb::ReduceResponse { path: result.path, records: result.records, bytes: result.bytes }))
     }
@@ -374,13 +505,15 @@ mod tests {
 
     #[test]
     fn the_job_part_of_a_request_is_checked_and_names_what_is_wrong() {
-        let service = Worker::new(Registry::new().register::<Nop>()).into_service();
+        let service = Worker::new(Registry::new().register::<Nop>()).into_service().unwrap();
         let spec = |compression| pb::Job {
             name: "nop".into(),
             payload: Vec::new(),
             reducers: 2,
             sort_buffer_bytes: 1 << 20,
             compression,
+            max_line_bytes: 1 << 20,
+            skip_long_lines: false,
         };
         let parts = service.job(Some(spec(pb::Compression::Lz4 as i32))).unwrap();
         assert_eq!((parts.reducers, parts.sort_buffer, parts.compression), (2, 1 << 20, Compression::Lz4));
@@ -393,5 +526,9 @@ mod tests {
         }
         let err = service.job(Some(pb::Job { name: "other".into(), ..spec(1) })).err().unwrap();
         assert!(matches!(&err, TaskError::UnknownJob(name) if name == "other"), "{err}");
+        for max_line_bytes in [0, 1023, MAX_MAX_LINE_BYTES + 1] {
+            let err = service.job(Some(pb::Job { max_line_bytes, ..spec(1) })).err().expect("refused");
+            assert!(err.to_string().contains(&format!("max line of {max_line_bytes} bytes")), "{err}");
+        }
     }
 }

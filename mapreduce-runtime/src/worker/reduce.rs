@@ -13,8 +13,9 @@ use mapreduce_core::shuffle::record::FormatError;
 use mapreduce_core::shuffle::reduce_side::{ReduceMerge, merge_passes};
 use mapreduce_core::{BoxError, Compression, Job, Output};
 
-use super::files::{AtomicFile, TempFiles};
+use super::files::{AtomicFile, TempFiles, WorkDir};
 use super::map::shuffle_error;
+use crate::confine::Files;
 use crate::error::{TaskError, panic_message};
 use crate::shuffle::ShuffleSource;
 use crate::storage;
@@ -32,6 +33,8 @@ pub(crate) struct ReduceTask {
     pub(crate) compression: Compression,
     /// Set when the master abandons the attempt: stop at the next key.
     pub(crate) cancelled: Arc<AtomicBool>,
+    /// Where the attempt may write.
+    pub(crate) files: Files,
 }
 
 /// What a reduce attempt wrote.
@@ -51,7 +54,8 @@ pub(crate) fn run_reduce<J: Job>(
     source: &dyn ShuffleSource,
 ) -> Result<ReduceResult, TaskError> {
     let name = format!("reduce-{:05}", t.partition);
-    let mut writer = AtomicFile::create(&t.work_dir, &storage::reduce_file_name(t.partition, t.attempt))?;
+    let work = WorkDir::open(&t.files, &t.work_dir)?;
+    let mut writer = AtomicFile::create(&work, &storage::reduce_file_name(t.partition, t.attempt))?;
     let output_path = writer.path().to_path_buf();
     let shuffle_err = |e| match e {
         ShuffleError::Input { input, error } => input_error(source, &t.inputs[input], error),
@@ -61,7 +65,7 @@ pub(crate) fn run_reduce<J: Job>(
         e => shuffle_error(e, &name, &output_path, &t.work_dir),
     };
     let mut open = |n: usize| -> std::io::Result<Box<dyn Read + Send>> { source.open(&t.inputs[n]) };
-    let mut scratch = TempFiles(&t.work_dir);
+    let mut scratch = TempFiles(&work.dir);
     let level = merge_passes::<J::Key, J::Value, _, _>(
         t.inputs.len(),
         &mut open,
@@ -119,6 +123,7 @@ mod tests {
             fanin,
             compression: Compression::Lz4,
             cancelled: Arc::default(),
+            files: Files::Unconfined,
         }
     }
 
@@ -136,7 +141,7 @@ mod tests {
             w.finish().unwrap();
             inputs.push(whole(&path));
         }
-        let out = run_reduce(&job, &task(dir.path(), inputs, 2), &SharedFs).unwrap();
+        let out = run_reduce(&job, &task(dir.path(), inputs, 2), &SharedFs::default()).unwrap();
         let text = std::fs::read_to_string(&out.path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(out.records, lines.len() as u64);
@@ -157,7 +162,8 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         for fanin in [10, 2] {
             let inputs = vec![whole(&path), whole(&path), whole(&path)];
-            let err = run_reduce(&Count { combine: true }, &task(dir.path(), inputs, fanin), &SharedFs).unwrap_err();
+            let err = run_reduce(&Count { combine: true }, &task(dir.path(), inputs, fanin), &SharedFs::default())
+                .unwrap_err();
             assert!(matches!(err, TaskError::Intermediate { .. }), "{err:?}");
             assert!(err.to_string().contains("m-corrupt"), "fan-in {fanin}: {err}");
         }

@@ -10,6 +10,7 @@ use mapreduce_core::{BoxError, Compression, Emitter, Job, Mapper, Output, Reduce
 use serde::{Deserialize, Serialize};
 
 use super::map::{MapTask, run_map};
+use crate::confine::Files;
 use crate::shuffle::{SharedFs, ShuffleSource};
 
 /// Counts words; `combine` is switchable to test the no-combiner path.
@@ -76,6 +77,9 @@ pub(crate) fn map_all(
         sort_buffer,
         compression,
         cancelled: Arc::default(),
+        files: Files::Unconfined,
+        max_line: 1 << 20,
+        skip_long_lines: false,
     };
     let result = run_map(job, &t).unwrap();
     let location = Location::new(result.location);
@@ -98,7 +102,7 @@ pub(crate) fn map_all(
 
 /// The records of one partition's range.
 pub(crate) fn read(f: &ReduceInput) -> Vec<(String, u64)> {
-    let reader = SharedFs.open(f).unwrap();
+    let reader = SharedFs::default().open(f).unwrap();
     RecordReader::new(std::io::BufReader::new(reader)).collect::<Result<_, _>>().unwrap()
 }
 
