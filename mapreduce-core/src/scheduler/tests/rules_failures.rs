@@ -72,7 +72,7 @@ fn a_task_failing_max_attempts_times_fails_the_job_naming_it_and_its_last_failur
             match failure {
                 Failure::Task(why) => sim.fail(attempt, why),
                 Failure::TimedOut => sim.time_out(attempt),
-                Failure::Unreachable(_) => unreachable!(),
+                _ => unreachable!(),
             }
         }
         let last = failed(2, 0, failures[2].clone());
