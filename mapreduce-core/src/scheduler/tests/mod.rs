@@ -5,15 +5,18 @@
 //!
 //! - [`sim`]: the simulator.
 //! - `rules*`: scenarios and tables, one rule of the module docs each, by topic.
+//! - [`hostile`]: plans and knobs past every limit are refused or work, never panic.
 //! - [`model`] (with [`model_failures`]) and [`properties`]: random plans, knobs and
 //!   worker behaviour (busy workers and lost map outputs included), checked against a
 //!   model of the rules after every action the scheduler takes.
 
+mod hostile;
 mod model;
 mod model_failures;
 mod properties;
 mod rules;
 mod rules_failures;
+mod rules_lost_output;
 mod rules_speculation;
 mod rules_workers;
 mod sim;

@@ -339,6 +339,30 @@ impl Sim {
         self.run_until_idle();
     }
 
+    /// The worker refuses the attempt now: it runs as many tasks as it may.
+    pub(super) fn busy(&mut self, attempt: AttemptId) {
+        self.run(attempt);
+        self.feed(Event::Failed { attempt, reason: Failure::Busy("at its limit of 2 tasks".into()) });
+        self.run_until_idle();
+    }
+
+    /// The reduce attempt reports now that it could not read the output of `lost` of map
+    /// `map`.
+    pub(super) fn lose_input(&mut self, attempt: AttemptId, map: u32, lost: AttemptId) {
+        self.run(attempt);
+        let why = "checksum mismatch in block at byte 4".into();
+        self.feed(Event::Failed { attempt, reason: Failure::MapOutputLost { map, attempt: lost, why } });
+        self.run_until_idle();
+    }
+
+    /// The map attempts whose outputs a running reduce attempt reads, in map order.
+    pub(super) fn inputs_of(&self, attempt: AttemptId) -> Vec<AttemptId> {
+        let TaskSpec::Reduce { inputs, .. } = &self.run(attempt).spec else { panic!("{attempt} is not a reduce") };
+        let mut attempts: Vec<AttemptId> = inputs.iter().map(|i| i.range.attempt).collect();
+        attempts.dedup();
+        attempts
+    }
+
     /// The connection breaks under the attempt now.
     pub(super) fn lose(&mut self, attempt: AttemptId) {
         self.run(attempt);
