@@ -171,12 +171,7 @@ fn a_map_lost_every_time_fails_the_job_naming_it() {
 
 #[test]
 fn a_lost_map_whose_losing_backup_still_runs_waits_for_that_backup() {
-    let mut sim = Sim::new(2, 1, 3, speculative(secs(1), 2.0, 1));
-    sim.run_until_idle();
-    sim.advance(ms(100));
-    sim.succeed_task(map(0));
-    sim.advance_to(sim.start + secs(1));
-    let [original, backup] = sim.runs_of(map(1)).try_into().expect("a backup of map-00001");
+    let (mut sim, original, backup) = Sim::with_a_backup_of_map_1();
     sim.advance(ms(100));
     sim.succeed(original.attempt);
     let r0 = sim.run_of(reduce(0)).attempt;

@@ -104,6 +104,18 @@ impl Sim {
         }
     }
 
+    /// Two maps, one reducer, three workers, backups after 1 s: map-00000 succeeds at
+    /// 100 ms, and at 1 s map-00001 gets a backup. Returns map-00001's original and backup.
+    pub(super) fn with_a_backup_of_map_1() -> (Sim, RunCall, RunCall) {
+        let mut sim = Sim::new(2, 1, 3, speculative(secs(1), 2.0, 1));
+        sim.run_until_idle();
+        sim.advance(ms(100));
+        sim.succeed_task(map(0));
+        sim.advance_to(sim.start + secs(1));
+        let [original, backup] = sim.runs_of(map(1)).try_into().expect("a backup of map-00001");
+        (sim, original, backup)
+    }
+
     pub(super) fn elapsed(&self) -> Duration {
         self.now - self.start
     }
