@@ -591,3 +591,106 @@ mod tests {
         }
     }
 }
+
+/// Hostile sizes for [`plan_shards`]: file lengths up to `u64::MAX`, shard sizes of 1 and
+/// `u64::MAX`, many empty files, totals past `u64::MAX`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn len() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            3 => Just(0u64),
+            3 => 1u64..50,
+            1 => Just(u64::MAX),
+            1 => (1u64..50).prop_map(|d| u64::MAX - d),
+            1 => Just(u64::MAX / 2 + 1),
+            1 => any::<u64>(),
+        ]
+    }
+
+    fn shard_size() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            2 => Just(1u64),
+            2 => 2u64..100,
+            2 => Just(u64::MAX),
+            1 => (0u64..50).prop_map(|d| u64::MAX / 2 + d),
+            1 => any::<u64>().prop_map(|s| s.max(1)),
+        ]
+    }
+
+    /// Files and a shard size, raised if need be so that the plan has at most a few
+    /// thousand shards (a shard size of 1 over a file of `u64::MAX` bytes would have
+    /// `u64::MAX` of them).
+    fn input() -> impl Strategy<Value = (Vec<InputFile>, u64)> {
+        let files = proptest::collection::vec(len(), 0..120).prop_map(|lens| {
+            lens.into_iter().enumerate().map(|(i, len)| InputFile { path: format!("f{i}"), len }).collect::<Vec<_>>()
+        });
+        (files, shard_size()).prop_map(|(files, shard)| {
+            let total: u128 = files.iter().map(|f| u128::from(f.len)).sum();
+            let least = u64::try_from(total / 2000 + 1).expect("at most 120 files of u64::MAX");
+            (files, shard.max(least))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Every byte of every file is in exactly one shard, in input order; no shard or
+        /// segment is empty; every shard but the last holds `shard_size` bytes, and the last
+        /// at most 10% more.
+        #[test]
+        fn plan_shards_covers_every_byte_once_in_order_whatever_the_sizes((files, shard) in input()) {
+            let shards = plan_shards(&files, shard);
+            let segments: Vec<&Segment> = shards.iter().flat_map(|s| &s.segments).collect();
+            let mut next = segments.iter().peekable();
+            for file in files.iter().filter(|f| f.len > 0) {
+                let mut pos = 0u64;
+                while pos < file.len {
+                    let s = next.next().unwrap_or_else(|| panic!("{} not covered past {pos}", file.path));
+                    prop_assert_eq!((&s.path, s.start), (&file.path, pos), "a gap, an overlap or out of order");
+                    prop_assert!(s.end > s.start && s.end <= file.len, "segment {:?} of {:?}", s, file);
+                    pos = s.end;
+                }
+            }
+            prop_assert!(next.peek().is_none(), "segments past the input: {:?}", next.peek());
+
+            let lens: Vec<u128> = shards
+                .iter()
+                .map(|s| s.segments.iter().map(|g| u128::from(g.end - g.start)).sum())
+                .collect();
+            let total: u128 = files.iter().map(|f| u128::from(f.len)).sum();
+            prop_assert_eq!(lens.iter().sum::<u128>(), total);
+            // Full shards, then the remainder of at most 110% of a shard; a remainder of
+            // more than u64::MAX bytes (shard sizes above u64::MAX / 1.1) is cut in two at
+            // u64::MAX, as a Shard's length is a u64.
+            let full = lens.iter().take_while(|&&l| l == u128::from(shard)).count();
+            let tail = &lens[full..];
+            let max = u128::from(u64::MAX);
+            let tail_ok = match tail {
+                [] => true,
+                [last] => *last * 10 <= u128::from(shard) * 11,
+                [first, last] => *first == max && (first + last) * 10 <= u128::from(shard) * 11,
+                _ => false,
+            };
+            prop_assert!(tail_ok && tail.iter().all(|&l| l > 0), "{:?} (shard {})", lens, shard);
+            // Shard::len cannot overflow: a shard never holds more than u64::MAX bytes.
+            prop_assert!(lens.iter().all(|&l| l <= u128::from(u64::MAX)));
+        }
+    }
+
+    #[test]
+    fn many_empty_files_and_totals_past_u64_max_plan_without_overflow() {
+        let empty = (0..10_000).map(|i| InputFile { path: format!("e{i}"), len: 0 });
+        let files: Vec<InputFile> =
+            empty.chain((0..3).map(|i| InputFile { path: format!("h{i}"), len: u64::MAX })).collect();
+        let shards = plan_shards(&files, u64::MAX);
+        assert_eq!(shards.iter().map(Shard::len).collect::<Vec<_>>(), [u64::MAX; 3]);
+        assert!(plan_shards(&files[..10_000], 1).is_empty());
+        // A remainder within the slop but past u64::MAX bytes is cut at u64::MAX.
+        let files = [InputFile { path: "h".into(), len: u64::MAX }, InputFile { path: "t".into(), len: 4 }];
+        let lens: Vec<u64> = plan_shards(&files, u64::MAX - 10).iter().map(Shard::len).collect();
+        assert_eq!(lens, [u64::MAX, 4]);
+    }
+}

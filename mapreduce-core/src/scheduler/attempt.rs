@@ -2,10 +2,10 @@
 
 use std::time::Instant;
 
-use super::task::{MapOutput, Tasks};
+use super::task::{MapOutput, Tally, Tasks};
 use super::worker::WorkerState;
 use super::{
-    Action, AttemptFailure, AttemptId, Failure, JobError, Scheduler, TaskId, TaskKind, TaskOutput, TaskSpec,
+    Action, AttemptFailure, AttemptId, Failure, JobError, Phase, Scheduler, TaskId, TaskKind, TaskOutput, TaskSpec,
     WorkerFailure, WorkerId, backoff,
 };
 
@@ -16,6 +16,19 @@ pub(super) struct Attempt {
     worker: WorkerId,
     /// Whether it is a backup of a task that already ran.
     backup: bool,
+    /// When it started.
+    started: Instant,
+}
+
+/// What a failed attempt costs its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Charge {
+    /// Its own failure: counts against `max_attempts`, and it avoids the worker.
+    Budget,
+    /// Lost with an unreachable worker: counts against `4 × max_attempts`.
+    Loss,
+    /// Nothing: a busy worker, or a map output lost under a reduce.
+    Free,
 }
 
 impl Scheduler {
@@ -39,9 +52,12 @@ impl Scheduler {
             }
         };
         self.change_task(task, |tasks| tasks.start(task, attempt, now, backup));
-        self.attempts.insert(attempt, Attempt { task, worker: w, backup });
+        self.attempts.insert(attempt, Attempt { task, worker: w, backup, started: now });
         self.workers.set(w, WorkerState::Busy);
         self.report.attempts.launched += 1;
+        if task.kind == TaskKind::Map && self.phase == Phase::Reduce {
+            self.report.attempts.map_reruns += 1;
+        }
         self.workers.get_mut(w).stats.launched += 1;
         if backup {
             self.speculation.backup_started();
@@ -52,10 +68,11 @@ impl Scheduler {
         Action::Run { worker: w, attempt, task, spec, deadline }
     }
 
-    /// The first TODO task that worker `w` may run: one that has not failed on `w`, or
-    /// that no other worker can take now (each failed it, is unreachable, or rests after
-    /// an unreachable call or on probation), as Hadoop avoids rerunning a task on the node
-    /// where it failed. One misconfigured worker thus cannot use up a task's attempts alone.
+    /// The first TODO task that worker `w` may run: one that may start now (no reduce
+    /// while a map is not DONE) and that has not failed on `w`, or that no other worker
+    /// can take now (each failed it, is unreachable, or rests), as Hadoop avoids rerunning
+    /// a task on the node where it failed. One misconfigured worker thus cannot use up a
+    /// task's attempts alone.
     pub(super) fn take_todo(&mut self, w: WorkerId) -> Option<TaskId> {
         let usable_elsewhere = |t: TaskId| {
             let other = |(id, other): (WorkerId, &super::worker::Worker)| {
@@ -63,7 +80,8 @@ impl Scheduler {
             };
             self.workers.iter().any(other)
         };
-        let i = self.tasks.todo.iter().position(|&t| !self.tasks.failed_on(t, w) || !usable_elsewhere(t))?;
+        let may = |t: TaskId| self.tasks.launchable(t) && (!self.tasks.failed_on(t, w) || !usable_elsewhere(t));
+        let i = self.tasks.todo.iter().position(|&t| may(t))?;
         self.tasks.todo.remove(i)
     }
 
@@ -85,6 +103,7 @@ impl Scheduler {
         let worker = self.workers.get_mut(a.worker);
         worker.timeouts = 0;
         worker.failures = 0;
+        worker.busy = 0;
         self.answered(a.worker);
         self.workers.make_ready(a.worker, WorkerState::Ready);
         self.report.attempts.succeeded += 1;
@@ -99,12 +118,17 @@ impl Scheduler {
             self.report.attempts.speculative_won += 1;
         }
         self.workers.get_mut(a.worker).stats.accepted += 1;
-        self.speculation.finished(now.saturating_duration_since(stopped.started));
+        // A map re-run in the reduce phase is not one of the phase's tasks.
+        if (task.kind == TaskKind::Map) == (self.phase == Phase::Map) {
+            self.speculation.finished(now.saturating_duration_since(stopped.started));
+        }
         match (task.kind, output) {
-            (TaskKind::Map, TaskOutput::Map { location, ranges, .. }) => {
-                self.report.intermediate_bytes += ranges.iter().map(|r| r.bytes).sum::<u64>();
-                let done = self.change_task(task, |t| t.maps.accept(task.index, MapOutput { location, ranges }));
-                if done {
+            (TaskKind::Map, TaskOutput::Map { location, ranges, skipped_records, .. }) => {
+                let bytes = ranges.iter().map(|r| r.bytes).fold(0, u64::saturating_add);
+                self.map_sizes[task.index as usize] = (bytes, skipped_records);
+                let output = MapOutput { attempt, location, ranges };
+                let done = self.change_task(task, |t| t.maps.accept(task.index, output));
+                if done && self.phase == Phase::Map {
                     self.start_reduce();
                 }
             }
@@ -125,6 +149,7 @@ impl Scheduler {
         };
         let (task, w) = (a.task, a.worker);
         tracing::warn!(%task, %attempt, worker = %w, %reason, "attempt failed");
+        let charge = self.charge_of(task, &reason);
         let worker = self.workers.get_mut(w);
         match &reason {
             Failure::TimedOut => {
@@ -137,31 +162,104 @@ impl Scheduler {
                 self.report.attempts.lost += 1;
                 self.last_unreachable = Some(WorkerFailure { worker: w, reason: reason.clone() });
             }
-            Failure::Task(_) => {
+            Failure::Task(_) | Failure::MapOutputLost { .. } => {
                 worker.stats.failed += 1;
                 self.report.attempts.failed += 1;
                 self.answered(w);
             }
+            Failure::Busy(_) => {
+                self.report.attempts.busy += 1;
+                self.answered(w);
+            }
         }
         // Where the worker goes next.
-        let counts = !matches!(reason, Failure::Unreachable(_));
-        if counts {
-            self.after_failure(now, w, &reason);
-        } else {
-            self.rest_unreachable(now, w);
+        match (&reason, charge) {
+            (Failure::Unreachable(_), _) => self.rest_unreachable(now, w),
+            (Failure::Busy(_), _) => self.rest_busy(now, w),
+            (_, Charge::Free) => self.workers.make_ready(w, WorkerState::Ready),
+            _ => self.after_failure(now, w, &reason),
+        }
+        if let (Failure::MapOutputLost { map, attempt: lost, .. }, Charge::Free) = (&reason, charge) {
+            let failure = AttemptFailure { attempt, worker: w, reason: reason.clone() };
+            if self.lose_map_output(*map, *lost, failure) {
+                return;
+            }
         }
 
         let Some(stopped) = self.change_task(task, |tasks| tasks.stop(task, attempt)) else {
             return;
         };
-        let (failures, lost) = self.tasks.charge(task, w, counts);
+        let tally = match charge {
+            Charge::Budget => self.tasks.charge(task, w, true),
+            Charge::Loss => self.tasks.charge(task, w, false),
+            Charge::Free => self.tasks.tally(task),
+        };
         let max = self.config.max_attempts;
-        if failures >= max || lost >= max.saturating_mul(4) {
-            let (input, last) = (self.describe_input(task), AttemptFailure { attempt, worker: w, reason });
-            self.finish(Err(JobError::TaskFailed { task, input, attempts: failures + lost, last }));
+        if tally.failures >= max || tally.lost >= max.saturating_mul(4) {
+            self.fail_job(task, tally, AttemptFailure { attempt, worker: w, reason });
         } else if stopped.todo {
             self.tasks.todo.push_front(task);
         }
+    }
+
+    /// What `reason` costs `task`. A reduce's report of a lost map output is free if it
+    /// names an output that map task accepted (now or before it was lost); any other such
+    /// report (from a map, or naming an output never accepted) is the task's own failure.
+    fn charge_of(&self, task: TaskId, reason: &Failure) -> Charge {
+        match reason {
+            Failure::TimedOut | Failure::Task(_) => Charge::Budget,
+            Failure::Unreachable(_) => Charge::Loss,
+            Failure::Busy(_) => Charge::Free,
+            Failure::MapOutputLost { map, attempt, .. } => {
+                let accepted = self.tasks.maps.output(*map).is_some_and(|m| m.attempt == *attempt);
+                let known = accepted || self.lost_outputs.contains(&(*map, *attempt));
+                if task.kind == TaskKind::Reduce && known { Charge::Free } else { Charge::Budget }
+            }
+        }
+    }
+
+    /// A reduce could not read the output of attempt `lost` of map `map`: if it is still
+    /// the map's accepted output, the map is forgotten and runs again (with the attempts
+    /// of it that still run, if any), unless its outputs were lost `4 × max_attempts`
+    /// times: then the job fails, and this returns true. A report about an output already
+    /// forgotten changes nothing.
+    fn lose_map_output(&mut self, map: u32, lost: AttemptId, failure: AttemptFailure) -> bool {
+        if self.tasks.maps.output(map).is_none_or(|m| m.attempt != lost) {
+            tracing::debug!(map, attempt = %lost, "output already forgotten");
+            return false;
+        }
+        let task = TaskId { kind: TaskKind::Map, index: map };
+        let mut losers: Vec<(AttemptId, Instant)> =
+            self.attempts.iter().filter(|(_, a)| a.task == task).map(|(&id, a)| (id, a.started)).collect();
+        losers.sort_unstable_by_key(|&(id, started)| (started, id));
+        let todo = losers.is_empty();
+        let tally = self.change_task(task, |t| t.maps.forget(map, losers));
+        self.lost_outputs.insert((map, lost));
+        self.report.map_outputs_lost += 1;
+        tracing::warn!(%task, attempt = %lost, "map output lost; the map runs again");
+        if tally.outputs_lost >= self.config.max_attempts.saturating_mul(4) {
+            self.fail_job(task, tally, failure);
+            return true;
+        }
+        if todo {
+            self.tasks.todo.push_front(task);
+        }
+        false
+    }
+
+    /// The job fails: `task` failed too often, last with `last`.
+    fn fail_job(&mut self, task: TaskId, tally: Tally, last: AttemptFailure) {
+        let input = self.describe_input(task);
+        self.finish(Err(JobError::TaskFailed { task, input, attempts: tally.total(), last }));
+    }
+
+    /// `w` answered Busy: it rests `retry_base × 2^k` after `k` Busy answers since its last
+    /// success, capped at `retry_cap`, and is then ready (it answered: no probe).
+    fn rest_busy(&mut self, now: Instant, w: WorkerId) {
+        let worker = self.workers.get_mut(w);
+        let delay = backoff(worker.busy, self.config.retry_base, self.config.retry_cap);
+        worker.busy = worker.busy.saturating_add(1);
+        self.rest(w, now + delay, false);
     }
 
     /// After a failure of its own (an error or a missed deadline), `w` goes on probation
@@ -179,7 +277,7 @@ impl Scheduler {
             worker.failures = 0;
             self.report.probations += 1;
             tracing::warn!(worker = %w, ?period, "worker on probation after repeated failures");
-            self.rest(w, now + period);
+            self.rest(w, now + period, true);
         } else if matches!(reason, Failure::TimedOut) {
             self.workers.make_ready(w, WorkerState::NeedsProbe);
         } else {

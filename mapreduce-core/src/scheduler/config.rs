@@ -76,6 +76,20 @@ pub enum ConfigError {
     /// The plan has no worker.
     #[error("a job needs at least one worker")]
     NoWorkers,
+    /// A duration exceeds [`MAX_DURATION`] (past it, deadlines would overflow).
+    #[error("{0} exceeds a year")]
+    DurationTooLong(&'static str),
+    /// The plan has more map tasks, reducers or workers than a scheduler keeps.
+    #[error("{n} {what} is more than the maximum of {max}")]
+    TooMany {
+        /// `map tasks`, `reducers` or `workers`.
+        what: &'static str,
+        /// How many the plan has.
+        n: u64,
+        /// The most there may be: `u32::MAX`, [`MAX_REDUCERS`](crate::job::MAX_REDUCERS)
+        /// or [`MAX_WORKERS`].
+        max: u64,
+    },
 }
 
 impl SchedulerConfig {
@@ -93,6 +107,12 @@ impl SchedulerConfig {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
             }
+            if d > MAX_DURATION {
+                return Err(ConfigError::DurationTooLong(name));
+            }
+        }
+        if self.speculation_min > MAX_DURATION {
+            return Err(ConfigError::DurationTooLong("speculation_min"));
         }
         if self.max_attempts == 0 {
             return Err(ConfigError::ZeroAttempts);
@@ -109,6 +129,13 @@ impl SchedulerConfig {
 
 /// The longest Wait a worker serves, and so the longest `idle_wait`.
 pub const MAX_IDLE_WAIT: Duration = Duration::from_secs(60);
+
+/// The longest any duration knob may be: a year, so that `now` plus any deadline, rest
+/// or probation (at most 8 × `retry_cap`) is a valid `Instant`.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The most workers a plan may have.
+pub const MAX_WORKERS: u32 = 1 << 16;
 
 /// `base × 2^k`, capped at `cap` (and at `cap` for any `k` large enough to overflow).
 pub fn backoff(k: u32, base: Duration, cap: Duration) -> Duration {

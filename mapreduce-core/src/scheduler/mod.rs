@@ -19,18 +19,39 @@
 //!
 //! # Rules
 //! - A task is TODO, RUNNING (with the set of its running attempts) or DONE (with its
-//!   accepted output); a DONE task never changes again and has exactly one accepted output.
-//! - A failed attempt returns its task to TODO only when no other attempt of it runs.
+//!   accepted output). A DONE task has exactly one accepted output and never changes
+//!   again, but for a map whose output was lost (below).
+//! - A failed attempt returns its task to TODO (in front) only when no other attempt of it
+//!   runs.
 //! - Failures that are the task's (an error, a deadline passed) count against its budget
 //!   of [`SchedulerConfig::max_attempts`]; past it the job fails naming the task. An
 //!   unreachable worker is not the task's fault, but a task lost that way
 //!   `4 × max_attempts` times also fails the job, so a job always ends.
+//! - A busy worker ([`Failure::Busy`]: at its limit of concurrent tasks) is not a failure:
+//!   the task is not charged, nor the worker's failure streak; the worker answered, so it
+//!   is reachable and needs no probe. It rests `retry_base × 2^k` after `k` Busy answers
+//!   since its last success, capped at `retry_cap`, and is then ready again.
+//! - Lost map output ([`Failure::MapOutputLost`]: a reduce met a checksum error, a short
+//!   range or a missing file in the output of map task `map`'s attempt `attempt`) is not
+//!   the reduce's fault: it is not charged, nor the worker's failure streak. If that
+//!   output is still the map's accepted one, it is forgotten (not discarded: it may be
+//!   gone or corrupt) and the map is TODO again, in front (RUNNING, if attempts of it
+//!   still run: backups that lost, which count as its backup). A report about an output
+//!   the map accepted before and forgot already changes nothing more; a report naming an
+//!   output the map never accepted (or from a map attempt) is the attempt's own failure,
+//!   charged as an error. A map whose output is lost `4 × max_attempts` times fails the
+//!   job naming the map, so a job always ends.
 //! - Each worker's deadline is `task_timeout × 2^k` after `k` deadlines missed in a row,
 //!   capped at `max_task_timeout`; a success resets `k`. After a missed deadline the
 //!   worker is probed with a zero Wait before it gets work again.
 //! - An unreachable worker is retried after `retry_base × 2^k`, capped at `retry_cap`, and
 //!   used again once it answers. If every worker is unreachable and none has answered
 //!   for `no_worker_timeout` since the last one fell silent, the job fails.
+//! - The report's `intermediate_bytes` and `skipped_records` sum the last accepted
+//!   output of each map task (a lost output counts until a re-run replaces it: the job
+//!   may end before, when every reduce is DONE).
+//! - A plan has at most `u32::MAX` map tasks, [`MAX_REDUCERS`] reducers and
+//!   [`MAX_WORKERS`] workers; no duration knob exceeds [`MAX_DURATION`].
 //! - A worker whose attempts fail `probation_after` times in a row (across tasks) is on
 //!   probation, given no task for `probation_base × 2^n` (n: its earlier probations,
 //!   capped at `retry_cap × 8`), as Hadoop blacklists nodes.
@@ -38,19 +59,24 @@
 //!   deadline), unless no other worker can take it now (each failed it too, is
 //!   unreachable, or rests), as Hadoop avoids the node where a task failed: one
 //!   misconfigured worker cannot use up a task's attempts alone.
-//! - REDUCE starts when every map task is DONE.
-//! - Speculation (see [`SchedulerConfig::speculation`]): when no TODO task of the phase is
-//!   one it may take, a ready worker takes a backup attempt of the oldest running task
-//!   that has a single attempt, if that task has run longer than `max(speculation_min,
-//!   speculation_factor × median duration of the phase's finished tasks)`, and fewer than
-//!   `max_backups` backups run. A task gets one backup at most (until it fails back to
-//!   TODO). The first success wins; the others are discarded when they reply.
+//! - REDUCE starts when every map task is DONE, and stays the phase after a map's output
+//!   is lost; but no attempt of a reduce (nor a backup) starts while a map is not DONE:
+//!   the TODO maps go first, reduces wait in the TODO queue until every map is DONE
+//!   again, and running reduces keep running.
+//! - Speculation (see [`SchedulerConfig::speculation`]): when no TODO task is one it may
+//!   take, a ready worker takes a backup attempt of the oldest running task that has a
+//!   single attempt (a map, while a map is not DONE), if that task has run longer than
+//!   `max(speculation_min, speculation_factor × median duration of the phase's finished
+//!   tasks)`, and fewer than `max_backups` backups run. Maps re-run in the REDUCE phase
+//!   are not among its finished tasks. A task gets one backup at most (until it fails
+//!   back to TODO). The first success wins; the others are discarded when they reply.
 //! - [`Event::WaitAnswered`] and [`Event::WaitFailed`] are accepted only for the worker's
 //!   current Wait.
 //! - A worker with nothing to do gets an idle Wait of `idle_wait`. It is woken
 //!   ([`Action::Wake`]) to get work now instead of when its Wait ends: when TODO tasks
-//!   appear (the REDUCE phase starts, an attempt fails) that the ready workers cannot all
-//!   take and that it may take, or at the moment a running task becomes eligible for a
+//!   that may start appear (the REDUCE phase starts, an attempt fails, a map output is
+//!   lost, the last lost map is DONE again) that the ready workers cannot all take and
+//!   that it may take, or at the moment a running task becomes eligible for a
 //!   backup ([`Scheduler::poll_timeout`] includes that moment). A probe is never cut short.
 
 mod attempt;
@@ -67,15 +93,16 @@ mod worker;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
-pub use config::{ConfigError, MAX_IDLE_WAIT, SchedulerConfig, backoff};
+pub use config::{ConfigError, MAX_DURATION, MAX_IDLE_WAIT, MAX_WORKERS, SchedulerConfig, backoff};
 pub use report::{AttemptCounts, AttemptFailure, JobError, JobReport, JobStatus, Phase, WorkerFailure, WorkerReport};
 pub use types::{
     Action, AttemptId, Event, Failure, JobPlan, Location, MapOutputRange, ReduceInput, TaskId, TaskKind, TaskOutput,
     TaskSpec, WaitId, WorkerId,
 };
 
+use crate::job::MAX_REDUCERS;
 use crate::shard::Shard;
 use attempt::Attempt;
 use speculation::Speculation;
@@ -94,6 +121,10 @@ pub struct Scheduler {
     workers: Workers,
     /// The attempts running, including those that lost to another attempt of their task.
     attempts: FxHashMap<AttemptId, Attempt>,
+    /// Map outputs (map task, attempt) that were accepted, then lost and forgotten.
+    lost_outputs: FxHashSet<(u32, AttemptId)>,
+    /// Bytes and skipped records of each map task's last accepted output, for the report.
+    map_sizes: Vec<(u64, u64)>,
     speculation: Speculation,
     timers: Timers,
     /// The next attempt id.
@@ -119,13 +150,22 @@ impl Scheduler {
         if plan.workers == 0 {
             return Err(ConfigError::NoWorkers);
         }
-        let maps = plan.shards.len() as u32;
-        let report = JobReport {
-            map_tasks: maps,
-            reduce_tasks: plan.reducers,
-            input_bytes: plan.shards.iter().map(Shard::len).sum(),
-            ..JobReport::default()
-        };
+        let too_many = |what, n: u64, max: u64| (n > max).then_some(ConfigError::TooMany { what, n, max });
+        let maps = plan.shards.len() as u64;
+        let limits = [
+            ("map tasks", maps, u64::from(u32::MAX)),
+            ("reducers", u64::from(plan.reducers), u64::from(MAX_REDUCERS)),
+            ("workers", u64::from(plan.workers), u64::from(MAX_WORKERS)),
+        ];
+        if let Some(e) = limits.into_iter().find_map(|(what, n, max)| too_many(what, n, max)) {
+            return Err(e);
+        }
+        let maps = maps as u32;
+        // Saturating: a hostile plan's sizes must not overflow (nor a segment that ends
+        // before it starts).
+        let segments = plan.shards.iter().flat_map(|s| &s.segments);
+        let input_bytes = segments.map(|g| g.end.saturating_sub(g.start)).fold(0, u64::saturating_add);
+        let report = JobReport { map_tasks: maps, reduce_tasks: plan.reducers, input_bytes, ..JobReport::default() };
         let mut s = Scheduler {
             config,
             shards: plan.shards,
@@ -133,6 +173,8 @@ impl Scheduler {
             tasks: Tasks::new(maps, plan.reducers),
             workers: Workers::new(plan.workers),
             attempts: FxHashMap::default(),
+            lost_outputs: FxHashSet::default(),
+            map_sizes: vec![(0, 0); maps as usize],
             speculation: Speculation::default(),
             timers: Timers::default(),
             next_attempt: 0,
@@ -216,7 +258,8 @@ impl Scheduler {
             return None;
         }
         while let Some(w) = self.timers.rested(now) {
-            self.workers.make_ready(w, WorkerState::NeedsProbe);
+            let probe = self.workers.get(w).state() == (WorkerState::Resting { probe: true });
+            self.workers.make_ready(w, if probe { WorkerState::NeedsProbe } else { WorkerState::Ready });
         }
         if self.timers.no_workers.is_some_and(|deadline| now >= deadline) {
             let (waited, last) = (self.config.no_worker_timeout, self.last_unreachable.clone());
@@ -233,7 +276,7 @@ impl Scheduler {
             if let Some(task) = self.take_todo(w) {
                 return Some(self.launch(now, w, task, false));
             }
-            if let Some(task) = self.speculation.candidate(now, &self.config) {
+            if let Some(task) = self.speculation.candidate(now, &self.config, self.tasks.maps_pending()) {
                 return Some(self.launch(now, w, task, true));
             }
         }
@@ -246,17 +289,19 @@ impl Scheduler {
         }
         self.workers.set(w, WorkerState::IdleWait(wait));
         let for_ = self.config.idle_wait;
-        Some(Action::Wait { worker: w, wait, for_, deadline: for_ + deadline })
+        Some(Action::Wait { worker: w, wait, for_, deadline: for_.saturating_add(deadline) })
     }
 
-    /// A worker in an idle Wait to wake, and its Wait: for a TODO task that the ready
-    /// workers leave and that has not failed on it (so that it surely takes a task once
-    /// ready), or, when no worker is ready, for a backup that is due.
+    /// A worker in an idle Wait to wake, and its Wait: for a TODO task that may start now,
+    /// that the ready workers leave and that has not failed on it (so that it surely takes
+    /// a task once ready), or, when no worker is ready, for a backup that is due.
     fn wakeable(&self, now: Instant) -> Option<(WorkerId, WaitId)> {
-        let todo = &self.tasks.todo;
-        let for_todo = |w: WorkerId| todo.iter().any(|&t| !self.tasks.failed_on(t, w));
-        let for_backup = self.workers.ready_len() == 0 && self.speculation.candidate(now, &self.config).is_some();
-        if todo.len() <= self.workers.ready_len() && !for_backup {
+        let todo = || self.tasks.todo.iter().copied().filter(|&t| self.tasks.launchable(t));
+        let for_todo = |w: WorkerId| todo().any(|t| !self.tasks.failed_on(t, w));
+        let maps_only = self.tasks.maps_pending();
+        let for_backup =
+            self.workers.ready_len() == 0 && self.speculation.candidate(now, &self.config, maps_only).is_some();
+        if todo().count() <= self.workers.ready_len() && !for_backup {
             return None;
         }
         self.workers.iter().find_map(|(w, worker)| match worker.state() {
@@ -269,7 +314,8 @@ impl Scheduler {
     /// backup, while a worker waits idle and could take it.
     fn arm_backup_timer(&mut self) {
         let idle = self.phase != Phase::Done && self.workers.any_idle();
-        self.timers.backup = self.speculation.next(&self.config).filter(|_| idle).map(|(at, _)| at);
+        let next = self.speculation.next(&self.config, self.tasks.maps_pending());
+        self.timers.backup = next.filter(|_| idle).map(|(at, _)| at);
     }
 
     fn start_clock(&mut self, now: Instant) {
@@ -282,9 +328,9 @@ impl Scheduler {
         backoff(self.workers.get(w).timeouts, c.task_timeout, c.max_task_timeout)
     }
 
-    /// `w` may not be called before `until`; then it is probed.
-    fn rest(&mut self, w: WorkerId, until: Instant) {
-        self.workers.set(w, WorkerState::Resting);
+    /// `w` may not be called before `until`; then it is probed if `probe`, else ready.
+    fn rest(&mut self, w: WorkerId, until: Instant, probe: bool) {
+        self.workers.set(w, WorkerState::Resting { probe });
         self.timers.rest(w, until);
     }
 
@@ -295,7 +341,7 @@ impl Scheduler {
         if self.workers.fell_silent(w) {
             self.timers.no_workers = Some(now + self.config.no_worker_timeout);
         }
-        self.rest(w, now + delay);
+        self.rest(w, now + delay, true);
     }
 
     /// `w` answered: it is reachable again.
@@ -317,6 +363,9 @@ impl Scheduler {
     fn succeed(&mut self, now: Instant) {
         let mut report = std::mem::take(&mut self.report);
         report.outputs = self.tasks.reduces.outputs().cloned().collect();
+        let sum =
+            |(b, s): (u64, u64), &(bytes, skipped): &(u64, u64)| (b.saturating_add(bytes), s.saturating_add(skipped));
+        (report.intermediate_bytes, report.skipped_records) = self.map_sizes.iter().fold((0, 0), sum);
         report.workers_on_probation = self.workers.iter().filter(|(_, w)| w.probations > 0).count() as u32;
         report.workers = self.workers.iter().map(|(_, w)| w.stats.clone()).collect();
         report.elapsed_ms = now.saturating_duration_since(self.started.unwrap_or(now)).as_millis() as u64;

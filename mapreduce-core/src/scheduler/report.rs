@@ -22,8 +22,14 @@ pub struct JobReport {
     pub elapsed_ms: u64,
     /// Bytes of input.
     pub input_bytes: u64,
-    /// Bytes of the accepted map outputs.
+    /// Bytes of the accepted map outputs: of the last accepted output of each map task
+    /// (a re-run replaces its lost output).
     pub intermediate_bytes: u64,
+    /// Input records the map tasks skipped (lines over the job's maximum length): of the
+    /// last accepted output of each map task, as `intermediate_bytes`.
+    pub skipped_records: u64,
+    /// Accepted map outputs that a reduce could not read and that were re-run.
+    pub map_outputs_lost: u64,
     /// Records in the accepted reduce outputs.
     pub output_records: u64,
     /// Times a worker was put on probation.
@@ -44,7 +50,7 @@ pub struct WorkerReport {
     pub launched: u64,
     /// Its attempts whose output was accepted (a task won).
     pub accepted: u64,
-    /// Its attempts that failed with a task error.
+    /// Its attempts that failed with a task error, or (a reduce) could not read a map output.
     pub failed: u64,
     /// Its attempts that passed their deadline.
     pub timed_out: u64,
@@ -61,7 +67,8 @@ pub struct AttemptCounts {
     pub launched: u64,
     /// Attempts that succeeded (late losers included).
     pub succeeded: u64,
-    /// Attempts whose task failed on the worker (error or panic).
+    /// Attempts whose task failed on the worker (error or panic), or reduce attempts that
+    /// could not read a map output ([`Failure::MapOutputLost`]).
     pub failed: u64,
     /// Attempts that passed their deadline.
     pub timed_out: u64,
@@ -71,6 +78,11 @@ pub struct AttemptCounts {
     pub speculative: u64,
     /// Backup attempts whose output was the one accepted.
     pub speculative_won: u64,
+    /// Map attempts launched after the map phase to re-run maps whose output was lost
+    /// (included in `launched`).
+    pub map_reruns: u64,
+    /// Attempts a worker refused because it ran as many tasks as it may ([`Failure::Busy`]).
+    pub busy: u64,
 }
 
 /// Why a job failed.
@@ -128,7 +140,8 @@ impl fmt::Display for WorkerFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.reason {
             Failure::TimedOut => write!(f, "{} did not answer in time", self.worker),
-            Failure::Unreachable(why) | Failure::Task(why) => write!(f, "{}: {why}", self.worker),
+            Failure::Unreachable(why) | Failure::Task(why) | Failure::Busy(why) => write!(f, "{}: {why}", self.worker),
+            reason @ Failure::MapOutputLost { .. } => write!(f, "{}: {reason}", self.worker),
         }
     }
 }
@@ -138,7 +151,8 @@ impl fmt::Display for WorkerFailure {
 pub enum Phase {
     /// Map tasks run.
     Map,
-    /// Every map task is done; reduce tasks run.
+    /// Every map task was done: reduce tasks run (a map whose output was lost runs again
+    /// first, and no reduce starts until it is done).
     Reduce,
     /// Finished, with success or error.
     Done,

@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::time::{Duration, Instant};
 
-use super::{SchedulerConfig, TaskId};
+use super::{SchedulerConfig, TaskId, TaskKind};
 
 /// The speculation queue and what its threshold is made of.
 #[derive(Debug, Default)]
@@ -50,22 +50,24 @@ impl Speculation {
         self.backups -= 1;
     }
 
-    /// The oldest queued task and the moment it becomes eligible for a backup: once it has
-    /// run `max(speculation_min, speculation_factor × median)`. `None` while speculation
-    /// is off, `max_backups` backups run, or no task of the phase has finished.
-    pub(super) fn next(&self, c: &SchedulerConfig) -> Option<(Instant, TaskId)> {
+    /// The oldest queued task (only map tasks if `maps_only`: a reduce may not start while
+    /// a map is not DONE) and the moment it becomes eligible for a backup: once it has run
+    /// `max(speculation_min, speculation_factor × median)`. `None` while speculation is
+    /// off, `max_backups` backups run, or no task of the phase has finished.
+    pub(super) fn next(&self, c: &SchedulerConfig, maps_only: bool) -> Option<(Instant, TaskId)> {
         if !c.speculation || self.backups >= c.max_backups {
             return None;
         }
         let median = self.durations.median()?;
-        let &(start, task) = self.queue.first()?;
-        let threshold = median.mul_f64(c.speculation_factor).max(c.speculation_min);
-        Some((start.checked_add(threshold)?, task))
+        let &(start, task) = self.queue.iter().find(|(_, t)| !maps_only || t.kind == TaskKind::Map)?;
+        // An infinite factor never makes a task slow enough.
+        let scaled = Duration::try_from_secs_f64(median.as_secs_f64() * c.speculation_factor).ok()?;
+        Some((start.checked_add(scaled.max(c.speculation_min))?, task))
     }
 
     /// The task that deserves a backup at `now`, if any.
-    pub(super) fn candidate(&self, now: Instant, c: &SchedulerConfig) -> Option<TaskId> {
-        self.next(c).filter(|(at, _)| *at <= now).map(|(_, task)| task)
+    pub(super) fn candidate(&self, now: Instant, c: &SchedulerConfig, maps_only: bool) -> Option<TaskId> {
+        self.next(c, maps_only).filter(|(at, _)| *at <= now).map(|(_, task)| task)
     }
 }
 

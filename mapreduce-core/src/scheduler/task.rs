@@ -1,5 +1,9 @@
 //! Task state: TODO, RUNNING with its attempts, or DONE with its accepted output.
 //!
+//! A DONE map task whose output a reduce could not read is forgotten: it is RUNNING
+//! again if attempts of it still run (backups that lost), else TODO. No other DONE task
+//! ever changes.
+//!
 //! A task's state is an enum that carries its data, so a DONE task without an output, or
 //! a RUNNING one without an attempt, cannot be written down. Map and reduce tasks are kept
 //! apart, each list with its own kind of output: a reduce reads typed map outputs, never
@@ -10,7 +14,8 @@ use std::time::Instant;
 
 use super::{AttemptId, Location, MapOutputRange, ReduceInput, TaskId, TaskKind, WorkerId};
 
-/// Where a task is in its life. DONE never changes again.
+/// Where a task is in its life. DONE never changes again, but for a map whose output was
+/// lost ([`TaskList::forget`]).
 #[derive(Debug)]
 pub(super) enum TaskState<O> {
     /// Waiting in the TODO queue (or not yet queued: a reduce before its phase).
@@ -33,6 +38,8 @@ pub(super) struct Running {
 /// An accepted map output, as reduces read it.
 #[derive(Debug)]
 pub(super) struct MapOutput {
+    /// The attempt that wrote it, to tell whether a loss report is about it.
+    pub(super) attempt: AttemptId,
     pub(super) location: Location,
     pub(super) ranges: Vec<MapOutputRange>,
 }
@@ -48,8 +55,28 @@ pub(super) struct Task<O> {
     failures: u32,
     /// Attempts lost to unreachable workers.
     lost: u32,
+    /// Times its accepted output was lost (a map's, that a reduce could not read).
+    outputs_lost: u32,
     /// Workers on which an attempt of it failed (by error or deadline), each once.
     failed_on: Vec<WorkerId>,
+}
+
+/// How often a task failed, each way: what a job failure reports.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tally {
+    /// Failures that count against the budget.
+    pub(super) failures: u32,
+    /// Attempts lost to unreachable workers.
+    pub(super) lost: u32,
+    /// Accepted outputs lost.
+    pub(super) outputs_lost: u32,
+}
+
+impl Tally {
+    /// Every failure of the task, of every kind.
+    pub(super) fn total(&self) -> u32 {
+        self.failures.saturating_add(self.lost).saturating_add(self.outputs_lost)
+    }
 }
 
 /// How a running attempt ended for its task.
@@ -63,7 +90,7 @@ pub(super) struct Stopped {
 
 impl<O> Task<O> {
     fn new() -> Self {
-        Task { state: TaskState::Todo, failures: 0, lost: 0, failed_on: Vec::new() }
+        Task { state: TaskState::Todo, failures: 0, lost: 0, outputs_lost: 0, failed_on: Vec::new() }
     }
 
     /// Where the task belongs in the speculation queue: by its attempt's start, if it has
@@ -113,8 +140,8 @@ impl<O> Task<O> {
     }
 
     /// Counts a failure on `worker`: against the budget (`counts`) or as a loss. Returns
-    /// the failures and losses so far.
-    fn charge(&mut self, worker: WorkerId, counts: bool) -> (u32, u32) {
+    /// the tally so far.
+    fn charge(&mut self, worker: WorkerId, counts: bool) -> Tally {
         if counts {
             self.failures += 1;
             if !self.failed_on.contains(&worker) {
@@ -123,7 +150,11 @@ impl<O> Task<O> {
         } else {
             self.lost += 1;
         }
-        (self.failures, self.lost)
+        self.tally()
+    }
+
+    fn tally(&self) -> Tally {
+        Tally { failures: self.failures, lost: self.lost, outputs_lost: self.outputs_lost }
     }
 }
 
@@ -155,6 +186,30 @@ impl<O> TaskList<O> {
         task.state = TaskState::Done(output);
         self.done += 1;
         self.done == self.len()
+    }
+
+    /// Forgets the accepted output of DONE task `index`: it is RUNNING with `losers` (its
+    /// attempts still running, oldest first: each started as a backup of a running
+    /// task, so it counts as backed up) or, if there are none, TODO. Returns the tally with
+    /// the loss counted.
+    pub(super) fn forget(&mut self, index: u32, losers: Vec<(AttemptId, Instant)>) -> Tally {
+        let task = &mut self.tasks[index as usize];
+        assert!(task.is_done(), "task {index} forgotten, but it is not done");
+        task.state = match losers.is_empty() {
+            true => TaskState::Todo,
+            false => TaskState::Running(Running { attempts: losers, backed_up: true }),
+        };
+        task.outputs_lost = task.outputs_lost.saturating_add(1);
+        self.done -= 1;
+        task.tally()
+    }
+
+    /// The accepted output of task `index`, if it is DONE.
+    pub(super) fn output(&self, index: u32) -> Option<&O> {
+        match &self.tasks.get(index as usize)?.state {
+            TaskState::Done(output) => Some(output),
+            _ => None,
+        }
     }
 
     /// The accepted outputs, in task order (all of them once every task is DONE).
@@ -214,8 +269,23 @@ impl Tasks {
         on_task!(self, id, stop(id, attempt))
     }
 
-    pub(super) fn charge(&mut self, id: TaskId, worker: WorkerId, counts: bool) -> (u32, u32) {
+    pub(super) fn charge(&mut self, id: TaskId, worker: WorkerId, counts: bool) -> Tally {
         on_task!(self, id, charge(worker, counts))
+    }
+
+    pub(super) fn tally(&self, id: TaskId) -> Tally {
+        on_task!(self, id, tally())
+    }
+
+    /// Whether a map task is not DONE: then no reduce may start.
+    pub(super) fn maps_pending(&self) -> bool {
+        self.maps.done() < self.maps.len()
+    }
+
+    /// Whether an attempt of `id` may start now: a map always, a reduce once every map is
+    /// DONE.
+    pub(super) fn launchable(&self, id: TaskId) -> bool {
+        id.kind == TaskKind::Map || !self.maps_pending()
     }
 
     /// What reduce `partition` reads: every range of it from every map, in map order.

@@ -123,8 +123,8 @@ impl fmt::Display for Location {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskOutput {
     /// A map attempt's output: where it lies, its ranges (runs of one range per partition
-    /// in partition order, one run unless the attempt spilled without combining), and the
-    /// lines it read.
+    /// in partition order, one run unless the attempt spilled without combining), the
+    /// lines it read and those it skipped.
     Map {
         /// Where the output lies.
         location: Location,
@@ -132,6 +132,8 @@ pub enum TaskOutput {
         ranges: Vec<MapOutputRange>,
         /// Input records (lines) read.
         input_records: u64,
+        /// Input records it skipped (lines over the job's maximum length).
+        skipped_records: u64,
     },
     /// A reduce attempt's output file (not yet committed).
     Reduce {
@@ -191,6 +193,20 @@ pub enum Failure {
     /// The worker ran the task and it failed (user error or panic, bad input, I/O; the
     /// worker's message).
     Task(String),
+    /// A reduce attempt could not read the output of attempt `attempt` of map task `map`
+    /// (a checksum error, a range shorter than named, a missing file): not the reduce's
+    /// fault; the map is re-run if that output is still the accepted one.
+    MapOutputLost {
+        /// The map task (its index) whose output could not be read.
+        map: u32,
+        /// The map attempt that wrote it.
+        attempt: AttemptId,
+        /// What went wrong (the worker's message).
+        why: String,
+    },
+    /// The worker refused the task: it runs as many tasks as it may at once
+    /// (`RESOURCE_EXHAUSTED`). Not a failure of the task nor of the worker.
+    Busy(String),
 }
 
 impl fmt::Display for Failure {
@@ -199,6 +215,11 @@ impl fmt::Display for Failure {
             Failure::TimedOut => f.write_str("deadline passed"),
             Failure::Unreachable(why) => write!(f, "worker unreachable: {why}"),
             Failure::Task(why) => f.write_str(why),
+            Failure::MapOutputLost { map, attempt, why } => {
+                let task = TaskId { kind: TaskKind::Map, index: *map };
+                write!(f, "lost output of {task} {attempt}: {why}")
+            }
+            Failure::Busy(why) => write!(f, "worker busy: {why}"),
         }
     }
 }

@@ -18,8 +18,12 @@ pub(super) enum WorkerState {
     Probing(WaitId),
     /// An idle Wait is in flight: it had nothing to do, and may be woken.
     IdleWait(WaitId),
-    /// Not to be called before its rest timer, then probed.
-    Resting,
+    /// Not to be called before its rest timer; then probed if `probe`, else ready (a rest
+    /// after a Busy answer: it answered, so it needs no probe).
+    Resting {
+        /// Whether it is probed when its rest ends.
+        probe: bool,
+    },
 }
 
 /// One worker.
@@ -32,6 +36,8 @@ pub(super) struct Worker {
     pub(super) unreachable: u32,
     /// Failed attempts in a row (any task).
     pub(super) failures: u32,
+    /// Busy answers since its last success.
+    pub(super) busy: u32,
     /// Times it was put on probation.
     pub(super) probations: u32,
     /// Its counts for the report.
@@ -43,9 +49,9 @@ impl Worker {
         self.state
     }
 
-    /// Whether it rests (after an unreachable call, or on probation).
+    /// Whether it rests (after an unreachable call or a Busy answer, or on probation).
     pub(super) fn rests(&self) -> bool {
-        self.state == WorkerState::Resting
+        matches!(self.state, WorkerState::Resting { .. })
     }
 }
 
@@ -69,6 +75,7 @@ impl Workers {
             timeouts: 0,
             unreachable: 0,
             failures: 0,
+            busy: 0,
             probations: 0,
             stats: WorkerReport::default(),
         };

@@ -568,3 +568,8 @@ mod tests {
         }
     }
 }
+
+// Hostile-input property tests of the reader, in their own file.
+#[cfg(test)]
+#[path = "record_fuzz.rs"]
+mod fuzz;

@@ -5,13 +5,18 @@
 //!
 //! - [`sim`]: the simulator.
 //! - `rules*`: scenarios and tables, one rule of the module docs each, by topic.
-//! - [`model`] and [`properties`]: random plans, knobs and worker behaviour, checked
-//!   against a model of the rules after every action the scheduler takes.
+//! - [`hostile`]: plans and knobs past every limit are refused or work, never panic.
+//! - [`model`] (with [`model_failures`]) and [`properties`]: random plans, knobs and
+//!   worker behaviour (busy workers and lost map outputs included), checked against a
+//!   model of the rules after every action the scheduler takes.
 
+mod hostile;
 mod model;
+mod model_failures;
 mod properties;
 mod rules;
 mod rules_failures;
+mod rules_lost_output;
 mod rules_speculation;
 mod rules_workers;
 mod sim;
@@ -77,6 +82,7 @@ pub(super) fn output_for(task: TaskId, attempt: AttemptId, reducers: u32) -> Tas
             location: Location::new(name),
             ranges: (0..reducers).map(|partition| range(task.index, attempt, partition)).collect(),
             input_records: 7,
+            skipped_records: attempt.0 % 3,
         },
         TaskKind::Reduce => {
             TaskOutput::Reduce { path: format!("{name}/out"), records: 5 + u64::from(task.index), bytes: 50 }

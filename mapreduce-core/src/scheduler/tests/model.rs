@@ -25,6 +25,8 @@ pub(super) struct WorkerModel {
     pub(super) failures: u32,
     /// Unreachable calls since it last answered.
     pub(super) unreachable: u32,
+    /// Busy answers since its last success.
+    pub(super) busy: u32,
     /// When it fell silent (its first unreachable call since it last answered).
     pub(super) silent_since: Option<Instant>,
     pub(super) probations: u32,
@@ -52,7 +54,17 @@ pub(super) struct Model {
     pub(super) reliable: bool,
     pub(super) start: Instant,
     pub(super) accepted: BTreeMap<TaskId, TaskOutput>,
-    /// Durations of the accepted attempts of the current phase.
+    /// The attempt of each accepted output.
+    pub(super) accepted_by: HashMap<TaskId, AttemptId>,
+    /// Map outputs (map task, attempt) accepted, then lost.
+    pub(super) forgotten: HashSet<(u32, AttemptId)>,
+    /// Bytes and skipped records of each map's last accepted output.
+    pub(super) map_sizes: BTreeMap<TaskId, (u64, u64)>,
+    /// Times each map's accepted output was lost.
+    pub(super) outputs_lost: HashMap<TaskId, u32>,
+    /// Whether every map was DONE once: the REDUCE phase.
+    pub(super) reduce_phase: bool,
+    /// Durations of the accepted attempts of the current phase's kind of task.
     pub(super) durations: Vec<Duration>,
     pub(super) failures: HashMap<TaskId, u32>,
     pub(super) lost: HashMap<TaskId, u32>,
@@ -71,6 +83,7 @@ pub(super) struct Model {
     pub(super) workers: Vec<WorkerModel>,
     pub(super) counts: AttemptCounts,
     pub(super) probations: u32,
+    pub(super) map_outputs_lost: u64,
 }
 
 impl Model {
@@ -83,6 +96,11 @@ impl Model {
             reliable: s.reliable,
             start,
             accepted: BTreeMap::new(),
+            accepted_by: HashMap::new(),
+            forgotten: HashSet::new(),
+            outputs_lost: HashMap::new(),
+            map_sizes: BTreeMap::new(),
+            reduce_phase: s.shards == 0,
             durations: Vec::new(),
             failures: HashMap::new(),
             lost: HashMap::new(),
@@ -96,6 +114,7 @@ impl Model {
             workers: vec![WorkerModel::default(); s.workers as usize],
             counts: AttemptCounts::default(),
             probations: 0,
+            map_outputs_lost: 0,
         }
     }
 
@@ -107,8 +126,29 @@ impl Model {
         (0..self.maps()).all(|i| self.accepted.contains_key(&map(i)))
     }
 
+    /// The tasks of the phases begun: every map, and in the REDUCE phase every reduce.
     pub(super) fn phase_tasks(&self) -> Vec<TaskId> {
-        if self.maps_done() { (0..self.reducers).map(reduce).collect() } else { (0..self.maps()).map(map).collect() }
+        let reduces = if self.reduce_phase { self.reducers } else { 0 };
+        (0..self.maps()).map(map).chain((0..reduces).map(reduce)).collect()
+    }
+
+    /// Whether an attempt of `task` may start now: no reduce while a map is not DONE.
+    pub(super) fn launchable(&self, task: TaskId) -> bool {
+        task.kind == TaskKind::Map || self.maps_done()
+    }
+
+    /// Every failure of `task` so far, of every kind.
+    pub(super) fn tally(&self, task: TaskId) -> u32 {
+        let get = |m: &HashMap<TaskId, u32>| m.get(&task).copied().unwrap_or(0);
+        get(&self.failures) + get(&self.lost) + get(&self.outputs_lost)
+    }
+
+    /// What `task` reads, as a job error names it.
+    pub(super) fn input(&self, task: TaskId) -> String {
+        match task.kind {
+            TaskKind::Map => self.shards[task.index as usize].to_string(),
+            TaskKind::Reduce => format!("partition {} of {} map outputs", task.index, self.maps()),
+        }
     }
 
     pub(super) fn attempts_of(&self, task: TaskId) -> Vec<Running> {
@@ -138,7 +178,7 @@ impl Model {
     pub(super) fn next_todo(&self, now: Instant, worker: WorkerId) -> Option<TaskId> {
         let others = || (0..self.workers.len() as u32).map(w).filter(move |o| *o != worker);
         let elsewhere = |t: TaskId| others().any(|o| !self.failed_on(t, o) && self.available(now, o));
-        self.todo.iter().copied().find(|&t| !self.failed_on(t, worker) || !elsewhere(t))
+        self.todo.iter().copied().find(|&t| self.launchable(t) && (!self.failed_on(t, worker) || !elsewhere(t)))
     }
 
     pub(super) fn deadline(&self, worker: WorkerId) -> Duration {
@@ -154,8 +194,8 @@ impl Model {
         (now.saturating_duration_since(started) >= threshold).then_some(task)
     }
 
-    /// The oldest task a backup may be for, when its attempt started, and how long it must
-    /// run before it gets one.
+    /// The oldest task a backup may be for (a map, while a map is not DONE), when its
+    /// attempt started, and how long it must run before it gets one.
     fn backup_threshold(&self) -> Option<(Instant, Duration, TaskId)> {
         let c = &self.config;
         let backups = self.running.values().filter(|r| r.backup).count() as u32;
@@ -164,7 +204,10 @@ impl Model {
         }
         let single = |t: &TaskId| {
             let attempts = self.attempts_of(*t);
-            let eligible = attempts.len() == 1 && !self.backed_up.contains(t) && !self.accepted.contains_key(t);
+            let eligible = attempts.len() == 1
+                && !self.backed_up.contains(t)
+                && !self.accepted.contains_key(t)
+                && self.launchable(*t);
             eligible.then(|| (attempts[0].started, *t))
         };
         let oldest = self.phase_tasks().iter().filter_map(single).min();
@@ -218,7 +261,7 @@ impl Model {
             Action::Wake { worker, wait } => {
                 let call = self.waits.remove(wait);
                 assert_eq!(call, Some((*worker, true)), "woke {worker} out of {wait}: not its idle Wait in flight");
-                let for_todo = self.todo.iter().any(|&t| !self.failed_on(t, *worker));
+                let for_todo = self.todo.iter().any(|&t| self.launchable(t) && !self.failed_on(t, *worker));
                 let for_backup = self.backup_due(now).is_some();
                 assert!(for_todo || for_backup, "woke {worker} with no TODO task it may take and no backup due");
             }
@@ -273,6 +316,9 @@ impl Model {
             self.counts.speculative += 1;
         }
         self.counts.launched += 1;
+        if task.kind == TaskKind::Map && self.reduce_phase {
+            self.counts.map_reruns += 1;
+        }
         self.workers[worker.0 as usize].stats.launched += 1;
         let started = now;
         self.running.insert(attempt, Running { task, worker, started, backup });
@@ -323,7 +369,7 @@ impl Model {
                 };
                 self.counts.succeeded += 1;
                 let m = &mut self.workers[run.worker.0 as usize];
-                (m.timeouts, m.failures) = (0, 0);
+                (m.timeouts, m.failures, m.busy) = (0, 0, 0);
                 self.answered(run.worker);
                 if self.accepted.contains_key(&run.task) {
                     expect.discard = Some(output.clone());
@@ -333,83 +379,24 @@ impl Model {
                     self.counts.speculative_won += 1;
                 }
                 self.workers[run.worker.0 as usize].stats.accepted += 1;
-                let maps_were_done = self.maps_done();
                 self.accepted.insert(run.task, output.clone());
-                self.durations.push(now - run.started);
-                if !maps_were_done && self.maps_done() {
+                self.accepted_by.insert(run.task, *attempt);
+                if let TaskOutput::Map { ranges, skipped_records, .. } = output {
+                    let bytes = ranges.iter().map(|r| r.bytes).sum();
+                    self.map_sizes.insert(run.task, (bytes, *skipped_records));
+                }
+                if (run.task.kind == TaskKind::Map) != self.reduce_phase {
+                    self.durations.push(now - run.started);
+                }
+                if !self.reduce_phase && self.maps_done() {
+                    self.reduce_phase = true;
                     self.durations.clear();
                     self.todo = (0..self.reducers).map(reduce).collect();
                 }
             }
             Event::Failed { attempt, reason } => {
-                let Some(run) = self.running.remove(attempt) else {
-                    return expect;
-                };
-                let worker = run.worker;
-                match reason {
-                    Failure::TimedOut => {
-                        self.counts.timed_out += 1;
-                        self.workers[worker.0 as usize].timeouts += 1;
-                        self.workers[worker.0 as usize].stats.timed_out += 1;
-                    }
-                    Failure::Unreachable(_) => {
-                        self.last_unreachable = Some(WorkerFailure { worker, reason: reason.clone() });
-                        self.counts.lost += 1;
-                        self.workers[worker.0 as usize].stats.lost += 1;
-                        self.rest_unreachable(now, worker);
-                    }
-                    Failure::Task(_) => {
-                        self.counts.failed += 1;
-                        self.workers[worker.0 as usize].stats.failed += 1;
-                        self.answered(worker);
-                    }
-                }
-                if !matches!(reason, Failure::Unreachable(_)) {
-                    let c = &self.config;
-                    let m = &mut self.workers[worker.0 as usize];
-                    m.failures += 1;
-                    if c.probation_after > 0 && m.failures >= c.probation_after {
-                        let cap = c.retry_cap.saturating_mul(8).max(c.probation_base);
-                        m.wake = Some(now + backoff(m.probations, c.probation_base, cap));
-                        m.needs_probe = true;
-                        m.probations += 1;
-                        m.stats.probations += 1;
-                        m.failures = 0;
-                        self.probations += 1;
-                    } else if matches!(reason, Failure::TimedOut) {
-                        m.needs_probe = true;
-                    }
-                }
-                let task = run.task;
-                if self.accepted.contains_key(&task) {
-                    return expect;
-                }
-                if !matches!(reason, Failure::Unreachable(_)) {
-                    self.failed_on.entry(task).or_default().insert(worker);
-                }
-                let counter = match reason {
-                    Failure::Unreachable(_) => &mut self.lost,
-                    _ => &mut self.failures,
-                };
-                *counter.entry(task).or_default() += 1;
-                let failures = self.failures.get(&task).copied().unwrap_or(0);
-                let lost = self.lost.get(&task).copied().unwrap_or(0);
-                let max = self.config.max_attempts;
-                assert!(failures <= max && lost <= 4 * max, "{task} past its budget");
-                if failures >= max || lost >= 4 * max {
-                    let input = match task.kind {
-                        TaskKind::Map => self.shards[task.index as usize].to_string(),
-                        TaskKind::Reduce => format!("partition {} of {} map outputs", task.index, self.maps()),
-                    };
-                    expect.job_fails = Some(JobError::TaskFailed {
-                        task,
-                        input,
-                        attempts: failures + lost,
-                        last: AttemptFailure { attempt: *attempt, worker, reason: reason.clone() },
-                    });
-                } else if self.attempts_of(task).is_empty() {
-                    self.backed_up.remove(&task);
-                    self.todo.push_front(task);
+                if let Some(run) = self.running.remove(attempt) {
+                    self.on_failed(now, *attempt, run, reason, &mut expect);
                 }
             }
         }
@@ -436,20 +423,23 @@ impl Model {
         }
     }
 
-    /// The report of a successful job: exactly one accepted output per task.
+    /// The report of a successful job: exactly one accepted output per reduce, and one per
+    /// map but for maps whose output was lost (and not yet replaced) after every reduce
+    /// that needed it read it.
     pub(super) fn report(&self, now: Instant) -> JobReport {
-        let tasks = (0..self.maps()).map(map).chain((0..self.reducers).map(reduce));
-        for task in tasks {
+        for task in (0..self.reducers).map(reduce) {
             assert!(self.accepted.contains_key(&task), "the job succeeded without {task}");
         }
-        let (mut intermediate_bytes, mut output_records, mut outputs) = (0, 0, Vec::new());
+        for task in (0..self.maps()).map(map) {
+            assert!(self.map_sizes.contains_key(&task), "the job succeeded, {task} never done");
+        }
+        let intermediate_bytes = self.map_sizes.values().map(|s| s.0).sum();
+        let skipped = self.map_sizes.values().map(|s| s.1).sum();
+        let (mut output_records, mut outputs) = (0, Vec::new());
         for output in self.accepted.values() {
-            match output {
-                TaskOutput::Map { ranges, .. } => intermediate_bytes += ranges.iter().map(|r| r.bytes).sum::<u64>(),
-                TaskOutput::Reduce { path, records, .. } => {
-                    output_records += records;
-                    outputs.push(path.clone());
-                }
+            if let TaskOutput::Reduce { path, records, .. } = output {
+                output_records += records;
+                outputs.push(path.clone());
             }
         }
         JobReport {
@@ -459,6 +449,8 @@ impl Model {
             elapsed_ms: (now - self.start).as_millis() as u64,
             input_bytes: self.shards.iter().map(Shard::len).sum(),
             intermediate_bytes,
+            skipped_records: skipped,
+            map_outputs_lost: self.map_outputs_lost,
             output_records,
             probations: self.probations,
             workers_on_probation: self.workers.iter().filter(|m| m.probations > 0).count() as u32,

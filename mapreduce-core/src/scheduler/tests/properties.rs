@@ -28,6 +28,12 @@ pub(super) enum RunFate {
     /// Succeeds, after an answer and a failure of its busy worker's last Wait (or of a
     /// Wait never sent): stale replies, ignored.
     SucceedAfterStrayWait(u64),
+    /// The worker answers Busy after this long.
+    Busy(u64),
+    /// A reduce reports a lost map output after this long: of its input picked by the
+    /// second number, or (when it is 6 or 7 mod 8) one that map never accepted or a map
+    /// that does not exist. A map succeeds instead.
+    LoseInput(u64, u8),
 }
 
 /// What a worker does with a Wait.
@@ -70,6 +76,8 @@ pub(super) fn run_fate() -> impl Strategy<Value = RunFate> {
         1 => d().prop_map(RunFate::SucceedTwice),
         1 => d().prop_map(RunFate::SucceedAfterStray),
         1 => d().prop_map(RunFate::SucceedAfterStrayWait),
+        1 => d().prop_map(RunFate::Busy),
+        3 => (d(), any::<u8>()).prop_map(|(d, which)| RunFate::LoseInput(d, which)),
     ]
 }
 
@@ -162,7 +170,7 @@ impl<R: Iterator<Item = RunFate>, W: Iterator<Item = WaitFate>> Fates<R, W> {
                 let reason = Failure::Unreachable("connection refused".into());
                 replies.at(now, Event::WaitFailed { wait, reason });
             }
-            Action::Run { worker, attempt, task, deadline, .. } => {
+            Action::Run { worker, attempt, task, deadline, ref spec } => {
                 let fate = self.runs.next().unwrap_or(RunFate::Succeed(10));
                 let fate = match fate {
                     _ if !(s.reliable && worker == w(0)) => fate,
@@ -172,7 +180,9 @@ impl<R: Iterator<Item = RunFate>, W: Iterator<Item = WaitFate>> Fates<R, W> {
                     | RunFate::TimeOutThenSucceed(d)
                     | RunFate::SucceedTwice(d)
                     | RunFate::SucceedAfterStray(d)
-                    | RunFate::SucceedAfterStrayWait(d) => RunFate::Succeed(d.min(deadline.as_millis() as u64 - 1)),
+                    | RunFate::SucceedAfterStrayWait(d)
+                    | RunFate::Busy(d)
+                    | RunFate::LoseInput(d, _) => RunFate::Succeed(d.min(deadline.as_millis() as u64 - 1)),
                     RunFate::TimeOut => RunFate::Succeed(10),
                 };
                 let ok = Event::Succeeded { attempt, output: output_for(task, attempt, s.reducers) };
@@ -209,6 +219,16 @@ impl<R: Iterator<Item = RunFate>, W: Iterator<Item = WaitFate>> Fates<R, W> {
                         replies.at(now + ms(d / 2), Event::WaitAnswered { wait });
                         replies.at(now + ms(d / 2), Event::WaitFailed { wait, reason });
                         replies.at(now + ms(d), ok);
+                    }
+                    RunFate::Busy(d) if in_time(d) => {
+                        replies.at(now + ms(d), failed(Failure::Busy("at its limit of 4 tasks".into())));
+                    }
+                    RunFate::LoseInput(d, which) if in_time(d) => {
+                        let reply = match lost_input(spec, which, AttemptId(u64::MAX - replies.seq)) {
+                            Some(reason) => failed(reason),
+                            None => ok,
+                        };
+                        replies.at(now + ms(d), reply);
                     }
                     // TimeOut, or any reply slower than the deadline.
                     _ => replies.at(timeout, failed(Failure::TimedOut)),
@@ -247,6 +267,20 @@ impl<R: Iterator<Item = RunFate>, W: Iterator<Item = WaitFate>> Fates<R, W> {
             Action::Discard(_) | Action::Finished(_) => {}
         }
     }
+}
+
+/// The loss a reduce with `spec` reports for fate `LoseInput(_, which)`: of one of its
+/// inputs, or of an output never accepted (`never`) or of a map that does not exist.
+/// `None` for a map, or a reduce without inputs.
+fn lost_input(spec: &TaskSpec, which: u8, never: AttemptId) -> Option<Failure> {
+    let TaskSpec::Reduce { inputs, .. } = spec else { return None };
+    let input = inputs.get(usize::from(which) % inputs.len().max(1))?;
+    let (map, attempt) = match which % 8 {
+        7 => (input.range.map, never),
+        6 => (u32::MAX, input.range.attempt),
+        _ => (input.range.map, input.range.attempt),
+    };
+    Some(Failure::MapOutputLost { map, attempt, why: "checksum mismatch in block at byte 4".into() })
 }
 
 /// Runs one scenario to its end, checking the model after every action. Returns how the

@@ -105,6 +105,8 @@ fn a_job_runs_every_map_then_every_reduce_and_reports_the_accepted_outputs() {
         elapsed_ms: 100, // no idle Wait sat out: every task replied at 100 ms
         input_bytes: 1000 + 1001 + 1002,
         intermediate_bytes: 3 * (100 + 101),
+        skipped_records: 1 + 2, // map attempts 0, 1 and 2 skip attempt % 3 records
+        map_outputs_lost: 0,
         output_records: 5 + 6,
         probations: 0,
         workers_on_probation: 0,
@@ -137,6 +139,7 @@ fn a_reduce_gets_every_run_of_its_partition_from_every_map() {
             })
             .collect(),
         input_records: 3,
+        skipped_records: 0,
     };
     for (task, n) in [(map(0), 3), (map(1), 1)] {
         let attempt = sim.run_of(task).attempt;

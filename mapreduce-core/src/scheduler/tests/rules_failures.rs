@@ -24,12 +24,7 @@ fn a_failed_attempt_sends_its_task_back_to_todo_and_it_runs_again() {
 
 #[test]
 fn a_failed_attempt_requeues_its_task_only_when_no_other_attempt_runs() {
-    let mut sim = Sim::new(2, 1, 3, speculative(secs(1), 2.0, 1));
-    sim.run_until_idle();
-    sim.advance(ms(100));
-    sim.succeed_task(map(0));
-    sim.advance_to(sim.start + secs(1));
-    let [original, backup] = sim.runs_of(map(1)).try_into().expect("a backup of map-00001");
+    let (mut sim, original, backup) = Sim::with_a_backup_of_map_1();
 
     sim.advance(ms(200));
     sim.fail(original.attempt, "bad record");
@@ -72,7 +67,7 @@ fn a_task_failing_max_attempts_times_fails_the_job_naming_it_and_its_last_failur
             match failure {
                 Failure::Task(why) => sim.fail(attempt, why),
                 Failure::TimedOut => sim.time_out(attempt),
-                Failure::Unreachable(_) => unreachable!(),
+                _ => unreachable!(),
             }
         }
         let last = failed(2, 0, failures[2].clone());

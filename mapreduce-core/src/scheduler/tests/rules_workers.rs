@@ -1,4 +1,4 @@
-//! Rules of workers: deadlines and probes, unreachable workers, probation.
+//! Rules of workers: deadlines and probes, unreachable workers, probation, busy workers.
 
 use std::time::Duration;
 
@@ -275,4 +275,61 @@ fn a_wait_past_its_deadline_makes_its_worker_unreachable_and_the_error_says_so()
     let message = "no worker has been reachable for 10s (every worker unreachable); last error: worker-0 did not \
                    answer in time";
     assert_eq!(sim.error().to_string(), message);
+}
+
+// ---------------------------------------------------------------------------------------
+// Busy workers
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_busy_worker_sends_its_task_back_to_todo_uncharged_and_is_ready_again_after_a_rest() {
+    // One attempt and a streak of one: any charge would fail the job or rest the worker.
+    let config = SchedulerConfig { max_attempts: 1, probation_after: 1, ..flaky_network() };
+    let mut sim = Sim::new(1, 1, 2, config);
+    sim.run_until_idle();
+    assert_eq!(sim.calls_to(w(1)), [(ms(0), Call::Idle)]);
+    sim.advance(ms(10));
+    let first = sim.run_of(map(0)).attempt;
+    sim.busy(first);
+    // worker-1, in its idle Wait, is woken for the task; worker-0 rests retry_base.
+    assert_eq!(sim.calls_to(w(1)).last(), Some(&(ms(10), Call::Run(map(0)))));
+    assert_eq!(sim.sched.poll_timeout(), Some(sim.now + ms(100)));
+    sim.jump_to_timeout();
+    // It answered, so no probe: it is ready, and with nothing to do it waits idle.
+    assert_eq!(sim.calls_to(w(0)), [(ms(0), Call::Run(map(0))), (ms(110), Call::Idle)]);
+
+    let report = sim.finish_job();
+    let want = AttemptCounts { launched: 3, succeeded: 2, busy: 1, ..AttemptCounts::default() };
+    assert_eq!(report.attempts, want);
+    assert_eq!((report.probations, report.workers[0].failed), (0, 0));
+}
+
+#[test]
+fn busy_answers_in_a_row_back_off_up_to_retry_cap_and_a_success_resets_them() {
+    let mut sim = Sim::new(1, 1, 1, flaky_network()); // retry_base 100 ms, retry_cap 1 s
+    sim.run_until_idle();
+    let mut runs = vec![ms(0)];
+    for _ in 0..5 {
+        let attempt = sim.run_of(map(0)).attempt;
+        sim.busy(attempt);
+        runs.push(sim.jump_to_timeout());
+    }
+    assert_eq!(runs, [ms(0), ms(100), ms(300), ms(700), ms(1500), ms(2500)]);
+    let calls: Vec<(Duration, Call)> = runs.iter().map(|&at| (at, Call::Run(map(0)))).collect();
+    assert_eq!(sim.calls_to(w(0)), calls, "a probe or an idle Wait after a Busy answer");
+    sim.succeed_task(map(0));
+    let attempt = sim.run_of(reduce(0)).attempt;
+    sim.busy(attempt);
+    assert_eq!(sim.sched.poll_timeout(), Some(sim.now + ms(100)), "the backoff starts over after a success");
+
+    // Busy answers count as answers: a cluster of busy workers never times out.
+    let mut sim = Sim::new(1, 1, 1, SchedulerConfig { no_worker_timeout: secs(1), ..flaky_network() });
+    sim.run_until_idle();
+    for _ in 0..10 {
+        let attempt = sim.run_of(map(0)).attempt;
+        sim.busy(attempt);
+        sim.jump_to_timeout();
+    }
+    assert!(sim.elapsed() > secs(5) && sim.finished.is_none(), "{:?}", sim.finished);
+    assert_eq!(sim.finish_job().attempts.busy, 10);
 }

@@ -104,6 +104,18 @@ impl Sim {
         }
     }
 
+    /// Two maps, one reducer, three workers, backups after 1 s: map-00000 succeeds at
+    /// 100 ms, and at 1 s map-00001 gets a backup. Returns map-00001's original and backup.
+    pub(super) fn with_a_backup_of_map_1() -> (Sim, RunCall, RunCall) {
+        let mut sim = Sim::new(2, 1, 3, speculative(secs(1), 2.0, 1));
+        sim.run_until_idle();
+        sim.advance(ms(100));
+        sim.succeed_task(map(0));
+        sim.advance_to(sim.start + secs(1));
+        let [original, backup] = sim.runs_of(map(1)).try_into().expect("a backup of map-00001");
+        (sim, original, backup)
+    }
+
     pub(super) fn elapsed(&self) -> Duration {
         self.now - self.start
     }
@@ -337,6 +349,30 @@ impl Sim {
         self.run(attempt);
         self.feed(Event::Failed { attempt, reason: Failure::Task(why.into()) });
         self.run_until_idle();
+    }
+
+    /// The worker refuses the attempt now: it runs as many tasks as it may.
+    pub(super) fn busy(&mut self, attempt: AttemptId) {
+        self.run(attempt);
+        self.feed(Event::Failed { attempt, reason: Failure::Busy("at its limit of 2 tasks".into()) });
+        self.run_until_idle();
+    }
+
+    /// The reduce attempt reports now that it could not read the output of `lost` of map
+    /// `map`.
+    pub(super) fn lose_input(&mut self, attempt: AttemptId, map: u32, lost: AttemptId) {
+        self.run(attempt);
+        let why = "checksum mismatch in block at byte 4".into();
+        self.feed(Event::Failed { attempt, reason: Failure::MapOutputLost { map, attempt: lost, why } });
+        self.run_until_idle();
+    }
+
+    /// The map attempts whose outputs a running reduce attempt reads, in map order.
+    pub(super) fn inputs_of(&self, attempt: AttemptId) -> Vec<AttemptId> {
+        let TaskSpec::Reduce { inputs, .. } = &self.run(attempt).spec else { panic!("{attempt} is not a reduce") };
+        let mut attempts: Vec<AttemptId> = inputs.iter().map(|i| i.range.attempt).collect();
+        attempts.dedup();
+        attempts
     }
 
     /// The connection breaks under the attempt now.
