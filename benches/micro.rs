@@ -176,6 +176,7 @@ fn run_job(mut sched: Scheduler, start: Instant) -> (Scheduler, u64) {
                                 records: 8,
                             }],
                             input_records: 8,
+                            skipped_records: 0,
                         },
                         TaskKind::Reduce => TaskOutput::Reduce { path: String::new(), records: 8, bytes: 64 },
                     };

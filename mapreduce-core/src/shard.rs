@@ -39,9 +39,10 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Total bytes of the shard's ranges.
+    /// Total bytes of the shard's ranges (a backwards range counts 0, a total past
+    /// `u64::MAX` is `u64::MAX`: a hostile plan is refused elsewhere, never a panic here).
     pub fn len(&self) -> u64 {
-        self.segments.iter().map(|s| s.end - s.start).sum()
+        self.segments.iter().fold(0u64, |n, s| n.saturating_add(s.end.saturating_sub(s.start)))
     }
 
     /// Whether the shard covers no byte.

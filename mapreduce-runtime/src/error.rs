@@ -220,6 +220,19 @@ pub enum TaskError {
         /// Why.
         source: std::io::Error,
     },
+    /// A map output that a reduce reads is missing, short or corrupt: the map must run
+    /// again (the master re-runs map task `map`).
+    #[error("lost output of map-{map:05} attempt-{attempt} ({path}): {error}", path = path.display())]
+    MapOutputLost {
+        /// The map task that wrote it.
+        map: u32,
+        /// Its attempt.
+        attempt: u64,
+        /// Where it was read.
+        path: PathBuf,
+        /// What is wrong.
+        error: FormatError,
+    },
     /// An intermediate record file is corrupt, truncated or unreadable.
     #[error("bad intermediate file {}: {source}", path.display())]
     Intermediate {
@@ -258,10 +271,22 @@ pub enum TaskError {
     },
 }
 
+/// The metadata keys that name a lost map output in a `DATA_LOSS` status.
+pub(crate) const LOST_MAP: &str = "mapreduce-lost-map";
+/// See [`LOST_MAP`].
+pub(crate) const LOST_ATTEMPT: &str = "mapreduce-lost-attempt";
+
 impl From<TaskError> for tonic::Status {
     fn from(e: TaskError) -> Self {
         let msg = e.to_string();
         match e {
+            TaskError::MapOutputLost { map, attempt, .. } => {
+                let mut status = tonic::Status::data_loss(msg);
+                let meta = status.metadata_mut();
+                meta.insert(LOST_MAP, map.into());
+                meta.insert(LOST_ATTEMPT, attempt.into());
+                status
+            }
             TaskError::InvalidRequest(_) | TaskError::NotRegular { .. } => tonic::Status::invalid_argument(msg),
             TaskError::OutsideRoots { .. } => tonic::Status::permission_denied(msg),
             TaskError::Busy { .. } => tonic::Status::resource_exhausted(msg),

@@ -181,6 +181,7 @@ mod tests {
                         })
                         .collect(),
                     input_records: 1,
+                    skipped_records: 0,
                 },
                 TaskSpec::Reduce { partition, inputs } => TaskOutput::Reduce {
                     path: format!("r{partition}-{attempt}"),

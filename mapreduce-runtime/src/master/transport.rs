@@ -17,7 +17,7 @@ use mapreduce_rpc::pb::worker_client::WorkerClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::convert;
-use crate::error::ClusterError;
+use crate::error::{ClusterError, LOST_ATTEMPT, LOST_MAP};
 use crate::storage;
 
 /// The reply of a call, as the scheduler hears it.
@@ -149,10 +149,19 @@ impl Transport for Grpc {
 /// connection broke), the call ran past a deadline the worker saw, or the task failed.
 pub(crate) fn failure_from_status(status: &tonic::Status) -> Failure {
     use tonic::Code;
+    let why = || status.message().to_string();
     match status.code() {
-        Code::Unavailable | Code::Unknown | Code::Cancelled => Failure::Unreachable(status.message().to_string()),
+        Code::Unavailable | Code::Unknown | Code::Cancelled => Failure::Unreachable(why()),
         Code::DeadlineExceeded => Failure::TimedOut,
-        _ => Failure::Task(status.message().to_string()),
+        Code::ResourceExhausted => Failure::Busy(why()),
+        Code::DataLoss => {
+            let number = |key| status.metadata().get(key)?.to_str().ok()?.parse::<u64>().ok();
+            match (number(LOST_MAP).and_then(|m| u32::try_from(m).ok()), number(LOST_ATTEMPT)) {
+                (Some(map), Some(attempt)) => Failure::MapOutputLost { map, attempt: AttemptId(attempt), why: why() },
+                _ => Failure::Task(why()),
+            }
+        }
+        _ => Failure::Task(why()),
     }
 }
 
@@ -187,7 +196,12 @@ pub(crate) fn map_output(
             records: r.records,
         })
         .collect();
-    Ok(TaskOutput::Map { location: Location::new(resp.location), ranges, input_records: resp.input_records })
+    Ok(TaskOutput::Map {
+        location: Location::new(resp.location),
+        ranges,
+        input_records: resp.input_records,
+        skipped_records: resp.skipped_records,
+    })
 }
 
 #[cfg(test)]
@@ -209,7 +223,7 @@ mod tests {
         let file = "/w/m00003-a7";
         let check = |r| map_output(r, 2, "/w", 3, AttemptId(7));
         let ok = check(reply(file, &[10, 5, 1, 0])).unwrap();
-        let TaskOutput::Map { location, ranges, input_records } = ok else { panic!("a map output") };
+        let TaskOutput::Map { location, ranges, input_records, .. } = ok else { panic!("a map output") };
         assert_eq!((location.as_str(), ranges.len(), input_records), (file, 4, 5));
         assert!(ranges.iter().all(|r| r.map == 3 && r.attempt == AttemptId(7)));
         assert_eq!((ranges[2].offset, ranges[2].partition, ranges[3].offset), (15, 0, 16));
@@ -240,8 +254,21 @@ mod tests {
             (Code::InvalidArgument, Failure::Task("m".into())),
             (Code::Aborted, Failure::Task("m".into())),
             (Code::NotFound, Failure::Task("m".into())),
+            (Code::ResourceExhausted, Failure::Busy("m".into())),
+            // A data loss without the map it lost is only the task's failure.
+            (Code::DataLoss, Failure::Task("m".into())),
         ] {
             assert_eq!(failure_from_status(&Status::new(code, "m")), want, "{code:?}");
         }
+        let lost: Status = crate::error::TaskError::MapOutputLost {
+            map: 3,
+            attempt: 17,
+            path: "/w/m00003-a17".into(),
+            error: mapreduce_core::shuffle::record::FormatError::Truncated { offset: 9 },
+        }
+        .into();
+        let Failure::MapOutputLost { map, attempt, why } = failure_from_status(&lost) else { panic!("{lost:?}") };
+        assert_eq!((map, attempt), (3, AttemptId(17)));
+        assert!(why.contains("/w/m00003-a17") && why.contains("truncated"), "{why}");
     }
 }

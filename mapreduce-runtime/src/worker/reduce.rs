@@ -101,9 +101,11 @@ pub(crate) fn run_reduce<J: Job>(
     Ok(ReduceResult { path: path.to_string_lossy().into_owned(), records, bytes })
 }
 
-/// A map output that could not be read, named by the source.
+/// A map output that could not be read (missing, short, corrupt): lost, so its map must
+/// run again. Named by the source.
 fn input_error(source: &dyn ShuffleSource, input: &ReduceInput, error: FormatError) -> TaskError {
-    TaskError::Intermediate { path: PathBuf::from(source.describe(input)), source: error }
+    let path = PathBuf::from(source.describe(input));
+    TaskError::MapOutputLost { map: input.range.map, attempt: input.range.attempt.0, path, error }
 }
 
 #[cfg(test)]
@@ -164,7 +166,7 @@ mod tests {
             let inputs = vec![whole(&path), whole(&path), whole(&path)];
             let err = run_reduce(&Count { combine: true }, &task(dir.path(), inputs, fanin), &SharedFs::default())
                 .unwrap_err();
-            assert!(matches!(err, TaskError::Intermediate { .. }), "{err:?}");
+            assert!(matches!(err, TaskError::MapOutputLost { map: 0, attempt: 0, .. }), "{err:?}");
             assert!(err.to_string().contains("m-corrupt"), "fan-in {fanin}: {err}");
         }
         // No attempt file is left behind.
