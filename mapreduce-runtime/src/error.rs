@@ -222,7 +222,9 @@ pub enum TaskError {
     },
     /// A map output that a reduce reads is missing, short or corrupt: the map must run
     /// again (the master re-runs map task `map`).
-    #[error("lost output of map-{map:05} attempt-{attempt} ({path}): {error}", path = path.display())]
+    // The master's failure names the map and attempt (from the status's metadata), so
+    // the message does not repeat them.
+    #[error("cannot read map output {}: {error}", path.display())]
     MapOutputLost {
         /// The map task that wrote it.
         map: u32,
