@@ -28,10 +28,12 @@ use mapreduce_core::{Compression, Job};
 use mapreduce_rpc::pb;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::error::{ServeError, TaskError, panic_message};
+use crate::security::{Authenticate, Security, Token};
 use crate::shuffle::{SharedFs, ShuffleSource};
 use map::{MapResult, MapTask};
 use reduce::{ReduceResult, ReduceTask};
@@ -120,7 +122,8 @@ impl Registry {
 /// A worker's registry, shared with an in-process cluster that adds job types to it.
 pub(crate) type SharedRegistry = Arc<RwLock<Registry>>;
 
-/// Runs a worker on `addr` until the process ends.
+/// Runs a worker on `addr` until the process ends, with no token and no TLS: protected
+/// mode lets it serve only a loopback address (see [`Worker::with_security`]).
 pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<(), ServeError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
     Worker::new(registry).serve_with_shutdown(listener, std::future::pending()).await
@@ -130,16 +133,21 @@ pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<(), ServeErro
 #[derive(Debug)]
 pub struct Worker {
     service: WorkerService,
+    /// Who may call it: checked on every call, and against the listener's address.
+    security: Security,
 }
 
 impl Worker {
-    /// A worker that runs the job types of `registry`.
+    /// A worker that runs the job types of `registry`, with no token and no TLS.
     pub fn new(registry: Registry) -> Self {
         Self::with_shared(Arc::new(RwLock::new(registry)))
     }
 
     pub(crate) fn with_shared(registry: SharedRegistry) -> Self {
-        Worker { service: WorkerService { registry, root: None, shuffle: Arc::new(SharedFs) } }
+        Worker {
+            service: WorkerService { registry, root: None, shuffle: Arc::new(SharedFs) },
+            security: Security::new(),
+        }
     }
 
     /// Confines the worker to files under `root`: a request naming any path outside it is
@@ -149,21 +157,67 @@ impl Worker {
         self
     }
 
+    /// Replaces the security settings: a call without the token is answered
+    /// `UNAUTHENTICATED` before any handler runs; with TLS, the worker serves its
+    /// certificate and, given a client CA, requires client certificates (see
+    /// [`crate::security`]).
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// Requires `token` on every call (keeping the other security settings).
+    pub fn with_token(mut self, token: Token) -> Self {
+        self.security = self.security.with_token(token);
+        self
+    }
+
+    /// Lets the worker serve an address that is not loopback with nothing to authenticate
+    /// its callers (protected mode off): anyone who reaches it can run tasks.
+    pub fn insecure(mut self) -> Self {
+        self.security = self.security.insecure();
+        self
+    }
+
     /// The gRPC service, for embedding in a server of your own (or wrapping in tests).
+    /// It checks no token: that is [`Worker::serve_with_shutdown`]'s.
     pub fn into_service(self) -> WorkerService {
         self.service
     }
 
+    /// Whether [`Worker::serve_with_shutdown`] would serve a listener on `addr`: protected
+    /// mode, and a certificate if TLS is set. For a caller that says where it listens only
+    /// once this holds.
+    pub fn check_listen(&self, addr: SocketAddr) -> Result<(), ServeError> {
+        self.security.check_listen(addr)?;
+        if let Some(tls) = self.security.tls() {
+            tls.server_config()?;
+        }
+        Ok(())
+    }
+
     /// Serves on an already-bound `listener` until `shutdown` completes.
+    ///
+    /// Refuses to start (protected mode, [`SecurityError::Unprotected`](crate::error::SecurityError::Unprotected)) when the
+    /// listener's address is not loopback and neither a token nor a client CA is set,
+    /// unless [`Worker::insecure`]; fails when the TLS settings lack the worker's
+    /// certificate.
     pub async fn serve_with_shutdown(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        let incoming = TcpListenerStream::new(listener);
-        tonic::transport::Server::builder()
-            .add_service(pb::worker_server::WorkerServer::new(self.service).max_decoding_message_size(64 << 20))
-            .serve_with_incoming_shutdown(incoming, shutdown)
+        let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+        self.check_listen(addr)?;
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = self.security.tls() {
+            server = server.tls_config(tls.server_config()?).map_err(ServeError::Tls)?;
+        }
+        let service = pb::worker_server::WorkerServer::new(self.service).max_decoding_message_size(64 << 20);
+        let authenticate = Authenticate(self.security.token().cloned());
+        server
+            .add_service(InterceptedService::new(service, authenticate))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await?;
         Ok(())
     }
