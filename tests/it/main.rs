@@ -3,5 +3,6 @@
 mod errors;
 mod faults;
 mod processes;
+mod security;
 mod support;
 mod wordcount;
