@@ -3,10 +3,16 @@
 //! ```text
 //! wordcount run    [--input PATH]... [--output DIR] [--workers N] [--reducers R]
 //!                  [--shard-size BYTES] [--report FILE]
-//! wordcount worker --listen ADDR [--root DIR]...
+//! wordcount worker --listen ADDR [--root DIR]... [--token-file FILE] [--insecure]
+//!                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
 //! wordcount master --worker ADDR [--worker ADDR]... --input PATH... --output DIR
 //!                  [--reducers R] [--shard-size BYTES] [--task-timeout SECS] [--report FILE]
+//!                  [--token-file FILE] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
 //! ```
+//!
+//! A worker on an address that is not loopback needs `--token-file` (or client
+//! certificates, `--tls-client-ca`), or `--insecure`. With `--tls-ca`, the master dials
+//! its workers over TLS: `--worker host:port` means `https://host:port`.
 
 #![allow(clippy::print_stdout)] // a command-line program: printing is its job
 
@@ -17,8 +23,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use mapreduce::security::{Security, SecurityError, Tls, Token};
 use mapreduce::worker::Worker;
-use mapreduce::{Cluster, Compression, DEFAULT_SHARD_SIZE, JobReport, JobSpec, Registry, SchedulerConfig};
+use mapreduce::{Cluster, Compression, DEFAULT_SHARD_SIZE, JobReport, JobSpec, Registry, SchedulerConfig, ServeError};
 use mapreduce_examples::corpus::generate_corpus;
 use mapreduce_examples::reference::read_output;
 use mapreduce_examples::wordcount::WordCount;
@@ -58,6 +65,22 @@ enum Command {
         /// default: the current directory).
         #[arg(long = "root", value_name = "DIR")]
         roots: Vec<PathBuf>,
+        /// A file holding the token every call must carry (surrounding whitespace ignored).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Serve an address that is not loopback with no token: anyone who reaches it can
+        /// run tasks.
+        #[arg(long)]
+        insecure: bool,
+        /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates signed by this CA (PEM): mutual TLS.
+        #[arg(long, requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
     },
     /// Drives remote workers through the job.
     Master {
@@ -81,6 +104,18 @@ enum Command {
         /// Write the job report as JSON to this file.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// A file holding the token the workers expect (surrounding whitespace ignored).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Dial the workers over TLS, trusting this CA (PEM).
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// Present this client certificate chain (PEM) over TLS; needs --tls-key.
+        #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -123,13 +158,25 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Worker { listen, roots } => {
+        Command::Worker { listen, roots, token_file, insecure, tls_cert, tls_key, tls_client_ca } => {
+            let mut security =
+                security(token_file.as_deref(), tls_cert.as_deref(), tls_key.as_deref(), tls_client_ca.as_deref())?;
+            if insecure {
+                security = security.insecure();
+            }
+            let worker = Worker::new(Registry::new().register::<WordCount>()).with_security(security);
+            let worker = roots.into_iter().fold(worker, Worker::with_root);
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let addr = listener.local_addr()?;
+            worker.check_listen(addr).map_err(|e| match e {
+                ServeError::Security(SecurityError::Unprotected { .. }) => {
+                    anyhow::anyhow!("{e} (--token-file FILE, --tls-client-ca FILE, or --insecure)")
+                }
+                e => e.into(),
+            })?;
             // The bound address (the OS picks the port for :0), for whoever started us.
-            println!("wordcount: worker listening on {}", listener.local_addr()?);
-            let worker =
-                roots.into_iter().fold(Worker::new(Registry::new().register::<WordCount>()), Worker::with_root);
+            println!("wordcount: worker listening on {addr}");
             worker.serve_with_shutdown(listener, std::future::pending()).await?;
             Ok(())
         }
@@ -151,16 +198,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let spec = shape.spec(inputs, &output);
             finish(cluster.run(spec).await?, &output, report.as_deref())
         }
-        Command::Master { workers, inputs, output, shape, task_timeout, no_worker_timeout, report } => {
+        Command::Master {
+            workers,
+            inputs,
+            output,
+            shape,
+            task_timeout,
+            no_worker_timeout,
+            report,
+            token_file,
+            tls_ca,
+            tls_cert,
+            tls_key,
+        } => {
             let task_timeout = seconds("--task-timeout", task_timeout)?;
             let no_worker_timeout = seconds("--no-worker-timeout", no_worker_timeout)?;
-            let mut cluster = Cluster::connect(&workers)?.with_task_timeout(task_timeout);
+            let security = security(token_file.as_deref(), tls_cert.as_deref(), tls_key.as_deref(), tls_ca.as_deref())?;
+            let mut cluster = Cluster::connect(&workers)?.with_security(security)?.with_task_timeout(task_timeout);
             let config = SchedulerConfig { no_worker_timeout, ..cluster.scheduler_config().clone() };
             cluster = cluster.with_scheduler_config(config);
             let spec = shape.spec(inputs, &output);
             finish(cluster.run(spec).await?, &output, report.as_deref())
         }
     }
+}
+
+/// The security of a worker or a master from its flags: the token in `token_file`, and
+/// TLS with the identity `cert` + `key` (clap requires both or neither) and the CA `ca`
+/// (of client certificates on a worker, of the workers' on a master).
+fn security(
+    token_file: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    ca: Option<&Path>,
+) -> anyhow::Result<Security> {
+    let mut security = Security::new();
+    if let Some(file) = token_file {
+        security = security.with_token(Token::from_file(file)?);
+    }
+    if cert.is_some() || ca.is_some() {
+        let mut tls = Tls::new();
+        if let (Some(cert), Some(key)) = (cert, key) {
+            tls = tls.with_identity_files(cert, key)?;
+        }
+        if let Some(ca) = ca {
+            tls = tls.with_ca_file(ca)?;
+        }
+        security = security.with_tls(tls);
+    }
+    Ok(security)
 }
 
 fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {

@@ -82,7 +82,9 @@
 //! # Running workers as processes
 //!
 //! Workers hold a [`Registry`] of the job types they can run; the master sends the job's
-//! name and fields with every task. All hosts must share a filesystem.
+//! name and fields with every task. All hosts must share a filesystem. A worker serves
+//! only loopback until it is given a token (or client certificates) that its master
+//! presents: see [`security`].
 //!
 //! ```no_run
 //! # use mapreduce::{BoxError, Emitter, Job, Mapper, Output, Reducer};
@@ -111,6 +113,15 @@ pub use mapreduce_core::{
     Reducer, SpecError, Value, stable_partition,
 };
 pub use mapreduce_runtime::{Cluster, ClusterError, Registry, RunError, ServeError};
+
+/// Who may use a worker: a shared [`Token`](security::Token) on every call, TLS, and the
+/// protected mode that keeps an unauthenticated worker on loopback (see
+/// [`Worker::with_security`](worker::Worker::with_security) and
+/// [`Cluster::with_security`]).
+pub mod security {
+    pub use mapreduce_runtime::error::SecurityError;
+    pub use mapreduce_runtime::security::{Security, Tls, Token};
+}
 
 /// Running workers: [`worker::serve`], or [`worker::Worker`] for more control.
 pub mod worker {

@@ -79,6 +79,10 @@ pub enum RunError {
     /// No worker answered before the job started.
     #[error("no reachable worker: {}", .0.join("; "))]
     NoReachableWorker(Vec<String>),
+    /// Every worker refused this master before the job started: its token was refused
+    /// (`UNAUTHENTICATED`) or the TLS handshake failed. Each entry names a worker and why.
+    #[error("every worker refused this master: {}", .0.join("; "))]
+    Refused(Vec<String>),
     /// The job failed while running.
     #[error(transparent)]
     Job(#[from] JobError),
@@ -109,6 +113,18 @@ pub enum ClusterError {
     /// A local worker could not bind its port.
     #[error("cannot start local worker: {0}")]
     Bind(#[source] std::io::Error),
+    /// The security settings are incomplete or cannot be used.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    /// The TLS settings cannot be applied to a worker's endpoint.
+    #[error("cannot set up TLS to worker {addr}")]
+    Tls {
+        /// The worker's address.
+        addr: String,
+        /// Why.
+        #[source]
+        error: tonic::transport::Error,
+    },
 }
 
 /// Why a worker server stopped.
@@ -133,6 +149,63 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("worker server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The listener's own address cannot be read.
+    #[error("cannot read the address of the listener: {0}")]
+    LocalAddr(std::io::Error),
+    /// The security settings refuse this server (protected mode), or are incomplete.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    /// The TLS settings cannot be applied to the server.
+    #[error("cannot set up the worker's TLS")]
+    Tls(#[source] tonic::transport::Error),
+}
+
+/// Why a token or TLS settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// A token given in code is unfit.
+    #[error("the token {0}")]
+    Token(&'static str),
+    /// The token in a file is unfit.
+    #[error("token file {}: the token {problem}", path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it ("is empty").
+        problem: &'static str,
+    },
+    /// A file cannot be read.
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A certificate or key cannot be found or parsed in its PEM.
+    #[error("{from}: {problem}")]
+    Pem {
+        /// The file it came from (or which PEM text: "the CA").
+        from: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The operating system gave no random bytes for a token.
+    #[error("cannot draw a random token: {0}")]
+    Random(std::io::Error),
+    /// Required TLS parts are missing (a worker's certificate, a master's CA).
+    #[error("incomplete TLS settings: {0}")]
+    Incomplete(&'static str),
+    /// Protected mode: a worker was asked to serve an address that is not loopback with
+    /// nothing to authenticate its callers.
+    #[error(
+        "refusing to serve {addr} with no token: anyone who can reach a non-loopback address could run tasks; \
+         set a token (or client certificates), listen on a loopback address, or allow it explicitly (insecure)"
+    )]
+    Unprotected {
+        /// The listener's address.
+        addr: std::net::SocketAddr,
+    },
 }
 
 /// Why a task attempt failed on a worker. Sent to the master as a gRPC status.

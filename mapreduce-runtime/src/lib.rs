@@ -53,10 +53,12 @@ mod confine;
 mod convert;
 pub mod error;
 pub mod master;
+pub mod security;
 pub mod shuffle;
 pub mod storage;
 pub mod worker;
 
-pub use error::{ClusterError, RunError, ServeError, TaskError};
+pub use error::{ClusterError, RunError, SecurityError, ServeError, TaskError};
 pub use master::Cluster;
+pub use security::{Security, Tls, Token};
 pub use worker::{Registry, Worker, serve};

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
-use crate::support::{assert_wordcount_output, init_tracing, tree};
+use crate::support::{assert_wordcount_output, init_tracing, serve, tree};
 
 /// What a faulty worker does to one task call.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -242,17 +242,6 @@ async fn a_straggler_is_overtaken_by_backup_attempts() {
     let slow_off = off.workers[0].accepted;
     let slow_on = on.workers[0].accepted;
     assert!(slow_on < slow_off, "the straggler's accepted tasks: {slow_on} with backups, {slow_off} without");
-}
-
-/// Serves `worker` on 127.0.0.1 with an OS-chosen port until the sender is dropped.
-async fn serve(worker: Worker) -> (SocketAddr, oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(
-        worker.with_root(std::env::temp_dir()).serve_with_shutdown(listener, async { stopped.await.unwrap_or(()) }),
-    );
-    (addr, stop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

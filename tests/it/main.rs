@@ -6,5 +6,6 @@ mod errors;
 mod faults;
 mod hostile;
 mod processes;
+mod security;
 mod support;
 mod wordcount;

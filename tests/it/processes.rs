@@ -86,7 +86,7 @@ fn worker_process() {
 }
 
 /// The example binary built by `cargo test` beside this test binary.
-fn example_binary() -> PathBuf {
+pub(crate) fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join("examples").join(format!("wordcount{}", std::env::consts::EXE_SUFFIX));
@@ -95,9 +95,9 @@ fn example_binary() -> PathBuf {
 }
 
 /// A worker process, killed on drop.
-struct WorkerProcess {
+pub(crate) struct WorkerProcess {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl WorkerProcess {
@@ -116,7 +116,7 @@ impl WorkerProcess {
     }
 
     /// Starts `cmd` and waits for the line that says where it listens.
-    fn spawn(mut cmd: Command) -> Self {
+    pub(crate) fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         // The test harness may print before the banner, even on the same line.

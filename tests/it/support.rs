@@ -3,7 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::net::SocketAddr;
+
+use mapreduce::worker::Worker;
 use mapreduce_examples::reference::{count_sequential, read_output};
+use tokio::sync::oneshot;
 
 /// Installs a log subscriber once (logs show with `--nocapture` and `RUST_LOG`).
 pub(crate) fn init_tracing() {
@@ -43,4 +47,16 @@ pub(crate) fn assert_wordcount_output(out: &Path, reducers: u32, inputs: &[PathB
     assert_eq!(got.len(), expected.len(), "distinct words");
     assert!(got == expected, "word counts differ from the sequential count");
     got
+}
+
+/// Serves `worker` on 127.0.0.1 with an OS-chosen port until the sender is dropped.
+pub(crate) async fn serve(worker: Worker) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    // Test data lives in temporary directories: the worker's root.
+    tokio::spawn(
+        worker.with_root(std::env::temp_dir()).serve_with_shutdown(listener, async { stopped.await.unwrap_or(()) }),
+    );
+    (addr, stop)
 }

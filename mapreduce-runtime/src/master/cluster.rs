@@ -12,16 +12,18 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use super::driver::drive;
-use super::transport::{Grpc, WorkerEndpoint};
+use super::transport::{Grpc, Scheme, WorkerEndpoint, status_message};
 use crate::convert;
 use crate::error::{ClusterError, RunError};
+use crate::security::{self, Security, Token};
 use crate::storage::{self, OutputDir};
 use crate::worker::{Registry, SharedRegistry, Worker};
 
 /// How long the pre-flight check waits for a worker to answer.
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A set of workers that jobs run on.
+/// A set of workers that jobs run on, and how the master proves itself to them
+/// ([`Cluster::with_token`], [`Cluster::with_security`]).
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,6 +35,8 @@ const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Cluster {
     workers: Vec<WorkerEndpoint>,
+    /// The token and TLS settings the endpoints were made with, kept to remake them.
+    security: Security,
     config: SchedulerConfig,
     /// In-process workers: their registry (jobs are added to it as they run) and the
     /// senders whose drop stops them.
@@ -43,10 +47,15 @@ impl Cluster {
     /// Starts `n` workers in this process, each a real gRPC server on `127.0.0.1` with an
     /// OS-chosen port. They stop when the cluster is dropped. Job types need no
     /// registration: [`Cluster::run`] registers its job's type on them.
+    ///
+    /// The workers and the cluster share a fresh random token, so that other users of
+    /// this host who reach `127.0.0.1` cannot use them; no TLS (the traffic stays on
+    /// loopback).
     pub async fn local(n: usize) -> Result<Self, ClusterError> {
         if n == 0 {
             return Err(ClusterError::NoWorkers);
         }
+        let security = Security::new().with_token(Token::random()?);
         let registry: SharedRegistry = Arc::new(RwLock::new(Registry::new()));
         let mut workers = Vec::with_capacity(n);
         let mut stops = Vec::with_capacity(n);
@@ -54,26 +63,62 @@ impl Cluster {
             let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(ClusterError::Bind)?;
             let addr = listener.local_addr().map_err(ClusterError::Bind)?;
             let (stop, stopped) = oneshot::channel::<()>();
-            let worker = Worker::with_shared(registry.clone());
+            let worker = Worker::with_shared(registry.clone()).with_security(security.clone());
             tokio::spawn(async move {
                 if let Err(e) = worker.serve_with_shutdown(listener, async { stopped.await.unwrap_or(()) }).await {
                     tracing::error!(%addr, error = %e, "local worker failed");
                 }
             });
-            workers.push(WorkerEndpoint::new(&addr.to_string())?);
+            workers.push(WorkerEndpoint::new(&addr.to_string(), &security, Scheme::Strict)?);
             stops.push(stop);
         }
-        Ok(Cluster { workers, config: SchedulerConfig::default(), local: Some((registry, stops)) })
+        Ok(Cluster { workers, security, config: SchedulerConfig::default(), local: Some((registry, stops)) })
     }
 
-    /// A cluster of remote workers at `addrs` (`host:port` or `http://host:port`). Nothing
-    /// is dialled yet: [`Cluster::run`] checks that some worker answers before it starts.
+    /// A cluster of remote workers at `addrs` (`host:port`, `http://host:port`, or
+    /// `https://host:port`, which needs TLS settings from [`Cluster::with_security`]),
+    /// with no token and no TLS until [`Cluster::with_token`] or
+    /// [`Cluster::with_security`]. Nothing is dialled yet: [`Cluster::run`] checks that
+    /// some worker answers before it starts.
     pub fn connect(addrs: impl IntoIterator<Item = impl AsRef<str>>) -> Result<Self, ClusterError> {
-        let workers = addrs.into_iter().map(|a| WorkerEndpoint::new(a.as_ref())).collect::<Result<Vec<_>, _>>()?;
+        let security = Security::new();
+        let workers = addrs
+            .into_iter()
+            .map(|a| WorkerEndpoint::new(a.as_ref(), &security, Scheme::Lenient))
+            .collect::<Result<Vec<_>, _>>()?;
         if workers.is_empty() {
             return Err(ClusterError::NoWorkers);
         }
-        Ok(Cluster { workers, config: SchedulerConfig::default(), local: None })
+        Ok(Cluster { workers, security, config: SchedulerConfig::default(), local: None })
+    }
+
+    /// Replaces how the master proves itself: every call carries the token, and with TLS
+    /// the master dials `https://` (a bare `host:port` means `https://host:port`; an
+    /// `http://` address is refused), checks the workers' certificates against the CA and
+    /// presents its client certificate if it has one. Fails when the TLS settings lack a
+    /// CA, or an address's scheme contradicts them.
+    ///
+    /// On a [`Cluster::local`] cluster this replaces only what the master presents: its
+    /// workers keep their own token, and refuse any other.
+    pub fn with_security(self, security: Security) -> Result<Self, ClusterError> {
+        self.remade(security, Scheme::Strict)
+    }
+
+    /// Sends `token` with every call (keeping the TLS settings).
+    pub fn with_token(self, token: Token) -> Self {
+        let security = self.security.clone().with_token(token);
+        // The same TLS settings and addresses as before, which were accepted then.
+        self.remade(security, Scheme::Lenient).expect("endpoints remade with the settings they were made with")
+    }
+
+    fn remade(mut self, security: Security, scheme: Scheme) -> Result<Self, ClusterError> {
+        self.workers = self
+            .workers
+            .iter()
+            .map(|w| WorkerEndpoint::new(&w.addr, &security, scheme))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.security = security;
+        Ok(self)
     }
 
     /// Replaces the scheduler configuration (deadlines, retries, speculation).
@@ -173,23 +218,53 @@ impl Cluster {
         }
     }
 
-    /// Fails fast, before any output exists, when no worker answers at all.
+    /// Fails fast, before any output exists, when no worker answers at all: with
+    /// [`RunError::Refused`] when every worker refused this master (its token, or the TLS
+    /// handshake), else with [`RunError::NoReachableWorker`]. Workers that refuse while
+    /// others answer are logged.
     async fn preflight(&self) -> Result<(), RunError> {
         let timeout = PREFLIGHT_TIMEOUT.min(self.config.task_timeout.max(Duration::from_millis(500)));
         let probes = self.workers.iter().map(|w| {
             let mut client = w.client.clone();
+            let tls = self.security.tls().is_some();
             async move {
+                if !tls && w.addr.starts_with("https://") {
+                    return Probe::Unreachable(format!("{}: https:// needs TLS settings (a CA)", w.addr));
+                }
                 match tokio::time::timeout(timeout, client.wait(pb::WaitRequest { millis: 0 })).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(status)) => Err(format!("{}: {}", w.addr, status.message())),
-                    Err(_) => Err(format!("{}: no answer within {timeout:?}", w.addr)),
+                    Ok(Ok(_)) => Probe::Answered,
+                    Ok(Err(status)) => match security::refusal(&status, tls) {
+                        Some(why) => Probe::Refused(format!("{}: {why}", w.addr)),
+                        None => Probe::Unreachable(format!("{}: {}", w.addr, status_message(&status))),
+                    },
+                    Err(_) => Probe::Unreachable(format!("{}: no answer within {timeout:?}", w.addr)),
                 }
             }
         });
         let results = futures_util::future::join_all(probes).await;
-        if results.iter().any(Result::is_ok) {
-            return Ok(());
+        let answered = results.iter().any(|p| matches!(p, Probe::Answered));
+        let (mut refused, mut unreachable) = (Vec::new(), Vec::new());
+        for probe in results {
+            match probe {
+                Probe::Answered => {}
+                Probe::Refused(why) if answered => tracing::warn!(worker = %why, "a worker refused this master"),
+                Probe::Refused(why) => refused.push(why),
+                Probe::Unreachable(why) => unreachable.push(why),
+            }
         }
-        Err(RunError::NoReachableWorker(results.into_iter().filter_map(Result::err).collect()))
+        match (answered, unreachable.is_empty()) {
+            (true, _) => Ok(()),
+            (false, true) => Err(RunError::Refused(refused)),
+            (false, false) => Err(RunError::NoReachableWorker(refused.into_iter().chain(unreachable).collect())),
+        }
     }
+}
+
+/// How a worker answered the pre-flight Wait.
+enum Probe {
+    Answered,
+    /// It refused this master: the worker and why.
+    Refused(String),
+    /// No answer, or a broken one: the worker and why.
+    Unreachable(String),
 }

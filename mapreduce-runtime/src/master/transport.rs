@@ -14,10 +14,12 @@ use std::time::Duration;
 use mapreduce_core::scheduler::{AttemptId, Failure, Location, MapOutputRange, TaskId, TaskOutput, TaskSpec, WorkerId};
 use mapreduce_rpc::pb;
 use mapreduce_rpc::pb::worker_client::WorkerClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::convert;
 use crate::error::{ClusterError, LOST_ATTEMPT, LOST_MAP};
+use crate::security::{Bearer, Security};
 use crate::storage;
 
 /// The reply of a call, as the scheduler hears it.
@@ -36,31 +38,60 @@ pub(crate) trait Transport: Send + Sync {
     fn addr(&self, worker: WorkerId) -> &str;
 }
 
+/// A worker's gRPC client, which puts the master's token on every call.
+pub(crate) type Client = WorkerClient<InterceptedService<Channel, Bearer>>;
+
 /// A worker's address and its gRPC client.
 #[derive(Debug, Clone)]
 pub(crate) struct WorkerEndpoint {
     pub(crate) addr: String,
-    pub(crate) client: WorkerClient<Channel>,
+    pub(crate) client: Client,
+}
+
+/// Whether an `https://` address without TLS settings is an error now ([`Scheme::Strict`])
+/// or waits for the settings ([`Scheme::Lenient`], in `Cluster::connect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Strict,
+    Lenient,
 }
 
 /// The most a message may hold, either way.
 pub(crate) const MAX_MESSAGE: usize = 64 << 20;
 
 impl WorkerEndpoint {
-    /// A lazily connected client of `addr` (`host:port` or `http://host:port`).
-    pub(crate) fn new(addr: &str) -> Result<WorkerEndpoint, ClusterError> {
-        let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-        let bad = |reason: String| ClusterError::BadAddress { addr: addr.to_string(), reason };
-        let endpoint = Endpoint::from_shared(uri).map_err(|e| bad(e.to_string()))?;
+    /// A lazily connected client of `addr` with `security`'s token and TLS. Without TLS,
+    /// `addr` is `host:port` or `http://host:port` (and `https://host:port` only if
+    /// `scheme` is lenient, for TLS settings to come); with TLS, `host:port` or
+    /// `https://host:port`.
+    pub(crate) fn new(addr: &str, security: &Security, scheme: Scheme) -> Result<WorkerEndpoint, ClusterError> {
+        let bad = |reason: &str| ClusterError::BadAddress { addr: addr.to_string(), reason: reason.to_string() };
+        let tls = security.tls();
+        let uri = match (addr.split_once("://"), tls) {
+            (None, None) => format!("http://{addr}"),
+            (None, Some(_)) => format!("https://{addr}"),
+            (Some(("http", _)), Some(_)) => return Err(bad("http:// with TLS settings: use https:// or host:port")),
+            (Some(("https", _)), None) if scheme == Scheme::Strict => {
+                return Err(bad("https:// needs TLS settings (a CA)"));
+            }
+            (Some(_), _) => addr.to_string(),
+        };
+        let mut endpoint = Endpoint::from_shared(uri).map_err(|e| bad(&e.to_string()))?;
         if endpoint.uri().port_u16().is_none() {
-            return Err(bad("no port".into()));
+            return Err(bad("no port"));
+        }
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls.client_config()?)
+                .map_err(|error| ClusterError::Tls { addr: addr.to_string(), error })?;
         }
         let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .connect_lazy();
-        let client = WorkerClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+        let client = WorkerClient::with_interceptor(channel, Bearer(security.token().cloned()))
+            .max_decoding_message_size(MAX_MESSAGE);
         Ok(WorkerEndpoint { addr: addr.to_string(), client })
     }
 }
@@ -80,7 +111,9 @@ impl Transport for Grpc {
             let req = pb::WaitRequest { millis: for_.as_millis() as u64 };
             match client.wait(req).await {
                 Ok(_) => Ok(()),
-                // However the worker answers, it is not idle: no answer is an unreachable worker.
+                // A refusal says so (the job's end names the last failure of a Wait)...
+                Err(status) if status.code() == tonic::Code::Unauthenticated => Err(failure_from_status(&status)),
+                // ...otherwise, however the worker answers, it is not idle: an unreachable worker.
                 Err(status) => Err(Failure::Unreachable(status.message().to_string())),
             }
         })
@@ -145,12 +178,31 @@ impl Transport for Grpc {
     }
 }
 
+/// The message of `status` with its causes (tonic's transport errors say only "transport
+/// error" and keep the reason in their sources), each once.
+pub(crate) fn status_message(status: &tonic::Status) -> String {
+    let mut message = status.message().to_string();
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = e.source();
+    }
+    message
+}
+
 /// How a call that ended in `status` counts: the worker was not reached (or the
 /// connection broke), the call ran past a deadline the worker saw, or the task failed.
+/// A worker that refuses this master's token fails the task (not "unreachable", which
+/// would be retried until `no_worker_timeout`), so the task's attempt budget ends a job
+/// whose workers all refuse it, with a message that says so.
 pub(crate) fn failure_from_status(status: &tonic::Status) -> Failure {
     use tonic::Code;
     let why = || status.message().to_string();
     match status.code() {
+        Code::Unauthenticated => Failure::Task(format!("the worker refused this master: {}", status.message())),
         Code::Unavailable | Code::Unknown | Code::Cancelled => Failure::Unreachable(why()),
         Code::DeadlineExceeded => Failure::TimedOut,
         Code::ResourceExhausted => Failure::Busy(why()),
@@ -257,6 +309,7 @@ mod tests {
             (Code::ResourceExhausted, Failure::Busy("m".into())),
             // A data loss without the map it lost is only the task's failure.
             (Code::DataLoss, Failure::Task("m".into())),
+            (Code::Unauthenticated, Failure::Task("the worker refused this master: m".into())),
         ] {
             assert_eq!(failure_from_status(&Status::new(code, "m")), want, "{code:?}");
         }

@@ -42,11 +42,13 @@ use mapreduce_core::{Compression, Job};
 use mapreduce_rpc::pb;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::confine::Files;
 use crate::convert;
 use crate::error::{ServeError, TaskError, panic_message};
+use crate::security::{Authenticate, Security, Token};
 use crate::shuffle::{SharedFs, ShuffleSource};
 use map::{MapResult, MapTask};
 use reduce::{ReduceResult, ReduceTask};
@@ -135,7 +137,8 @@ impl Registry {
 /// A worker's registry, shared with an in-process cluster that adds job types to it.
 pub(crate) type SharedRegistry = Arc<RwLock<Registry>>;
 
-/// Runs a worker on `addr` until the process ends.
+/// Runs a worker on `addr` until the process ends, with no token and no TLS: protected
+/// mode lets it serve only a loopback address (see [`Worker::with_security`]).
 pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<(), ServeError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
     Worker::new(registry).serve_with_shutdown(listener, std::future::pending()).await
@@ -148,12 +151,14 @@ pub struct Worker {
     /// The data roots to open when the service is built: `None` for an unconfined worker
     /// (in-process), empty for the default, the current directory.
     roots: Option<Vec<PathBuf>>,
+    /// Who may call it: checked on every call, and against the listener's address.
+    security: Security,
 }
 
 impl Worker {
-    /// A worker that runs the job types of `registry`, confined to its current directory
-    /// (see [`Worker::with_root`]) and to as many tasks at once as the machine has cores
-    /// (see [`Worker::with_max_tasks`]).
+    /// A worker that runs the job types of `registry`, with no token and no TLS, confined
+    /// to its current directory (see [`Worker::with_root`]) and to as many tasks at once
+    /// as the machine has cores (see [`Worker::with_max_tasks`]).
     pub fn new(registry: Registry) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut worker = Self::with_shared(Arc::new(RwLock::new(registry))).with_max_tasks(cores);
@@ -170,7 +175,7 @@ impl Worker {
             shuffle: Arc::new(SharedFs::default()),
             slots: Arc::new(Slots { running: AtomicUsize::new(0), limit: usize::MAX }),
         };
-        Worker { service, roots: None }
+        Worker { service, roots: None, security: Security::new() }
     }
 
     /// Adds a data root: the worker reads inputs and map outputs, and writes attempt
@@ -183,6 +188,28 @@ impl Worker {
         self
     }
 
+    /// Replaces the security settings: a call without the token is answered
+    /// `UNAUTHENTICATED` before any handler runs; with TLS, the worker serves its
+    /// certificate and, given a client CA, requires client certificates (see
+    /// [`crate::security`]).
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// Requires `token` on every call (keeping the other security settings).
+    pub fn with_token(mut self, token: Token) -> Self {
+        self.security = self.security.with_token(token);
+        self
+    }
+
+    /// Lets the worker serve an address that is not loopback with nothing to authenticate
+    /// its callers (protected mode off): anyone who reaches it can run tasks.
+    pub fn insecure(mut self) -> Self {
+        self.security = self.security.insecure();
+        self
+    }
+
     /// Runs at most `n` tasks (maps and reduces) at once (at least 1); a request for more
     /// is answered at once with `RESOURCE_EXHAUSTED` ("worker busy"). The default is the
     /// number of cores.
@@ -192,7 +219,8 @@ impl Worker {
     }
 
     /// The gRPC service, for embedding in a server of your own (or wrapping in tests),
-    /// with its data roots opened.
+    /// with its data roots opened. It checks no token: that is
+    /// [`Worker::serve_with_shutdown`]'s.
     pub fn into_service(mut self) -> Result<WorkerService, ServeError> {
         if let Some(mut roots) = self.roots.take() {
             if roots.is_empty() {
@@ -205,17 +233,40 @@ impl Worker {
         Ok(self.service)
     }
 
+    /// Whether [`Worker::serve_with_shutdown`] would serve a listener on `addr`: protected
+    /// mode, and a certificate if TLS is set. For a caller that says where it listens only
+    /// once this holds.
+    pub fn check_listen(&self, addr: SocketAddr) -> Result<(), ServeError> {
+        self.security.check_listen(addr)?;
+        if let Some(tls) = self.security.tls() {
+            tls.server_config()?;
+        }
+        Ok(())
+    }
+
     /// Serves on an already-bound `listener` until `shutdown` completes.
+    ///
+    /// Refuses to start (protected mode, [`SecurityError::Unprotected`](crate::error::SecurityError::Unprotected)) when the
+    /// listener's address is not loopback and neither a token nor a client CA is set,
+    /// unless [`Worker::insecure`]; fails when the TLS settings lack the worker's
+    /// certificate.
     pub async fn serve_with_shutdown(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+        self.check_listen(addr)?;
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = self.security.tls() {
+            server = server.tls_config(tls.server_config()?).map_err(ServeError::Tls)?;
+        }
+        let authenticate = Authenticate(self.security.token().cloned());
         let service = self.into_service()?;
-        let incoming = TcpListenerStream::new(listener);
-        tonic::transport::Server::builder()
-            .add_service(pb::worker_server::WorkerServer::new(service).max_decoding_message_size(64 << 20))
-            .serve_with_incoming_shutdown(incoming, shutdown)
+        let service = pb::worker_server::WorkerServer::new(service).max_decoding_message_size(64 << 20);
+        server
+            .add_service(InterceptedService::new(service, authenticate))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await?;
         Ok(())
     }
