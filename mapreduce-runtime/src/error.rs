@@ -11,17 +11,17 @@ use mapreduce_core::{JobError, SpecError};
 pub enum RunError {
     /// The job spec is invalid.
     #[error("invalid job: {0}")]
-    Spec(#[from] SpecError),
+    Spec(SpecError),
     /// The scheduler configuration is invalid.
     #[error("invalid scheduler configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// An input path cannot be read.
-    #[error("cannot read input {}: {source}", path.display())]
+    #[error("cannot read input {}: {error}", path.display())]
     Input {
         /// The path.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An input is not a regular file (a FIFO, a device, a file of procfs...).
     #[error("input {} is {what}, not a regular file", path.display())]
@@ -61,20 +61,20 @@ pub enum RunError {
         job: Option<String>,
     },
     /// The output directory cannot be created or written.
-    #[error("cannot prepare output directory {}: {source}", path.display())]
+    #[error("cannot prepare output directory {}: {error}", path.display())]
     Output {
         /// The path.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The job value cannot be encoded for the workers.
-    #[error("cannot encode job {job}: {source}")]
+    #[error("cannot encode job {job}: {error}")]
     EncodeJob {
         /// The job's name.
         job: &'static str,
         /// Why.
-        source: postcard::Error,
+        error: postcard::Error,
     },
     /// No worker answered before the job started.
     #[error("no reachable worker: {}", .0.join("; "))]
@@ -87,12 +87,12 @@ pub enum RunError {
     #[error(transparent)]
     Job(#[from] JobError),
     /// The accepted outputs could not be committed.
-    #[error("cannot commit output {}: {source}", path.display())]
+    #[error("cannot commit output {}: {error}", path.display())]
     Commit {
         /// The file or directory.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -112,7 +112,7 @@ pub enum ClusterError {
     NoWorkers,
     /// A local worker could not bind its port.
     #[error("cannot start local worker: {0}")]
-    Bind(#[source] std::io::Error),
+    Bind(std::io::Error),
     /// The security settings are incomplete or cannot be used.
     #[error(transparent)]
     Security(#[from] SecurityError),
@@ -131,12 +131,12 @@ pub enum ClusterError {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The listening address cannot be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         /// The address.
         addr: std::net::SocketAddr,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A data root cannot be opened.
     #[error("cannot open data root {}: {error}", path.display())]
@@ -148,7 +148,7 @@ pub enum ServeError {
     },
     /// The gRPC server failed.
     #[error("worker server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    Transport(tonic::transport::Error),
     /// The listener's own address cannot be read.
     #[error("cannot read the address of the listener: {0}")]
     LocalAddr(std::io::Error),
@@ -278,20 +278,20 @@ pub enum TaskError {
     #[error("job {0:?} is not registered on this worker")]
     UnknownJob(String),
     /// The job's fields do not decode as the registered type.
-    #[error("cannot decode the fields of job {job:?}: {source}")]
+    #[error("cannot decode the fields of job {job:?}: {error}")]
     BadPayload {
         /// The job's name.
         job: String,
         /// Why.
-        source: postcard::Error,
+        error: postcard::Error,
     },
     /// An input file cannot be read.
-    #[error("cannot read input {}: {source}", path.display())]
+    #[error("cannot read input {}: {error}", path.display())]
     Input {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A map output that a reduce reads is missing, short or corrupt: the map must run
     /// again (the master re-runs map task `map`).
@@ -309,20 +309,20 @@ pub enum TaskError {
         error: FormatError,
     },
     /// An intermediate record file is corrupt, truncated or unreadable.
-    #[error("bad intermediate file {}: {source}", path.display())]
+    #[error("bad intermediate file {}: {error}", path.display())]
     Intermediate {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        source: FormatError,
+        error: FormatError,
     },
     /// A file cannot be written.
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {error}", path.display())]
     Write {
         /// The file or directory.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// User code returned an error.
     #[error("{at}: {message}")]
@@ -344,6 +344,26 @@ pub enum TaskError {
         /// The panic message.
         message: String,
     },
+}
+
+// By hand, not `#[from]`, for the variants whose message holds the cause: `#[from]`
+// would also make it the source, and a printer that walks the chain would print it twice.
+impl From<SpecError> for RunError {
+    fn from(e: SpecError) -> Self {
+        RunError::Spec(e)
+    }
+}
+
+impl From<ConfigError> for RunError {
+    fn from(e: ConfigError) -> Self {
+        RunError::Config(e)
+    }
+}
+
+impl From<tonic::transport::Error> for ServeError {
+    fn from(e: tonic::transport::Error) -> Self {
+        ServeError::Transport(e)
+    }
 }
 
 /// The metadata keys that name a lost map output in a `DATA_LOSS` status.
@@ -380,5 +400,46 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+    use std::io;
+
+    use super::*;
+
+    /// The error and its sources, as `anyhow` prints them with `{:#}`.
+    fn chain(e: &dyn Error) -> String {
+        let mut out = e.to_string();
+        let mut next = e.source();
+        while let Some(cause) = next {
+            out += &format!(": {cause}");
+            next = cause.source();
+        }
+        out
+    }
+
+    #[test]
+    fn every_cause_is_printed_once_even_by_a_printer_that_walks_the_chain() {
+        let denied = || io::Error::new(io::ErrorKind::PermissionDenied, "permission denied");
+        let path = PathBuf::from("/data/in.txt");
+        let errors: Vec<Box<dyn Error>> = vec![
+            Box::new(RunError::Input { path: path.clone(), error: denied() }),
+            Box::new(RunError::Output { path: path.clone(), error: denied() }),
+            Box::new(RunError::Commit { path: path.clone(), error: denied() }),
+            Box::new(RunError::from(SpecError::NoInput)),
+            Box::new(ClusterError::Bind(denied())),
+            Box::new(ServeError::Bind { addr: "127.0.0.1:1".parse().unwrap(), error: denied() }),
+            Box::new(TaskError::Input { path: path.clone(), error: denied() }),
+            Box::new(TaskError::Write { path: path.clone(), error: denied() }),
+            Box::new(TaskError::Intermediate { path: path.clone(), error: FormatError::from(denied()) }),
+        ];
+        for e in errors {
+            let text = chain(&*e);
+            let cause = if text.contains("permission denied") { "permission denied" } else { "no input" };
+            assert_eq!(text.matches(cause).count(), 1, "{text}");
+        }
     }
 }

@@ -56,7 +56,7 @@ fn hidden(name: &std::ffi::OsStr) -> bool {
 pub fn list_inputs(paths: &[PathBuf]) -> Result<Vec<InputFile>, RunError> {
     let mut files = Vec::new();
     for path in paths {
-        let abs = absolute(path).map_err(|source| RunError::Input { path: path.clone(), source })?;
+        let abs = absolute(path).map_err(|source| RunError::Input { path: path.clone(), error: source })?;
         collect(&abs, &mut files)?;
     }
     Ok(files)
@@ -81,7 +81,7 @@ pub fn absolute(path: &Path) -> io::Result<PathBuf> {
 }
 
 fn collect(path: &Path, out: &mut Vec<InputFile>) -> Result<(), RunError> {
-    let err = |source| RunError::Input { path: path.to_path_buf(), source };
+    let err = |source| RunError::Input { path: path.to_path_buf(), error: source };
     // `stat`, not `open`: it never blocks, whatever the file is.
     let meta = fs::metadata(path).map_err(err)?;
     if meta.is_dir() {
@@ -172,8 +172,8 @@ impl OutputDir {
     /// other is refused with [`RunError::OutputClaimed`] and touches nothing. A directory
     /// that holds anything else is refused too (as Hadoop does) and left alone.
     pub fn prepare(path: &Path) -> Result<Self, RunError> {
-        let root = absolute(path).map_err(|source| RunError::Output { path: path.to_path_buf(), source })?;
-        let err = |source| RunError::Output { path: root.clone(), source };
+        let root = absolute(path).map_err(|source| RunError::Output { path: path.to_path_buf(), error: source })?;
+        let err = |source| RunError::Output { path: root.clone(), error: source };
         if root.to_str().is_none() {
             return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "path is not valid UTF-8")));
         }
@@ -214,7 +214,7 @@ impl OutputDir {
         if let Some(e) = check_only_claim(&out.root, true)? {
             return Err(e);
         }
-        claim_dir(&out.work).map_err(|source| RunError::Output { path: out.work.clone(), source })?;
+        claim_dir(&out.work).map_err(|source| RunError::Output { path: out.work.clone(), error: source })?;
         Ok(out)
     }
 
@@ -235,14 +235,14 @@ impl OutputDir {
                 for (from, to) in committed.iter().rev() {
                     let _ = fs::rename(to, from);
                 }
-                return Err(RunError::Commit { path: PathBuf::from(from), source });
+                return Err(RunError::Commit { path: PathBuf::from(from), error: source });
             }
             committed.push((PathBuf::from(from), to));
         }
         self.settled.store(true, Ordering::SeqCst);
         self.remove_work();
         let success = self.root.join(SUCCESS);
-        fs::write(&success, b"").map_err(|source| RunError::Commit { path: success, source })?;
+        fs::write(&success, b"").map_err(|source| RunError::Commit { path: success, error: source })?;
         Ok(committed.into_iter().map(|(_, to)| to.to_string_lossy().into_owned()).collect())
     }
 
@@ -292,7 +292,7 @@ fn claim_dir(path: &Path) -> io::Result<()> {
 /// The refusal for an output directory that holds more than a claim (`_temporary`), if it
 /// does; `ours` says the claim is this run's (then it is removed before refusing).
 fn check_only_claim(root: &Path, ours: bool) -> Result<Option<RunError>, RunError> {
-    let err = |source| RunError::Output { path: root.to_path_buf(), source };
+    let err = |source| RunError::Output { path: root.to_path_buf(), error: source };
     let mut others = false;
     let mut claimed = false;
     for entry in fs::read_dir(root).map_err(err)? {

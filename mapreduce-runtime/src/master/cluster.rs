@@ -155,7 +155,7 @@ impl Cluster {
             registry.write().unwrap_or_else(|e| e.into_inner()).insert::<J>();
         }
         let payload =
-            postcard::to_allocvec(&spec.job).map_err(|source| RunError::EncodeJob { job: J::NAME, source })?;
+            postcard::to_allocvec(&spec.job).map_err(|source| RunError::EncodeJob { job: J::NAME, error: source })?;
         let inputs = spec.inputs.clone();
         let files =
             tokio::task::spawn_blocking(move || storage::list_inputs(&inputs)).await.expect("listing inputs")?;

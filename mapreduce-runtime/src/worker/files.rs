@@ -129,7 +129,7 @@ impl Scratch for TempFiles<'_> {
 
 /// The error of writing `path`.
 pub(crate) fn write_error(path: &Path) -> impl Fn(io::Error) -> TaskError + '_ {
-    move |source| TaskError::Write { path: path.to_path_buf(), source }
+    move |source| TaskError::Write { path: path.to_path_buf(), error: source }
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
     let (mut input_records, mut skipped_records) = (0u64, 0u64);
     for seg in &t.segments {
         let path = Path::new(&seg.path);
-        let input_err = |source| TaskError::Input { path: path.to_path_buf(), source };
+        let input_err = |source| TaskError::Input { path: path.to_path_buf(), error: source };
         let mut file = t.files.open_regular(path).map_err(|r| r.into_task_error(path, &t.files, input_err))?;
         let len = file.metadata().map_err(input_err)?.len();
         if seg.end > len {
@@ -105,8 +105,8 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
 /// work directory for the anonymous scratch files.
 pub(crate) fn shuffle_error(e: ShuffleError, task: &str, output: &Path, work_dir: &Path) -> TaskError {
     match e {
-        ShuffleError::Output(source) => TaskError::Intermediate { path: output.to_path_buf(), source },
-        ShuffleError::Scratch(source) => TaskError::Intermediate { path: work_dir.to_path_buf(), source },
+        ShuffleError::Output(source) => TaskError::Intermediate { path: output.to_path_buf(), error: source },
+        ShuffleError::Scratch(source) => TaskError::Intermediate { path: work_dir.to_path_buf(), error: source },
         ShuffleError::BadPartition { .. } => TaskError::User { at: task.to_string(), message: e.to_string() },
         ShuffleError::Cancelled => TaskError::Cancelled,
         // A map reads no reduce input; a reduce maps these itself, naming the input.

@@ -95,7 +95,7 @@ struct PendingJob {
 
 impl PendingJob {
     fn decode(self) -> Result<Arc<dyn ErasedJob>, TaskError> {
-        (self.decoder)(&self.payload).map_err(|source| TaskError::BadPayload { job: self.name, source })
+        (self.decoder)(&self.payload).map_err(|source| TaskError::BadPayload { job: self.name, error: source })
     }
 }
 
@@ -140,7 +140,7 @@ pub(crate) type SharedRegistry = Arc<RwLock<Registry>>;
 /// Runs a worker on `addr` until the process ends, with no token and no TLS: protected
 /// mode lets it serve only a loopback address (see [`Worker::with_security`]).
 pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<(), ServeError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, error: source })?;
     Worker::new(registry).serve_with_shutdown(listener, std::future::pending()).await
 }
 
