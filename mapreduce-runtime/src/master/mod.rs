@@ -7,6 +7,6 @@
 
 mod cluster;
 mod driver;
-mod transport;
+pub(crate) mod transport;
 
 pub use cluster::Cluster;

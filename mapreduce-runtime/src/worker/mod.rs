@@ -23,6 +23,8 @@
 //! plus one path.
 
 mod files;
+#[cfg(test)]
+mod fuzz;
 mod map;
 mod reduce;
 #[cfg(test)]
