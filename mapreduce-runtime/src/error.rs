@@ -76,6 +76,17 @@ pub enum RunError {
         /// Why.
         error: postcard::Error,
     },
+    /// The input makes so many map tasks that a reduce request naming all their outputs
+    /// would pass the message limit.
+    #[error(
+        "the input makes {maps} map tasks of {shard_size} bytes: a reduce request naming every map output would pass the 64 MiB message limit; use a larger shard size"
+    )]
+    TooManyMaps {
+        /// Map tasks planned.
+        maps: u64,
+        /// The job's shard size.
+        shard_size: u64,
+    },
     /// No worker answered before the job started.
     #[error("no reachable worker: {}", .0.join("; "))]
     NoReachableWorker(Vec<String>),

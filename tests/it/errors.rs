@@ -154,3 +154,17 @@ async fn a_job_unknown_to_remote_workers_fails_with_its_name() {
     drop(stop);
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_job_whose_reduce_requests_would_pass_the_message_limit_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    fs::write(&input, "ab\n".repeat(120_000)).unwrap();
+    let out = dir.path().join("out");
+    let cluster = Cluster::local(1).await.unwrap();
+    // One map task per byte: 360,000 map outputs for every reduce to name.
+    let err = cluster.run(JobSpec::new(WordCount, [&input], &out).shard_size(1)).await.unwrap_err();
+    assert!(matches!(err, RunError::TooManyMaps { maps: 360_000, shard_size: 1 }), "{err}");
+    assert!(err.to_string().contains("larger shard size"), "{err}");
+    assert!(!out.exists(), "nothing left behind");
+}

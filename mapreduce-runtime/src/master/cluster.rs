@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use super::driver::drive;
-use super::transport::{Grpc, Scheme, WorkerEndpoint, status_message};
+use super::transport::{Grpc, MAX_MESSAGE, Scheme, WorkerEndpoint, status_message};
 use crate::convert;
 use crate::error::{ClusterError, RunError};
 use crate::security::{self, Security, Token};
@@ -162,6 +162,13 @@ impl Cluster {
         self.preflight().await?;
         let output = OutputDir::prepare(&spec.output)?;
         let shards = plan_shards(&files, spec.shard_size);
+        // A reduce request names every map output once (its location) and each of its
+        // streams of the partition (about 30 bytes): it must fit a message.
+        let per_map = output.work_str().len() as u64 + 16 + 30;
+        let request = (shards.len() as u64).saturating_mul(per_map);
+        if request > MAX_MESSAGE as u64 / 2 {
+            return Err(RunError::TooManyMaps { maps: shards.len() as u64, shard_size: spec.shard_size });
+        }
         tracing::info!(
             job = J::NAME,
             id = %output.job,
