@@ -1,120 +1,8 @@
-//! Input sharding and the line reader.
-//!
-//! The inputs are seen as one concatenation of files, cut every `shard_size` bytes into
-//! [`Shard`]s; a shard may span files. Cuts fall anywhere, and lines are given to shards by
-//! where they *start*: a line belongs to the shard holding its first byte, and the reader of
-//! that shard reads it to its end even past the cut. So every line is read exactly once,
-//! whatever the cut points (this is Hadoop's `LineRecordReader` rule).
+//! The line reader of a map task: the lines that start in one segment, a block of whole
+//! lines at a time, each line read exactly once whatever the cuts.
 
 use std::borrow::Cow;
 use std::io::{self, Read};
-
-use serde::{Deserialize, Serialize};
-
-/// One input file and its length in bytes, as listed when the job starts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InputFile {
-    /// The file's path (absolute, so that every worker resolves it the same way).
-    pub path: String,
-    /// Its length when listed.
-    pub len: u64,
-}
-
-/// A byte range `[start, end)` of one file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Segment {
-    /// The file's path.
-    pub path: String,
-    /// First byte of the range.
-    pub start: u64,
-    /// One past the last byte of the range.
-    pub end: u64,
-}
-
-/// The input of one map task: consecutive segments, about `shard_size` bytes in all.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shard {
-    /// The ranges, in input order.
-    pub segments: Vec<Segment>,
-}
-
-impl Shard {
-    /// Total bytes of the shard's ranges (a backwards range counts 0, a total past
-    /// `u64::MAX` is `u64::MAX`: a hostile plan is refused elsewhere, never a panic here).
-    pub fn len(&self) -> u64 {
-        self.segments.iter().fold(0u64, |n, s| n.saturating_add(s.end.saturating_sub(s.start)))
-    }
-
-    /// Whether the shard covers no byte.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl std::fmt::Display for Shard {
-    /// The first segment and the shard's size, never every segment: a shard may hold
-    /// [`MAX_SHARD_SEGMENTS`] files, and errors that name it stay short.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.segments.as_slice() {
-            [] => f.write_str("an empty shard"),
-            [s] => write!(f, "{}[{}..{})", s.path, s.start, s.end),
-            [s, rest @ ..] => {
-                write!(f, "{}[{}..{}) and {} more segments, {} bytes", s.path, s.start, s.end, rest.len(), self.len())
-            }
-        }
-    }
-}
-
-/// The most segments (so files) in one shard: [`plan_shards`] starts a new shard past it,
-/// so that a map request stays small whatever the files' sizes. With paths of at most
-/// [`MAX_PATH_BYTES`], a shard's segments take at most 4096 × (4096 + 30) bytes, about
-/// 16 MiB, a quarter of a 64 MiB message.
-pub const MAX_SHARD_SEGMENTS: usize = 4096;
-
-/// The longest input path in bytes (Linux's `PATH_MAX`): longer ones are refused when
-/// inputs are listed, and by workers.
-pub const MAX_PATH_BYTES: usize = 4096;
-
-/// How much longer than `shard_size` the last shard may be, in tenths: a remainder of up
-/// to 10% of a shard joins the shard before it instead of making a task of its own
-/// (Hadoop's `SPLIT_SLOP`).
-const SLOP_TENTHS: u128 = 11;
-
-/// Cuts `files` into shards of `shard_size` bytes of the concatenated input. The last
-/// shard may be shorter, or up to 10% longer, so that no task gets a sliver of input
-/// (the rule of Hadoop's `FileInputFormat`); a shard of [`MAX_SHARD_SEGMENTS`] files ends
-/// there, however short. Empty files contribute nothing; no shard is empty. Panics if
-/// `shard_size` is 0 (a validated `JobSpec` never has it).
-pub fn plan_shards(files: &[InputFile], shard_size: u64) -> Vec<Shard> {
-    assert!(shard_size > 0, "shard size must be positive");
-    // Bytes of the input not yet in a shard (u128: the lengths' sum may pass u64).
-    let mut left: u128 = files.iter().map(|f| u128::from(f.len)).sum();
-    let room_for = |left: u128| match left * 10 <= u128::from(shard_size) * SLOP_TENTHS {
-        true => u64::try_from(left).unwrap_or(u64::MAX),
-        false => shard_size,
-    };
-    let mut shards = Vec::new();
-    let mut current = Vec::new();
-    let mut room = room_for(left);
-    for file in files {
-        let mut pos = 0;
-        while pos < file.len {
-            let take = room.min(file.len - pos);
-            current.push(Segment { path: file.path.clone(), start: pos, end: pos + take });
-            pos += take;
-            room -= take;
-            left -= u128::from(take);
-            if room == 0 || current.len() == MAX_SHARD_SEGMENTS {
-                shards.push(Shard { segments: std::mem::take(&mut current) });
-                room = room_for(left);
-            }
-        }
-    }
-    if !current.is_empty() {
-        shards.push(Shard { segments: current });
-    }
-    shards
-}
 
 /// Default of the longest line a map reads ([`crate::JobSpec::max_line_bytes`]): 64 MiB.
 pub const DEFAULT_MAX_LINE: usize = 64 << 20;
@@ -383,44 +271,13 @@ impl Block<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-    use std::io::{Cursor, Seek, SeekFrom};
+    use crate::shard::{InputFile, plan_shards};
 
     fn file(path: &str, len: u64) -> InputFile {
         InputFile { path: path.into(), len }
     }
-
-    #[test]
-    fn shards_cut_the_concatenation() {
-        let shards = plan_shards(&[file("a", 10), file("empty", 0), file("b", 5)], 6);
-        let seg = |p: &str, s, e| Segment { path: p.into(), start: s, end: e };
-        assert_eq!(
-            shards,
-            vec![
-                Shard { segments: vec![seg("a", 0, 6)] },
-                Shard { segments: vec![seg("a", 6, 10), seg("b", 0, 2)] },
-                Shard { segments: vec![seg("b", 2, 5)] },
-            ]
-        );
-        assert_eq!(shards[1].len(), 6);
-        assert!(plan_shards(&[file("e", 0)], 4).is_empty());
-    }
-
-    #[test]
-    fn a_remainder_within_a_tenth_of_a_shard_joins_the_last_shard() {
-        let lens = |files: &[InputFile], shard| plan_shards(files, shard).iter().map(Shard::len).collect::<Vec<_>>();
-        // 10% of 100 is 10: a remainder of 10 joins, one of 11 is a shard of its own.
-        assert_eq!(lens(&[file("a", 210)], 100), vec![100, 110]);
-        assert_eq!(lens(&[file("a", 211)], 100), vec![100, 100, 11]);
-        assert_eq!(lens(&[file("a", 105)], 100), vec![105]);
-        // Across files: the slop counts the whole input left, not the file's.
-        assert_eq!(lens(&[file("a", 150), file("b", 55)], 100), vec![100, 105]);
-        let last = plan_shards(&[file("a", 150), file("b", 55)], 100).pop().unwrap();
-        assert_eq!(last.segments.len(), 2);
-        // Huge sizes do not overflow the comparison.
-        assert_eq!(lens(&[file("a", u64::MAX)], u64::MAX / 2), vec![u64::MAX / 2, u64::MAX / 2 + 1]);
-        assert_eq!(lens(&[file("a", u64::MAX), file("b", 4)], u64::MAX), vec![u64::MAX, 4]);
-    }
+    use proptest::prelude::*;
+    use std::io::{Cursor, Seek, SeekFrom};
 
     fn read_segment(data: &[u8], start: u64, end: u64) -> Vec<String> {
         read_segment_in_blocks(data, start, end, LINE_BLOCK).into_iter().map(|(_, l)| l).collect()
@@ -475,21 +332,6 @@ mod tests {
             assert_eq!(read_segment_in_blocks(data, 0, data.len() as u64, block), plain_lines(data), "block {block}");
         }
         assert_eq!(read_segment_in_blocks(data, 5, 18, 4), vec![(17, "xy".to_string())]);
-    }
-
-    #[test]
-    fn a_shard_of_many_files_is_cut_at_the_segment_limit_and_displays_short() {
-        let files: Vec<InputFile> = (0..MAX_SHARD_SEGMENTS + 10).map(|i| file(&format!("/in/{i}"), 1)).collect();
-        let shards = plan_shards(&files, 1 << 30);
-        assert_eq!(shards.iter().map(|s| s.segments.len()).collect::<Vec<_>>(), vec![MAX_SHARD_SEGMENTS, 10]);
-        let text = shards[0].to_string();
-        assert_eq!(
-            text,
-            format!("/in/0[0..1) and {} more segments, {MAX_SHARD_SEGMENTS} bytes", MAX_SHARD_SEGMENTS - 1)
-        );
-        assert_eq!(shards[1].segments[..1].len(), 1);
-        let one = Shard { segments: vec![Segment { path: "a".into(), start: 3, end: 9 }] };
-        assert_eq!(one.to_string(), "a[3..9)");
     }
 
     /// Reads `[start, end)` of `data` with lines of at most `max` bytes; the lines, the
@@ -590,108 +432,5 @@ mod tests {
             prop_assert_eq!(got, expected);
             prop_assert_eq!(skipped, all.iter().filter(|l| !fits(l)).count() as u64);
         }
-    }
-}
-
-/// Hostile sizes for [`plan_shards`]: file lengths up to `u64::MAX`, shard sizes of 1 and
-/// `u64::MAX`, many empty files, totals past `u64::MAX`.
-#[cfg(test)]
-mod fuzz {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn len() -> impl Strategy<Value = u64> {
-        prop_oneof![
-            3 => Just(0u64),
-            3 => 1u64..50,
-            1 => Just(u64::MAX),
-            1 => (1u64..50).prop_map(|d| u64::MAX - d),
-            1 => Just(u64::MAX / 2 + 1),
-            1 => any::<u64>(),
-        ]
-    }
-
-    fn shard_size() -> impl Strategy<Value = u64> {
-        prop_oneof![
-            2 => Just(1u64),
-            2 => 2u64..100,
-            2 => Just(u64::MAX),
-            1 => (0u64..50).prop_map(|d| u64::MAX / 2 + d),
-            1 => any::<u64>().prop_map(|s| s.max(1)),
-        ]
-    }
-
-    /// Files and a shard size, raised if need be so that the plan has at most a few
-    /// thousand shards (a shard size of 1 over a file of `u64::MAX` bytes would have
-    /// `u64::MAX` of them).
-    fn input() -> impl Strategy<Value = (Vec<InputFile>, u64)> {
-        let files = proptest::collection::vec(len(), 0..120).prop_map(|lens| {
-            lens.into_iter().enumerate().map(|(i, len)| InputFile { path: format!("f{i}"), len }).collect::<Vec<_>>()
-        });
-        (files, shard_size()).prop_map(|(files, shard)| {
-            let total: u128 = files.iter().map(|f| u128::from(f.len)).sum();
-            let least = u64::try_from(total / 2000 + 1).expect("at most 120 files of u64::MAX");
-            (files, shard.max(least))
-        })
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
-
-        /// Every byte of every file is in exactly one shard, in input order; no shard or
-        /// segment is empty; every shard but the last holds `shard_size` bytes, and the last
-        /// at most 10% more.
-        #[test]
-        fn plan_shards_covers_every_byte_once_in_order_whatever_the_sizes((files, shard) in input()) {
-            let shards = plan_shards(&files, shard);
-            let segments: Vec<&Segment> = shards.iter().flat_map(|s| &s.segments).collect();
-            let mut next = segments.iter().peekable();
-            for file in files.iter().filter(|f| f.len > 0) {
-                let mut pos = 0u64;
-                while pos < file.len {
-                    let s = next.next().unwrap_or_else(|| panic!("{} not covered past {pos}", file.path));
-                    prop_assert_eq!((&s.path, s.start), (&file.path, pos), "a gap, an overlap or out of order");
-                    prop_assert!(s.end > s.start && s.end <= file.len, "segment {:?} of {:?}", s, file);
-                    pos = s.end;
-                }
-            }
-            prop_assert!(next.peek().is_none(), "segments past the input: {:?}", next.peek());
-
-            let lens: Vec<u128> = shards
-                .iter()
-                .map(|s| s.segments.iter().map(|g| u128::from(g.end - g.start)).sum())
-                .collect();
-            let total: u128 = files.iter().map(|f| u128::from(f.len)).sum();
-            prop_assert_eq!(lens.iter().sum::<u128>(), total);
-            // Full shards, then the remainder of at most 110% of a shard; a remainder of
-            // more than u64::MAX bytes (shard sizes above u64::MAX / 1.1) is cut in two at
-            // u64::MAX, as a Shard's length is a u64.
-            let full = lens.iter().take_while(|&&l| l == u128::from(shard)).count();
-            let tail = &lens[full..];
-            let max = u128::from(u64::MAX);
-            let tail_ok = match tail {
-                [] => true,
-                [last] => *last * 10 <= u128::from(shard) * 11,
-                [first, last] => *first == max && (first + last) * 10 <= u128::from(shard) * 11,
-                _ => false,
-            };
-            prop_assert!(tail_ok && tail.iter().all(|&l| l > 0), "{:?} (shard {})", lens, shard);
-            // Shard::len cannot overflow: a shard never holds more than u64::MAX bytes.
-            prop_assert!(lens.iter().all(|&l| l <= u128::from(u64::MAX)));
-        }
-    }
-
-    #[test]
-    fn many_empty_files_and_totals_past_u64_max_plan_without_overflow() {
-        let empty = (0..10_000).map(|i| InputFile { path: format!("e{i}"), len: 0 });
-        let files: Vec<InputFile> =
-            empty.chain((0..3).map(|i| InputFile { path: format!("h{i}"), len: u64::MAX })).collect();
-        let shards = plan_shards(&files, u64::MAX);
-        assert_eq!(shards.iter().map(Shard::len).collect::<Vec<_>>(), [u64::MAX; 3]);
-        assert!(plan_shards(&files[..10_000], 1).is_empty());
-        // A remainder within the slop but past u64::MAX bytes is cut at u64::MAX.
-        let files = [InputFile { path: "h".into(), len: u64::MAX }, InputFile { path: "t".into(), len: 4 }];
-        let lens: Vec<u64> = plan_shards(&files, u64::MAX - 10).iter().map(Shard::len).collect();
-        assert_eq!(lens, [u64::MAX, 4]);
     }
 }
