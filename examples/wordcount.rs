@@ -252,7 +252,7 @@ fn security(
 fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
     match Duration::try_from_secs_f64(secs) {
         Ok(d) if !d.is_zero() => Ok(d),
-        _ => bail!("{flag} must be a positive number of seconds that fits a duration, got {secs}"),
+        _ => bail!("{flag} must be a positive number of seconds that fits a duration, got {secs:?}"),
     }
 }
 
