@@ -157,6 +157,15 @@ pub enum ServeError {
         /// Why.
         error: std::io::Error,
     },
+    /// The work directory (where map output stays with worker shuffle) cannot be made
+    /// or cleaned.
+    #[error("cannot prepare work directory {}: {error}", path.display())]
+    WorkDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
     /// The gRPC server failed.
     #[error("worker server failed: {0}")]
     Transport(tonic::transport::Error),

@@ -135,6 +135,12 @@ impl JobId {
         JobId(bytes.iter().map(|b| format!("{b:02x}")).collect())
     }
 
+    /// The id written as `text`, if it is one: 32 lower-case hex digits.
+    pub fn parse(text: &str) -> Option<JobId> {
+        let ok = text.len() == 32 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| JobId(text.to_string()))
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0

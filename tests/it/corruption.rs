@@ -62,6 +62,16 @@ impl Damaging {
 
 #[tonic::async_trait]
 impl WorkerRpc for Damaging {
+    type FetchStream = <WorkerService as WorkerRpc>::FetchStream;
+
+    async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
+        self.inner.fetch(request).await
+    }
+
+    async fn end_job(&self, request: Request<pb::EndJobRequest>) -> Result<Response<pb::EndJobResponse>, Status> {
+        self.inner.end_job(request).await
+    }
+
     async fn wait(&self, request: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
         self.inner.wait(request).await
     }

@@ -105,6 +105,7 @@ impl Confined {
                 .map(|(p, start, end)| pb::Segment { path: p.to_string_lossy().into(), start: *start, end: *end })
                 .collect(),
             work_dir: work_dir.to_string_lossy().into(),
+            worker_shuffle: false,
         }
     }
 
@@ -142,6 +143,7 @@ fn job(name: &str, reducers: u32) -> pb::Job {
         compression: pb::Compression::Lz4 as i32,
         max_line_bytes: 1 << 20,
         skip_long_lines: false,
+        job_id: String::new(),
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Cluster {
     /// In-process workers: their registry (jobs are added to it as they run) and the
     /// senders whose drop stops them.
     local: Option<(SharedRegistry, Vec<oneshot::Sender<()>>)>,
+    /// Map output stays on the worker that wrote it ([`Cluster::with_worker_shuffle`]).
+    worker_shuffle: bool,
 }
 
 impl Cluster {
@@ -72,7 +74,13 @@ impl Cluster {
             workers.push(WorkerEndpoint::new(&addr.to_string(), &security, Scheme::Strict)?);
             stops.push(stop);
         }
-        Ok(Cluster { workers, security, config: SchedulerConfig::default(), local: Some((registry, stops)) })
+        Ok(Cluster {
+            workers,
+            security,
+            config: SchedulerConfig::default(),
+            local: Some((registry, stops)),
+            worker_shuffle: false,
+        })
     }
 
     /// A cluster of remote workers at `addrs` (`host:port`, `http://host:port`, or
@@ -89,7 +97,7 @@ impl Cluster {
         if workers.is_empty() {
             return Err(ClusterError::NoWorkers);
         }
-        Ok(Cluster { workers, security, config: SchedulerConfig::default(), local: None })
+        Ok(Cluster { workers, security, config: SchedulerConfig::default(), local: None, worker_shuffle: false })
     }
 
     /// Replaces how the master proves itself: every call carries the token, and with TLS
@@ -134,6 +142,19 @@ impl Cluster {
         self
     }
 
+    /// Keeps map output on the worker that wrote it (`true`), in the worker's own work
+    /// directory (`Worker::with_work_dir`), instead of in the job's work directory on the
+    /// shared filesystem (`false`, the default). Each reduce then fetches its ranges from
+    /// the workers that hold them over gRPC (the `Fetch` call, with the same token and
+    /// TLS), or reads them from disk when it holds them itself; a fetch that fails makes
+    /// the map run again. When the job ends, every worker is told to remove the job's map
+    /// output (`EndJob`). Inputs and the output directory are still read and written by
+    /// path: they need a filesystem that the master and the workers share.
+    pub fn with_worker_shuffle(mut self, on: bool) -> Self {
+        self.worker_shuffle = on;
+        self
+    }
+
     /// The scheduler configuration in force.
     pub fn scheduler_config(&self) -> &SchedulerConfig {
         &self.config
@@ -164,7 +185,13 @@ impl Cluster {
         let shards = plan_shards(&files, spec.shard_size);
         // A reduce request names every map output once (its location) and each of its
         // streams of the partition (about 30 bytes): it must fit a message.
-        let per_map = output.work_str().len() as u64 + 16 + 30;
+        let location = if self.worker_shuffle {
+            // grpc://host:port/<32 hex digits>/<map>/<attempt>
+            self.workers.iter().map(|w| w.addr.len()).max().unwrap_or(0) + 7 + 32 + 3
+        } else {
+            output.work_str().len()
+        };
+        let per_map = location as u64 + 16 + 30;
         let request = (shards.len() as u64).saturating_mul(per_map);
         if request > MAX_MESSAGE as u64 / 2 {
             return Err(RunError::TooManyMaps { maps: shards.len() as u64, shard_size: spec.shard_size });
@@ -192,9 +219,18 @@ impl Cluster {
             compression: convert::compression_to_pb(spec.compression) as i32,
             max_line_bytes: spec.max_line_bytes,
             skip_long_lines: spec.skip_long_lines,
+            job_id: output.job.to_string(),
         });
-        let transport = Grpc { workers: self.workers.clone(), job, work_dir: Arc::from(output.work_str()) };
+        let transport = Grpc {
+            workers: self.workers.clone(),
+            job,
+            work_dir: Arc::from(output.work_str()),
+            worker_shuffle: self.worker_shuffle,
+        };
         let result = drive(scheduler, &transport).await.map_err(RunError::from);
+        if self.worker_shuffle {
+            self.end_job(&output.job).await;
+        }
         let output = Arc::new(output);
         match result {
             Ok(mut report) => {
@@ -223,6 +259,26 @@ impl Cluster {
                 Err(e)
             }
         }
+    }
+
+    /// Tells every worker that the job run `job` ended, so that it removes the map output
+    /// it holds of it. A worker that does not answer within a few seconds keeps it until
+    /// it restarts (a worker removes what it finds in its work directory at start).
+    async fn end_job(&self, job: &storage::JobId) {
+        let calls = self.workers.iter().map(|w| {
+            let mut client = w.client.clone();
+            let request = pb::EndJobRequest { job_id: job.to_string() };
+            async move {
+                match tokio::time::timeout(PREFLIGHT_TIMEOUT, client.end_job(request)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(status)) => {
+                        tracing::warn!(addr = %w.addr, error = %status_message(&status), "end of job refused");
+                    }
+                    Err(_) => tracing::warn!(addr = %w.addr, "no answer to the end of job"),
+                }
+            }
+        });
+        futures_util::future::join_all(calls).await;
     }
 
     /// Fails fast, before any output exists, when no worker answers at all: with

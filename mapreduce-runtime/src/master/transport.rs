@@ -20,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::convert;
 use crate::error::{ClusterError, LOST_ATTEMPT, LOST_MAP};
 use crate::security::{Bearer, Security};
+use crate::shuffle::WorkerLocation;
 use crate::storage;
 
 /// The reply of a call, as the scheduler hears it.
@@ -96,12 +97,15 @@ impl WorkerEndpoint {
     }
 }
 
-/// The production transport: gRPC calls to workers that share the master's filesystem.
+/// The production transport: gRPC calls to workers that share the master's filesystem
+/// (for inputs and the output; map output too, unless `worker_shuffle`).
 pub(crate) struct Grpc {
     pub(crate) workers: Vec<WorkerEndpoint>,
     pub(crate) job: Arc<pb::Job>,
-    /// The job's work directory, where every attempt writes.
+    /// The job's work directory, where every attempt writes (maps: unless `worker_shuffle`).
     pub(crate) work_dir: Arc<str>,
+    /// Map output stays on the worker that wrote it, named by a `WorkerLocation`.
+    pub(crate) worker_shuffle: bool,
 }
 
 impl Transport for Grpc {
@@ -120,10 +124,12 @@ impl Transport for Grpc {
     }
 
     fn run(&self, worker: WorkerId, attempt: AttemptId, task: TaskId, spec: TaskSpec) -> Reply<TaskOutput> {
-        let mut client = self.workers[worker.0 as usize].client.clone();
+        let endpoint = &self.workers[worker.0 as usize];
+        let mut client = endpoint.client.clone();
         let job = Some((*self.job).clone());
         let reducers = self.job.reducers;
         let work_dir = self.work_dir.clone();
+        let holder = self.worker_shuffle.then(|| Holder { addr: endpoint.addr.clone(), job: self.job.job_id.clone() });
         Box::pin(async move {
             match spec {
                 TaskSpec::Map { shard } => {
@@ -136,10 +142,15 @@ impl Transport for Grpc {
                             .into_iter()
                             .map(|s| pb::Segment { path: s.path, start: s.start, end: s.end })
                             .collect(),
-                        work_dir: work_dir.to_string(),
+                        work_dir: if holder.is_some() { String::new() } else { work_dir.to_string() },
+                        worker_shuffle: holder.is_some(),
                     };
                     let reply = client.map(req).await.map_err(|s| failure_from_status(&s))?;
-                    map_output(reply.into_inner(), reducers, &work_dir, task.index, attempt)
+                    let at = match &holder {
+                        Some(holder) => Expected::Held(holder),
+                        None => Expected::InWorkDir(&work_dir),
+                    };
+                    map_output(reply.into_inner(), reducers, at, task.index, attempt)
                 }
                 TaskSpec::Reduce { partition, inputs } => {
                     let (locations, inputs) = convert::reduce_inputs_to_pb(&inputs);
@@ -168,6 +179,10 @@ impl Transport for Grpc {
 
     fn discard(&self, output: TaskOutput) {
         let path = output.location().to_string();
+        if WorkerLocation::is_one(&path) {
+            // On its worker: removed with the rest of the job's map output (EndJob).
+            return;
+        }
         tokio::task::spawn_blocking(move || {
             let _ = std::fs::remove_file(path);
         });
@@ -217,19 +232,44 @@ pub(crate) fn failure_from_status(status: &tonic::Status) -> Failure {
     }
 }
 
+/// A worker that keeps its map output (worker shuffle): its address as the master dials
+/// it, and the job run's id.
+#[derive(Debug, Clone)]
+pub(crate) struct Holder {
+    pub(crate) addr: String,
+    pub(crate) job: String,
+}
+
+/// Where a map reply must say its output lies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Expected<'a> {
+    /// In the job's work directory (shared filesystem): the reply names the file's path.
+    InWorkDir(&'a str),
+    /// On the worker (worker shuffle): the reply names the file; the master names the
+    /// output by the worker's address.
+    Held(&'a Holder),
+}
+
 /// Checks a map reply: one or more runs of one range per partition, in order, back to
 /// back in the one file this attempt must write, so that the master never deletes or
 /// hands a reduce a path a worker made up.
 pub(crate) fn map_output(
     resp: pb::MapResponse,
     reducers: u32,
-    work_dir: &str,
+    at: Expected<'_>,
     task: u32,
     attempt: AttemptId,
 ) -> Result<TaskOutput, Failure> {
-    let expected = Path::new(work_dir).join(storage::map_file_name(task, attempt.0));
+    let name = storage::map_file_name(task, attempt.0);
+    let (expected, location) = match at {
+        Expected::InWorkDir(work_dir) => {
+            let path = Path::new(work_dir).join(&name);
+            (path.to_string_lossy().into_owned(), resp.location.clone())
+        }
+        Expected::Held(holder) => (name, WorkerLocation::new(&holder.addr, &holder.job, task, attempt.0).to_string()),
+    };
     let streams = convert::streams_from_pb(&resp.stream_bytes, &resp.stream_records, reducers)
-        .filter(|_| Path::new(&resp.location) == expected);
+        .filter(|_| Path::new(&resp.location) == Path::new(&expected));
     let Some(streams) = streams else {
         return Err(Failure::Task(format!(
             "worker answered {} ranges of {:?} for {reducers} partitions, not runs of the expected file {expected:?}",
@@ -249,7 +289,7 @@ pub(crate) fn map_output(
         })
         .collect();
     Ok(TaskOutput::Map {
-        location: Location::new(resp.location),
+        location: Location::new(location),
         ranges,
         input_records: resp.input_records,
         skipped_records: resp.skipped_records,
@@ -273,7 +313,7 @@ mod tests {
     #[test]
     fn a_map_reply_is_accepted_only_as_runs_of_the_expected_file() {
         let file = "/w/m00003-a7";
-        let check = |r| map_output(r, 2, "/w", 3, AttemptId(7));
+        let check = |r| map_output(r, 2, Expected::InWorkDir("/w"), 3, AttemptId(7));
         let ok = check(reply(file, &[10, 5, 1, 0])).unwrap();
         let TaskOutput::Map { location, ranges, input_records, .. } = ok else { panic!("a map output") };
         assert_eq!((location.as_str(), ranges.len(), input_records), (file, 4, 5));
@@ -292,6 +332,18 @@ mod tests {
         for r in refused {
             let what = format!("{r:?}");
             assert!(matches!(check(r), Err(Failure::Task(_))), "accepted {what}");
+        }
+    }
+
+    #[test]
+    fn a_held_map_output_is_named_by_the_worker_that_holds_it() {
+        let job = "0123456789abcdef0123456789abcdef";
+        let holder = Holder { addr: "http://127.0.0.1:7001".into(), job: job.into() };
+        let check = |r| map_output(r, 2, Expected::Held(&holder), 3, AttemptId(7));
+        let TaskOutput::Map { location, .. } = check(reply("m00003-a7", &[10, 5])).unwrap() else { panic!() };
+        assert_eq!(location.as_str(), format!("grpc://127.0.0.1:7001/{job}/3/7"));
+        for made_up in ["/w/m00003-a7", "m00003-a8", "../m00003-a7"] {
+            assert!(matches!(check(reply(made_up, &[10, 5])), Err(Failure::Task(_))), "accepted {made_up}");
         }
     }
 

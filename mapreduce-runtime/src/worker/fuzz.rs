@@ -13,7 +13,7 @@ use tonic::Request;
 use super::testing::Count;
 use super::{Registry, Worker};
 use crate::convert;
-use crate::master::transport::map_output;
+use crate::master::transport::{Expected, map_output};
 
 /// The path a hostile request names: `choice` picks one of the kinds below, `root`
 /// being the worker's root; the last kind is `any`, any text at all.
@@ -52,6 +52,7 @@ fn job() -> impl Strategy<Value = Option<pb::Job>> {
             compression,
             max_line_bytes,
             skip_long_lines: skip,
+            job_id: String::new(),
         }),
     )
 }
@@ -90,6 +91,7 @@ proptest! {
                 })
                 .collect(),
             work_dir: paths[4].clone(),
+            worker_shuffle: false,
         };
         let reduce = pb::ReduceRequest {
             job,
@@ -140,7 +142,7 @@ proptest! {
             stream_bytes: bytes.clone(),
             stream_records: records,
         };
-        if let Ok(mapreduce_core::scheduler::TaskOutput::Map { ranges, .. }) = map_output(reply, reducers.max(1), "/w", 0, AttemptId(0)) {
+        if let Ok(mapreduce_core::scheduler::TaskOutput::Map { ranges, .. }) = map_output(reply, reducers.max(1), Expected::InWorkDir("/w"), 0, AttemptId(0)) {
             // Accepted only as whole runs, back to back, of the expected file.
             prop_assert_eq!(location, "/w/m00000-a0");
             prop_assert!(ranges.windows(2).all(|w| w[1].offset == w[0].offset + w[0].bytes));

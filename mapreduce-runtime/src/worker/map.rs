@@ -28,6 +28,9 @@ pub(crate) struct MapTask {
     pub(crate) attempt: u64,
     pub(crate) segments: Vec<Segment>,
     pub(crate) work_dir: PathBuf,
+    /// The work directory is the worker's own (worker shuffle): named by the worker, not
+    /// the request, so opened whatever the data roots.
+    pub(crate) own_work_dir: bool,
     pub(crate) reducers: u32,
     pub(crate) sort_buffer: u64,
     /// How the attempt's output and spills store their blocks.
@@ -62,7 +65,7 @@ pub(crate) fn ensure_not_cancelled(cancelled: &AtomicBool) -> Result<(), TaskErr
 /// record stream per partition (see `mapreduce_core::shuffle::map_side`).
 pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskError> {
     let name = format!("map-{:05}", t.task);
-    let work = WorkDir::open(&t.files, &t.work_dir)?;
+    let work = WorkDir::open(if t.own_work_dir { &Files::Unconfined } else { &t.files }, &t.work_dir)?;
     let output = AtomicFile::create(&work, &storage::map_file_name(t.task, t.attempt))?;
     let output_path = output.path().to_path_buf();
     let shuffle_err = |e| shuffle_error(e, &name, &output_path, &t.work_dir);
@@ -199,6 +202,7 @@ mod tests {
             attempt: 0,
             segments: vec![seg],
             work_dir: work.clone(),
+            own_work_dir: false,
             reducers: 2,
             sort_buffer: 1 << 20,
             compression: Compression::None,

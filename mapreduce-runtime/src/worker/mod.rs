@@ -5,6 +5,11 @@
 //! - `reduce`: a reduce attempt, from map output ranges to its output file;
 //! - `files`: the atomic output file and the scratch files of both.
 //!
+//! With worker shuffle (a map request's `worker_shuffle`), a map attempt writes into the
+//! worker's own work directory ([`Worker::with_work_dir`]), one directory per job run,
+//! and the worker serves the output with `Fetch` until the master's `EndJob` (see
+//! `crate::shuffle`).
+//!
 //! User code runs on tokio's blocking pool, never on the async threads, and a panic in it
 //! is caught and answered as a failed attempt: a worker survives any task.
 //!
@@ -51,7 +56,9 @@ use crate::confine::Files;
 use crate::convert;
 use crate::error::{ServeError, TaskError, panic_message};
 use crate::security::{Authenticate, Security, Token};
-use crate::shuffle::{SharedFs, ShuffleSource};
+use crate::shuffle::store::{Store, default_work_dir};
+use crate::shuffle::{GrpcShuffle, SharedFs, ShuffleSource, Shuffles, WorkerLocation};
+use crate::storage::{self, JobId};
 use map::{MapResult, MapTask};
 use reduce::{ReduceResult, ReduceTask};
 
@@ -155,6 +162,9 @@ pub struct Worker {
     roots: Option<Vec<PathBuf>>,
     /// Who may call it: checked on every call, and against the listener's address.
     security: Security,
+    /// Where map output stays with worker shuffle: `None` for a new directory under the
+    /// OS's temporary directory, removed when the worker stops.
+    work_dir: Option<PathBuf>,
 }
 
 impl Worker {
@@ -175,9 +185,10 @@ impl Worker {
             registry,
             files: Files::Unconfined,
             shuffle: Arc::new(SharedFs::default()),
+            store: None,
             slots: Arc::new(Slots { running: AtomicUsize::new(0), limit: usize::MAX }),
         };
-        Worker { service, roots: None, security: Security::new() }
+        Worker { service, roots: None, security: Security::new(), work_dir: None }
     }
 
     /// Adds a data root: the worker reads inputs and map outputs, and writes attempt
@@ -187,6 +198,17 @@ impl Worker {
     /// call it again for more roots. Roots are opened when the worker starts serving.
     pub fn with_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.roots.get_or_insert_with(Vec::new).push(root.into());
+        self
+    }
+
+    /// Keeps map output (with worker shuffle) in `dir`, one directory per job run, each
+    /// removed when its job ends. The directory is the worker's own: made if missing,
+    /// and the job directories in it (left by an earlier run of a worker) are removed
+    /// when the worker starts. It is always writable by the worker, whatever its data
+    /// roots. The default is a new directory `mapreduce-worker-<pid>-<random>` under the
+    /// OS's temporary directory, removed when [`Worker::serve_with_shutdown`] ends.
+    pub fn with_work_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.work_dir = Some(dir.into());
         self
     }
 
@@ -223,16 +245,28 @@ impl Worker {
     /// The gRPC service, for embedding in a server of your own (or wrapping in tests),
     /// with its data roots opened. It checks no token: that is
     /// [`Worker::serve_with_shutdown`]'s.
-    pub fn into_service(mut self) -> Result<WorkerService, ServeError> {
+    pub fn into_service(self) -> Result<WorkerService, ServeError> {
+        Ok(self.into_parts()?.0)
+    }
+
+    /// The service, and whether its work directory is a default one (to remove at the end).
+    fn into_parts(mut self) -> Result<(WorkerService, bool), ServeError> {
         if let Some(mut roots) = self.roots.take() {
             if roots.is_empty() {
                 roots.push(std::env::current_dir().map_err(|error| ServeError::Root { path: ".".into(), error })?);
             }
             let files = Files::confined(&roots).map_err(|(path, error)| ServeError::Root { path, error })?;
-            self.service.shuffle = Arc::new(SharedFs::new(files.clone()));
             self.service.files = files;
         }
-        Ok(self.service)
+        let default = self.work_dir.is_none();
+        let dir = self.work_dir.take().unwrap_or_else(default_work_dir);
+        let store = Store::open(&dir).map_err(|error| ServeError::WorkDir { path: dir, error })?;
+        self.service.shuffle = Arc::new(Shuffles {
+            shared: SharedFs::new(self.service.files.clone()),
+            grpc: GrpcShuffle::new(store.clone(), self.security.clone()),
+        });
+        self.service.store = Some(store);
+        Ok((self.service, default))
     }
 
     /// Whether [`Worker::serve_with_shutdown`] would serve a listener on `addr`: protected
@@ -264,12 +298,17 @@ impl Worker {
             server = server.tls_config(tls.server_config()?).map_err(ServeError::Tls)?;
         }
         let authenticate = Authenticate(self.security.token().cloned());
-        let service = self.into_service()?;
+        let (service, default_dir) = self.into_parts()?;
+        let store = service.store.clone();
         let service = pb::worker_server::WorkerServer::new(service).max_decoding_message_size(64 << 20);
-        server
+        let served = server
             .add_service(InterceptedService::new(service, authenticate))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-            .await?;
+            .await;
+        if let Some(store) = store.filter(|_| default_dir) {
+            store.remove();
+        }
+        served?;
         Ok(())
     }
 }
@@ -282,6 +321,8 @@ struct JobParts {
     compression: Compression,
     max_line: usize,
     skip_long_lines: bool,
+    /// The job run's id, if the master sent one.
+    job_id: Option<JobId>,
 }
 
 /// The most a reply may hold: the message limit, less room for tonic's framing.
@@ -295,6 +336,8 @@ pub struct WorkerService {
     files: Files,
     /// Where reduces read map output from.
     shuffle: Arc<dyn ShuffleSource>,
+    /// Where map output stays with worker shuffle (set when the service is built).
+    store: Option<Store>,
     /// Tasks running, and the most at once.
     slots: Arc<Slots>,
 }
@@ -359,7 +402,15 @@ impl WorkerService {
                 spec.max_line_bytes
             )));
         }
+        let job_id = match spec.job_id.as_str() {
+            "" => None,
+            id => Some(
+                JobId::parse(id)
+                    .ok_or_else(|| TaskError::InvalidRequest(format!("job id {id:?} is not 32 hex digits")))?,
+            ),
+        };
         Ok(JobParts {
+            job_id,
             job: PendingJob { decoder, name: spec.name, payload: spec.payload },
             reducers: spec.reducers,
             sort_buffer: spec.sort_buffer_bytes,
@@ -367,6 +418,18 @@ impl WorkerService {
             max_line: spec.max_line_bytes as usize,
             skip_long_lines: spec.skip_long_lines,
         })
+    }
+
+    /// The worker's own directory of `job`'s map output, made if missing.
+    fn job_dir(&self, job: &Option<JobId>) -> Result<PathBuf, TaskError> {
+        let job =
+            job.as_ref().ok_or_else(|| TaskError::InvalidRequest("a worker-shuffle map needs a job id".into()))?;
+        let store = self.store()?;
+        store.job_dir(job).map_err(|error| TaskError::Write { path: store.dir().join(job.as_str()), error })
+    }
+
+    fn store(&self) -> Result<&Store, TaskError> {
+        self.store.as_ref().ok_or_else(|| TaskError::InvalidRequest("this worker keeps no map output".into()))
     }
 
     /// Checks that `path` is absolute, not too long, has no `..`, and lies under a data
@@ -412,8 +475,33 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// The body of a `Fetch` answer.
+type FetchStream = tokio_stream::wrappers::ReceiverStream<Result<pb::FetchChunk, Status>>;
+
 #[tonic::async_trait]
 impl pb::worker_server::Worker for WorkerService {
+    type FetchStream = FetchStream;
+
+    async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<FetchStream>, Status> {
+        let req = request.into_inner();
+        let held = self.store()?.open_range(&req.job_id, req.map, req.attempt, req.offset, req.bytes)?;
+        tracing::debug!(map = req.map, attempt = req.attempt, bytes = req.bytes, "fetch");
+        Ok(Response::new(FetchStream::new(crate::shuffle::serve_range(held))))
+    }
+
+    async fn end_job(&self, request: Request<pb::EndJobRequest>) -> Result<Response<pb::EndJobResponse>, Status> {
+        let id = request.into_inner().job_id;
+        let job = JobId::parse(&id)
+            .ok_or_else(|| TaskError::InvalidRequest(format!("job id {:?} is not 32 hex digits", id)))?;
+        let store = self.store()?.clone();
+        let path = store.dir().join(job.as_str());
+        tokio::task::spawn_blocking(move || store.end_job(&job))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|error| TaskError::Write { path, error })?;
+        Ok(Response::new(pb::EndJobResponse {}))
+    }
+
     async fn wait(&self, request: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
         let wait = Duration::from_millis(request.into_inner().millis);
         if wait > MAX_WAIT {
@@ -427,7 +515,8 @@ impl pb::worker_server::Worker for WorkerService {
 
     async fn map(&self, request: Request<pb::MapRequest>) -> Result<Response<pb::MapResponse>, Status> {
         let req = request.into_inner();
-        let JobParts { job, reducers, sort_buffer, compression, max_line, skip_long_lines } = self.job(req.job)?;
+        let JobParts { job, reducers, sort_buffer, compression, max_line, skip_long_lines, job_id } =
+            self.job(req.job)?;
         let task = u32::try_from(req.task).map_err(|_| TaskError::InvalidRequest("task index too large".into()))?;
         if req.segments.len() > MAX_SHARD_SEGMENTS {
             return Err(TaskError::InvalidRequest(format!(
@@ -447,7 +536,15 @@ impl pb::worker_server::Worker for WorkerService {
                 Ok(Segment { path: s.path.clone(), start: s.start, end: s.end })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let work_dir = self.path(&req.work_dir)?;
+        let own_work_dir = req.worker_shuffle;
+        let work_dir = if own_work_dir {
+            if !req.work_dir.is_empty() {
+                return Err(TaskError::InvalidRequest("a worker-shuffle map names no work directory".into()).into());
+            }
+            self.job_dir(&job_id)?
+        } else {
+            self.path(&req.work_dir)?
+        };
         let slot = self.slots.take()?;
         let cancelled = Arc::new(AtomicBool::new(false));
         let _cancel = CancelOnDrop(cancelled.clone());
@@ -456,6 +553,7 @@ impl pb::worker_server::Worker for WorkerService {
             attempt: req.attempt,
             segments,
             work_dir,
+            own_work_dir,
             reducers,
             sort_buffer,
             compression,
@@ -474,8 +572,11 @@ impl pb::worker_server::Worker for WorkerService {
         .inspect_err(|e| tracing::warn!(task, error = %e, "map failed"))?;
         tracing::debug!(task, attempt = req.attempt, ms = started.elapsed().as_millis() as u64, "map done");
         let (stream_bytes, stream_records) = convert::streams_to_pb(&result.streams);
+        let path = result.location;
+        // With worker shuffle the output stays here: the master names it by this worker.
+        let location = if own_work_dir { storage::map_file_name(task, req.attempt) } else { path.clone() };
         let reply = pb::MapResponse {
-            location: result.location,
+            location,
             stream_bytes,
             stream_records,
             input_records: result.input_records,
@@ -483,7 +584,7 @@ impl pb::worker_server::Worker for WorkerService {
         };
         let bytes = prost::Message::encoded_len(&reply);
         if bytes > MAX_REPLY {
-            let _ = std::fs::remove_file(&reply.location);
+            let _ = std::fs::remove_file(&path);
             let streams = reply.stream_bytes.len();
             return Err(TaskError::ReplyTooLarge { bytes, limit: MAX_REPLY, streams, reducers }.into());
         }
@@ -497,7 +598,12 @@ impl pb::worker_server::Worker for WorkerService {
             return Err(TaskError::InvalidRequest(format!("partition {} of {reducers} reducers", req.partition)).into());
         }
         for location in &req.locations {
-            self.path(location)?;
+            if WorkerLocation::is_one(location) {
+                WorkerLocation::parse(location)
+                    .ok_or_else(|| TaskError::InvalidRequest(format!("bad worker location {location:?}")))?;
+            } else {
+                self.path(location)?;
+            }
         }
         let inputs = convert::reduce_inputs_from_pb(req.locations, req.inputs, req.partition)
             .map_err(TaskError::InvalidRequest)?;
@@ -567,6 +673,7 @@ mod tests {
             compression,
             max_line_bytes: 1 << 20,
             skip_long_lines: false,
+            job_id: String::new(),
         };
         let parts = service.job(Some(spec(pb::Compression::Lz4 as i32))).unwrap();
         assert_eq!((parts.reducers, parts.sort_buffer, parts.compression), (2, 1 << 20, Compression::Lz4));

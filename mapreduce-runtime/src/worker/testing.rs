@@ -73,6 +73,7 @@ pub(crate) fn map_all(
         attempt: sort_buffer,
         segments: vec![seg],
         work_dir: work.into(),
+        own_work_dir: false,
         reducers,
         sort_buffer,
         compression,
