@@ -7,5 +7,6 @@ mod faults;
 mod hostile;
 mod processes;
 mod security;
+mod shuffle;
 mod support;
 mod wordcount;
