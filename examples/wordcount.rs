@@ -2,17 +2,20 @@
 //!
 //! ```text
 //! wordcount run    [--input PATH]... [--output DIR] [--workers N] [--reducers R]
-//!                  [--shard-size BYTES] [--report FILE]
-//! wordcount worker --listen ADDR [--root DIR]... [--token-file FILE] [--insecure]
+//!                  [--shard-size BYTES] [--worker-shuffle] [--report FILE]
+//! wordcount worker --listen ADDR [--root DIR]... [--work-dir DIR] [--token-file FILE] [--insecure]
 //!                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
 //! wordcount master --worker ADDR [--worker ADDR]... --input PATH... --output DIR
-//!                  [--reducers R] [--shard-size BYTES] [--task-timeout SECS] [--report FILE]
+//!                  [--reducers R] [--shard-size BYTES] [--worker-shuffle] [--task-timeout SECS]
+//!                  [--report FILE]
 //!                  [--token-file FILE] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
 //! ```
 //!
 //! A worker on an address that is not loopback needs `--token-file` (or client
 //! certificates, `--tls-client-ca`), or `--insecure`. With `--tls-ca`, the master dials
-//! its workers over TLS: `--worker host:port` means `https://host:port`.
+//! its workers over TLS: `--worker host:port` means `https://host:port`. With
+//! `--worker-shuffle`, map output stays in each worker's `--work-dir` and reduces fetch
+//! it from the worker that wrote it; inputs and the output still need a shared filesystem.
 
 #![allow(clippy::print_stdout)] // a command-line program: printing is its job
 
@@ -65,6 +68,11 @@ enum Command {
         /// default: the current directory).
         #[arg(long = "root", value_name = "DIR")]
         roots: Vec<PathBuf>,
+        /// Where map output stays with --worker-shuffle (the worker's own; job directories
+        /// left in it are removed at start). Default: a new directory under the OS's
+        /// temporary directory, removed when the worker stops.
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
         /// A file holding the token every call must carry (surrounding whitespace ignored).
         #[arg(long)]
         token_file: Option<PathBuf>,
@@ -130,6 +138,9 @@ struct Shape {
     /// How intermediate files store their blocks: none or lz4.
     #[arg(long, default_value_t = Compression::default())]
     compression: Compression,
+    /// Keep map output on the worker that wrote it; reduces fetch it over gRPC.
+    #[arg(long)]
+    worker_shuffle: bool,
 }
 
 impl Shape {
@@ -158,14 +169,17 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Worker { listen, roots, token_file, insecure, tls_cert, tls_key, tls_client_ca } => {
+        Command::Worker { listen, roots, work_dir, token_file, insecure, tls_cert, tls_key, tls_client_ca } => {
             let mut security =
                 security(token_file.as_deref(), tls_cert.as_deref(), tls_key.as_deref(), tls_client_ca.as_deref())?;
             if insecure {
                 security = security.insecure();
             }
             let worker = Worker::new(Registry::new().register::<WordCount>()).with_security(security);
-            let worker = roots.into_iter().fold(worker, Worker::with_root);
+            let mut worker = roots.into_iter().fold(worker, Worker::with_root);
+            if let Some(dir) = work_dir {
+                worker = worker.with_work_dir(dir);
+            }
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             let addr = listener.local_addr()?;
@@ -194,7 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(o) => o,
                 None => tempfile::Builder::new().prefix("wordcount-out-").tempdir()?.keep(),
             };
-            let cluster = Cluster::local(workers).await?;
+            let cluster = Cluster::local(workers).await?.with_worker_shuffle(shape.worker_shuffle);
             let spec = shape.spec(inputs, &output);
             finish(cluster.run(spec).await?, &output, report.as_deref())
         }
@@ -214,7 +228,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let task_timeout = seconds("--task-timeout", task_timeout)?;
             let no_worker_timeout = seconds("--no-worker-timeout", no_worker_timeout)?;
             let security = security(token_file.as_deref(), tls_cert.as_deref(), tls_key.as_deref(), tls_ca.as_deref())?;
-            let mut cluster = Cluster::connect(&workers)?.with_security(security)?.with_task_timeout(task_timeout);
+            let mut cluster = Cluster::connect(&workers)?
+                .with_security(security)?
+                .with_task_timeout(task_timeout)
+                .with_worker_shuffle(shape.worker_shuffle);
             let config = SchedulerConfig { no_worker_timeout, ..cluster.scheduler_config().clone() };
             cluster = cluster.with_scheduler_config(config);
             let spec = shape.spec(inputs, &output);

@@ -82,7 +82,9 @@
 //! # Running workers as processes
 //!
 //! Workers hold a [`Registry`] of the job types they can run; the master sends the job's
-//! name and fields with every task. All hosts must share a filesystem. A worker serves
+//! name and fields with every task. All hosts must share a filesystem for the inputs and
+//! the output; map output too, unless the cluster keeps it on the workers
+//! ([`Cluster::with_worker_shuffle`]). A worker serves
 //! only loopback until it is given a token (or client certificates) that its master
 //! presents: see [`security`].
 //!
