@@ -4,7 +4,7 @@
 //! ```text
 //! cargo bench --bench sort -- [--size-mb N] [--runs N] [--workers N] [--reducers N]
 //!                             [--samples N] [--shard-mb N] [--sort-buffer-mb N]
-//!                             [--compression none|lz4]
+//!                             [--compression none|lz4] [--worker-shuffle]
 //! ```
 //! The two run alternately, `--runs` times each after one untimed run of each (which
 //! checks the output and measures each one's peak RSS). Prints the median time of each
@@ -35,6 +35,8 @@ struct Args {
     shard_size: u64,
     sort_buffer: u64,
     compression: Compression,
+    /// Map output stays on its worker and reduces fetch it over gRPC.
+    worker_shuffle: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -47,6 +49,7 @@ fn args() -> anyhow::Result<Args> {
         shard_size: DEFAULT_SHARD_SIZE,
         sort_buffer: DEFAULT_SORT_BUFFER,
         compression: Compression::default(),
+        worker_shuffle: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -60,6 +63,7 @@ fn args() -> anyhow::Result<Args> {
             "--shard-mb" => a.shard_size = value()?.parse::<u64>()? << 20,
             "--sort-buffer-mb" => a.sort_buffer = value()?.parse::<u64>()? << 20,
             "--compression" => a.compression = value()?.parse().map_err(anyhow::Error::msg)?,
+            "--worker-shuffle" => a.worker_shuffle = true,
             "--bench" => {}
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -103,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
         sort_sequential(&inputs, &expected)?;
         Ok((t.elapsed(), cpu.zip(cpu_time()).map(|(before, after)| after - before)))
     };
-    let cluster = Cluster::local(a.workers).await?;
+    let cluster = Cluster::local(a.workers).await?.with_worker_shuffle(a.worker_shuffle);
     let mr_run = async |run: usize| -> anyhow::Result<(Duration, Option<Duration>)> {
         let out = dir.path().join(format!("out-{run}"));
         let (t, cpu) = (Instant::now(), cpu_time());

@@ -2,7 +2,7 @@
 //! plain `FxHashMap` one, for reference) of the same generated corpus, in the same run.
 //!
 //! ```text
-//! cargo bench --bench wordcount -- [--size-mb N] [--runs N] [--workers N] [--compression none|lz4]
+//! cargo bench --bench wordcount -- [--size-mb N] [--runs N] [--workers N] [--compression none|lz4] [--worker-shuffle]
 //! ```
 //! The tuned count and the cluster run alternately, `--runs` times each after one untimed
 //! run of each (which checks the output); the plain count runs once. Prints the median
@@ -31,10 +31,12 @@ struct Args {
     runs: usize,
     workers: usize,
     compression: Compression,
+    /// Map output stays on its worker and reduces fetch it over gRPC.
+    worker_shuffle: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args { size_mb: 256, runs: 3, workers: 2, compression: Compression::default() };
+    let mut a = Args { size_mb: 256, runs: 3, workers: 2, compression: Compression::default(), worker_shuffle: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{arg} needs a value"));
@@ -43,6 +45,7 @@ fn args() -> anyhow::Result<Args> {
             "--runs" => a.runs = value()?.parse()?,
             "--workers" => a.workers = value()?.parse()?,
             "--compression" => a.compression = value()?.parse().map_err(anyhow::Error::msg)?,
+            "--worker-shuffle" => a.worker_shuffle = true,
             "--bench" => {}
             other => anyhow::bail!("unknown argument {other}"),
         }
@@ -81,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
         out.flush()?;
         Ok((t.elapsed(), counts))
     };
-    let cluster = Cluster::local(a.workers).await?;
+    let cluster = Cluster::local(a.workers).await?.with_worker_shuffle(a.worker_shuffle);
     let run_cluster = async |run: usize| -> anyhow::Result<Duration> {
         let out = dir.path().join(format!("out-{run}"));
         let t = Instant::now();
