@@ -122,7 +122,7 @@ fn main() -> anyhow::Result<()> {
     let shards = (0..u64::from(a.maps))
         .map(|i| Shard { segments: vec![Segment { path: "in".to_string(), start: i * 64, end: (i + 1) * 64 }] })
         .collect();
-    let plan = JobPlan { shards, reducers: a.reduces, workers: a.workers };
+    let plan = JobPlan { shards, reducers: a.reduces, workers: a.workers, outputs_on_workers: false };
     let base = common::peak_rss_mb();
     let mut sched = Scheduler::new(plan, SchedulerConfig::default()).context("a valid plan")?;
 

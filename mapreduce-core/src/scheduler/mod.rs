@@ -81,6 +81,7 @@
 
 mod attempt;
 mod config;
+mod membership;
 mod report;
 mod speculation;
 mod task;
@@ -121,6 +122,8 @@ pub struct Scheduler {
     workers: Workers,
     /// The attempts running, including those that lost to another attempt of their task.
     attempts: FxHashMap<AttemptId, Attempt>,
+    /// Whether map outputs stay on their workers ([`JobPlan::outputs_on_workers`]).
+    outputs_on_workers: bool,
     /// Map outputs (map task, attempt) that were accepted, then lost and forgotten.
     lost_outputs: FxHashSet<(u32, AttemptId)>,
     /// Bytes and skipped records of each map task's last accepted output, for the report.
@@ -173,6 +176,7 @@ impl Scheduler {
             tasks: Tasks::new(maps, plan.reducers),
             workers: Workers::new(plan.workers),
             attempts: FxHashMap::default(),
+            outputs_on_workers: plan.outputs_on_workers,
             lost_outputs: FxHashSet::default(),
             map_sizes: vec![(0, 0); maps as usize],
             speculation: Speculation::default(),
@@ -217,6 +221,10 @@ impl Scheduler {
             },
             Event::Succeeded { attempt, output } => self.on_success(now, attempt, output),
             Event::Failed { attempt, reason } => self.on_failure(now, attempt, reason),
+            Event::WorkerLeft { worker } => self.leave(now, worker),
+            Event::WorkerJoined => {
+                let _ = self.add_worker(now);
+            }
         }
         self.arm_backup_timer();
     }
@@ -261,6 +269,12 @@ impl Scheduler {
             let probe = self.workers.get(w).state() == (WorkerState::Resting { probe: true });
             self.workers.make_ready(w, if probe { WorkerState::NeedsProbe } else { WorkerState::Ready });
         }
+        while let Some(w) = self.timers.dead(now) {
+            self.declare_dead(w);
+            if self.phase == Phase::Done {
+                return self.actions.pop_front();
+            }
+        }
         if self.timers.no_workers.is_some_and(|deadline| now >= deadline) {
             let (waited, last) = (self.config.no_worker_timeout, self.last_unreachable.clone());
             self.finish(Err(JobError::NoWorkers { waited, last }));
@@ -296,18 +310,15 @@ impl Scheduler {
     /// that the ready workers leave and that has not failed on it (so that it surely takes
     /// a task once ready), or, when no worker is ready, for a backup that is due.
     fn wakeable(&self, now: Instant) -> Option<(WorkerId, WaitId)> {
-        let todo = || self.tasks.todo.iter().copied().filter(|&t| self.tasks.launchable(t));
+        let todo = || self.tasks.todo.iter().filter(|&t| self.tasks.launchable(t));
         let for_todo = |w: WorkerId| todo().any(|t| !self.tasks.failed_on(t, w));
         let maps_only = self.tasks.maps_pending();
         let for_backup =
             self.workers.ready_len() == 0 && self.speculation.candidate(now, &self.config, maps_only).is_some();
-        if todo().count() <= self.workers.ready_len() && !for_backup {
+        if self.tasks.launchable_todo() <= self.workers.ready_len() && !for_backup {
             return None;
         }
-        self.workers.iter().find_map(|(w, worker)| match worker.state() {
-            WorkerState::IdleWait(wait) if for_backup || for_todo(w) => Some((w, wait)),
-            _ => None,
-        })
+        self.workers.idle().find(|&(w, _)| for_backup || for_todo(w))
     }
 
     /// Sets the backup timer: the moment the oldest running task becomes eligible for a
@@ -338,16 +349,21 @@ impl Scheduler {
     /// up `no_worker_timeout` from now if every worker is silent.
     fn rest_unreachable(&mut self, now: Instant, w: WorkerId) {
         let delay = backoff(self.workers.get(w).unreachable, self.config.retry_base, self.config.retry_cap);
-        if self.workers.fell_silent(w) {
+        let (falls, last) = self.workers.fell_silent(now, w);
+        if last {
             self.timers.no_workers = Some(now + self.config.no_worker_timeout);
+        }
+        if falls && self.outputs_on_workers {
+            self.timers.deaths.insert((now + self.config.dead_after, w));
         }
         self.rest(w, now + delay, true);
     }
 
     /// `w` answered: it is reachable again.
     fn answered(&mut self, w: WorkerId) {
-        if self.workers.answered(w) {
+        if let Some(since) = self.workers.answered(w) {
             self.timers.no_workers = None;
+            self.timers.deaths.remove(&(since + self.config.dead_after, w));
         }
     }
 
