@@ -111,13 +111,13 @@ fn main() -> anyhow::Result<()> {
         a.maps, a.reduces, a.workers, a.ranges, ranges
     );
     if ranges > a.max_ranges {
-        let gb = ranges as f64 * std::mem::size_of::<MapOutputRange>() as f64 / 1e9;
-        bail!(
-            "refused: the scheduler would keep {ranges} ranges (about {gb:.0} GB at {} bytes each), more than \
+        let gb = ranges as f64 * 32.0 / 1e9;
+        println!(
+            "refused: the scheduler would keep {ranges} ranges (about {gb:.0} GB at 32 bytes each), more than \
              --max-ranges {}; pass a smaller --ranges",
-            std::mem::size_of::<MapOutputRange>(),
             a.max_ranges
         );
+        std::process::exit(2);
     }
     let shards = (0..u64::from(a.maps))
         .map(|i| Shard { segments: vec![Segment { path: "in".to_string(), start: i * 64, end: (i + 1) * 64 }] })
@@ -158,6 +158,8 @@ fn main() -> anyhow::Result<()> {
                             if !reduce_phase {
                                 reduce_phase = true;
                                 phases[0].time = clock.elapsed();
+                                let rss = common::peak_rss_mb().unwrap_or(0.0);
+                                println!("  (map phase over after {:.2?}; peak RSS {rss:.0} MiB)", phases[0].time);
                                 clock = Instant::now();
                             }
                             if let TaskSpec::Reduce { inputs, .. } = &spec

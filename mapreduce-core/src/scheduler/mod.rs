@@ -4,7 +4,8 @@
 //! reads a clock or touches a socket. The runtime tells it what happened and drains what
 //! to do next:
 //!
-//! 1. [`Scheduler::new`] with the [`JobPlan`]; every worker starts ready.
+//! 1. [`Scheduler::new`] with the [`JobPlan`]; every worker starts ready (more may join
+//!    later: [`Scheduler::add_worker`]).
 //! 2. Drain [`Scheduler::poll_action`] until `None`, doing each [`Action`]: start an RPC
 //!    under the given deadline, cut a worker's idle Wait short ([`Action::Wake`]), delete
 //!    a discarded output, or stop at [`Action::Finished`].
@@ -70,6 +71,19 @@
 //!   tasks)`, and fewer than `max_backups` backups run. Maps re-run in the REDUCE phase
 //!   are not among its finished tasks. A task gets one backup at most (until it fails
 //!   back to TODO). The first success wins; the others are discarded when they reply.
+//! - Workers join ([`Scheduler::add_worker`], or [`Event::WorkerJoined`]: ids in order,
+//!   the next is the number of workers so far), ready at once, and leave
+//!   ([`Event::WorkerLeft`]): a departed worker is never called again once its call in
+//!   flight ends, and counts as silent for good.
+//! - When map outputs stay on workers ([`JobPlan::outputs_on_workers`]), an accepted map
+//!   output is held by the worker of its attempt. A worker that leaves, or that is
+//!   declared dead (silent, every call to it failing, for [`SchedulerConfig::dead_after`]
+//!   since it fell silent), loses at once every accepted output it holds: each such map
+//!   is TODO again (RUNNING with its backups, if any), counted in `map_outputs_lost` and
+//!   against the map's `4 × max_attempts` losses, as a lost map output; running reduces
+//!   continue. A dead worker that answers later is used again; its old outputs stay
+//!   forgotten. A map output accepted from a worker that left meanwhile is lost at once.
+//!   On a shared filesystem (`false`) outputs outlive their workers.
 //! - [`Event::WaitAnswered`] and [`Event::WaitFailed`] are accepted only for the worker's
 //!   current Wait.
 //! - A worker with nothing to do gets an idle Wait of `idle_wait`. It is woken
