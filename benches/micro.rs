@@ -148,7 +148,7 @@ fn plan() -> JobPlan {
     let shards = (0..u64::from(MAPS))
         .map(|i| Shard { segments: vec![Segment { path: "in".to_string(), start: i * 64, end: (i + 1) * 64 }] })
         .collect();
-    JobPlan { shards, reducers: 1, workers: WORKERS }
+    JobPlan { shards, reducers: 1, workers: WORKERS, outputs_on_workers: false }
 }
 
 /// Runs a whole job, answering every call at once, one round of replies per millisecond of

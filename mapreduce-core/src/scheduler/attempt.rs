@@ -81,7 +81,10 @@ impl Scheduler {
             self.workers.iter().any(other)
         };
         let may = |t: TaskId| self.tasks.launchable(t) && (!self.tasks.failed_on(t, w) || !usable_elsewhere(t));
-        let i = self.tasks.todo.iter().position(|&t| may(t))?;
+        if self.tasks.launchable_todo() == 0 {
+            return None;
+        }
+        let i = self.tasks.todo.iter().position(may)?;
         self.tasks.todo.remove(i)
     }
 
@@ -126,10 +129,18 @@ impl Scheduler {
             (TaskKind::Map, TaskOutput::Map { location, ranges, skipped_records, .. }) => {
                 let bytes = ranges.iter().map(|r| r.bytes).fold(0, u64::saturating_add);
                 self.map_sizes[task.index as usize] = (bytes, skipped_records);
-                let output = MapOutput { attempt, location, ranges };
+                let holder = self.outputs_on_workers.then_some(a.worker);
+                if let Some(h) = holder {
+                    self.workers.get_mut(h).held.push(task.index);
+                }
+                let output = MapOutput::new(attempt, location, &ranges, holder);
                 let done = self.change_task(task, |t| t.maps.accept(task.index, output));
                 if done && self.phase == Phase::Map {
                     self.start_reduce();
+                }
+                if self.workers.get(a.worker).left {
+                    // It left with the call in flight: what it holds is gone.
+                    self.lose_outputs_of(a.worker, "the worker left");
                 }
             }
             (TaskKind::Reduce, TaskOutput::Reduce { path, records, .. }) => {
@@ -223,7 +234,7 @@ impl Scheduler {
     /// of it that still run, if any), unless its outputs were lost `4 × max_attempts`
     /// times: then the job fails, and this returns true. A report about an output already
     /// forgotten changes nothing.
-    fn lose_map_output(&mut self, map: u32, lost: AttemptId, failure: AttemptFailure) -> bool {
+    pub(super) fn lose_map_output(&mut self, map: u32, lost: AttemptId, failure: AttemptFailure) -> bool {
         if self.tasks.maps.output(map).is_none_or(|m| m.attempt != lost) {
             tracing::debug!(map, attempt = %lost, "output already forgotten");
             return false;

@@ -21,6 +21,9 @@ pub struct SchedulerConfig {
     /// The job fails when every worker is unreachable and none has answered for this long
     /// since the last one fell silent.
     pub no_worker_timeout: Duration,
+    /// When map outputs stay on workers: a worker silent this long since it fell silent
+    /// (every call to it failing since) is declared dead, and its map outputs are lost.
+    pub dead_after: Duration,
     /// Consecutive failed attempts after which a worker is put on probation (0: never).
     pub probation_after: u32,
     /// First probation period.
@@ -45,6 +48,7 @@ impl Default for SchedulerConfig {
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(5),
             no_worker_timeout: Duration::from_secs(60),
+            dead_after: Duration::from_secs(10),
             probation_after: 3,
             probation_base: Duration::from_secs(1),
             speculation: true,
@@ -101,6 +105,7 @@ impl SchedulerConfig {
             ("retry_base", self.retry_base),
             ("retry_cap", self.retry_cap),
             ("no_worker_timeout", self.no_worker_timeout),
+            ("dead_after", self.dead_after),
             ("probation_base", self.probation_base),
             ("idle_wait", self.idle_wait),
         ] {

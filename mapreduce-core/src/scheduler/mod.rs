@@ -4,7 +4,8 @@
 //! reads a clock or touches a socket. The runtime tells it what happened and drains what
 //! to do next:
 //!
-//! 1. [`Scheduler::new`] with the [`JobPlan`]; every worker starts ready.
+//! 1. [`Scheduler::new`] with the [`JobPlan`]; every worker starts ready (more may join
+//!    later: [`Scheduler::add_worker`]).
 //! 2. Drain [`Scheduler::poll_action`] until `None`, doing each [`Action`]: start an RPC
 //!    under the given deadline, cut a worker's idle Wait short ([`Action::Wake`]), delete
 //!    a discarded output, or stop at [`Action::Finished`].
@@ -70,6 +71,19 @@
 //!   tasks)`, and fewer than `max_backups` backups run. Maps re-run in the REDUCE phase
 //!   are not among its finished tasks. A task gets one backup at most (until it fails
 //!   back to TODO). The first success wins; the others are discarded when they reply.
+//! - Workers join ([`Scheduler::add_worker`], or [`Event::WorkerJoined`]: ids in order,
+//!   the next is the number of workers so far), ready at once, and leave
+//!   ([`Event::WorkerLeft`]): a departed worker is never called again once its call in
+//!   flight ends, and counts as silent for good.
+//! - When map outputs stay on workers ([`JobPlan::outputs_on_workers`]), an accepted map
+//!   output is held by the worker of its attempt. A worker that leaves, or that is
+//!   declared dead (silent, every call to it failing, for [`SchedulerConfig::dead_after`]
+//!   since it fell silent), loses at once every accepted output it holds: each such map
+//!   is TODO again (RUNNING with its backups, if any), counted in `map_outputs_lost` and
+//!   against the map's `4 × max_attempts` losses, as a lost map output; running reduces
+//!   continue. A dead worker that answers later is used again; its old outputs stay
+//!   forgotten. A map output accepted from a worker that left meanwhile is lost at once.
+//!   On a shared filesystem (`false`) outputs outlive their workers.
 //! - [`Event::WaitAnswered`] and [`Event::WaitFailed`] are accepted only for the worker's
 //!   current Wait.
 //! - A worker with nothing to do gets an idle Wait of `idle_wait`. It is woken
@@ -81,6 +95,7 @@
 
 mod attempt;
 mod config;
+mod membership;
 mod report;
 mod speculation;
 mod task;
@@ -121,6 +136,8 @@ pub struct Scheduler {
     workers: Workers,
     /// The attempts running, including those that lost to another attempt of their task.
     attempts: FxHashMap<AttemptId, Attempt>,
+    /// Whether map outputs stay on their workers ([`JobPlan::outputs_on_workers`]).
+    outputs_on_workers: bool,
     /// Map outputs (map task, attempt) that were accepted, then lost and forgotten.
     lost_outputs: FxHashSet<(u32, AttemptId)>,
     /// Bytes and skipped records of each map task's last accepted output, for the report.
@@ -173,6 +190,7 @@ impl Scheduler {
             tasks: Tasks::new(maps, plan.reducers),
             workers: Workers::new(plan.workers),
             attempts: FxHashMap::default(),
+            outputs_on_workers: plan.outputs_on_workers,
             lost_outputs: FxHashSet::default(),
             map_sizes: vec![(0, 0); maps as usize],
             speculation: Speculation::default(),
@@ -217,6 +235,10 @@ impl Scheduler {
             },
             Event::Succeeded { attempt, output } => self.on_success(now, attempt, output),
             Event::Failed { attempt, reason } => self.on_failure(now, attempt, reason),
+            Event::WorkerLeft { worker } => self.leave(now, worker),
+            Event::WorkerJoined => {
+                let _ = self.add_worker(now);
+            }
         }
         self.arm_backup_timer();
     }
@@ -261,6 +283,12 @@ impl Scheduler {
             let probe = self.workers.get(w).state() == (WorkerState::Resting { probe: true });
             self.workers.make_ready(w, if probe { WorkerState::NeedsProbe } else { WorkerState::Ready });
         }
+        while let Some(w) = self.timers.dead(now) {
+            self.declare_dead(w);
+            if self.phase == Phase::Done {
+                return self.actions.pop_front();
+            }
+        }
         if self.timers.no_workers.is_some_and(|deadline| now >= deadline) {
             let (waited, last) = (self.config.no_worker_timeout, self.last_unreachable.clone());
             self.finish(Err(JobError::NoWorkers { waited, last }));
@@ -296,18 +324,15 @@ impl Scheduler {
     /// that the ready workers leave and that has not failed on it (so that it surely takes
     /// a task once ready), or, when no worker is ready, for a backup that is due.
     fn wakeable(&self, now: Instant) -> Option<(WorkerId, WaitId)> {
-        let todo = || self.tasks.todo.iter().copied().filter(|&t| self.tasks.launchable(t));
+        let todo = || self.tasks.todo.iter().filter(|&t| self.tasks.launchable(t));
         let for_todo = |w: WorkerId| todo().any(|t| !self.tasks.failed_on(t, w));
         let maps_only = self.tasks.maps_pending();
         let for_backup =
             self.workers.ready_len() == 0 && self.speculation.candidate(now, &self.config, maps_only).is_some();
-        if todo().count() <= self.workers.ready_len() && !for_backup {
+        if self.tasks.launchable_todo() <= self.workers.ready_len() && !for_backup {
             return None;
         }
-        self.workers.iter().find_map(|(w, worker)| match worker.state() {
-            WorkerState::IdleWait(wait) if for_backup || for_todo(w) => Some((w, wait)),
-            _ => None,
-        })
+        self.workers.idle().find(|&(w, _)| for_backup || for_todo(w))
     }
 
     /// Sets the backup timer: the moment the oldest running task becomes eligible for a
@@ -338,16 +363,21 @@ impl Scheduler {
     /// up `no_worker_timeout` from now if every worker is silent.
     fn rest_unreachable(&mut self, now: Instant, w: WorkerId) {
         let delay = backoff(self.workers.get(w).unreachable, self.config.retry_base, self.config.retry_cap);
-        if self.workers.fell_silent(w) {
+        let (falls, last) = self.workers.fell_silent(now, w);
+        if last {
             self.timers.no_workers = Some(now + self.config.no_worker_timeout);
+        }
+        if falls && self.outputs_on_workers {
+            self.timers.deaths.insert((now + self.config.dead_after, w));
         }
         self.rest(w, now + delay, true);
     }
 
     /// `w` answered: it is reachable again.
     fn answered(&mut self, w: WorkerId) {
-        if self.workers.answered(w) {
+        if let Some(since) = self.workers.answered(w) {
             self.timers.no_workers = None;
+            self.timers.deaths.remove(&(since + self.config.dead_after, w));
         }
     }
 

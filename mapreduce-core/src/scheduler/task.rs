@@ -35,13 +35,63 @@ pub(super) struct Running {
     backed_up: bool,
 }
 
-/// An accepted map output, as reduces read it.
+/// An accepted map output, as reduces read it: small, since a job keeps one per map and
+/// one range per partition in each (maps × reducers ranges in all).
 #[derive(Debug)]
 pub(super) struct MapOutput {
     /// The attempt that wrote it, to tell whether a loss report is about it.
     pub(super) attempt: AttemptId,
+    /// Shared by every reduce input of the output (a reference count, not a copy).
     pub(super) location: Location,
-    pub(super) ranges: Vec<MapOutputRange>,
+    /// Its ranges, by partition (stably: a partition's runs in the order written), so
+    /// that a reduce finds its own with a binary search.
+    ranges: Box<[Range]>,
+    /// The worker that holds it, when map outputs stay on their workers.
+    pub(super) holder: Option<WorkerId>,
+}
+
+/// One range of an accepted map output, without what its output already says (the map
+/// and the attempt): 32 bytes instead of a [`MapOutputRange`]'s 40.
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    partition: u32,
+    offset: u64,
+    bytes: u64,
+    records: u64,
+}
+
+impl MapOutput {
+    /// The output of `attempt`, holding `ranges`, at `location`, on `holder`.
+    pub(super) fn new(
+        attempt: AttemptId,
+        location: Location,
+        ranges: &[MapOutputRange],
+        holder: Option<WorkerId>,
+    ) -> Self {
+        let mut ranges: Box<[Range]> = ranges
+            .iter()
+            .map(|r| Range { partition: r.partition, offset: r.offset, bytes: r.bytes, records: r.records })
+            .collect();
+        ranges.sort_by_key(|r| r.partition);
+        MapOutput { attempt, location, ranges, holder }
+    }
+
+    /// The inputs it gives reduce `partition`, named by map `map` and this output's attempt.
+    fn inputs(&self, map: u32, partition: u32) -> impl Iterator<Item = ReduceInput> + '_ {
+        let start = self.ranges.partition_point(|r| r.partition < partition);
+        let ranges = self.ranges[start..].iter().take_while(move |r| r.partition == partition);
+        ranges.map(move |r| ReduceInput {
+            location: self.location.clone(),
+            range: MapOutputRange {
+                map,
+                attempt: self.attempt,
+                partition,
+                offset: r.offset,
+                bytes: r.bytes,
+                records: r.records,
+            },
+        })
+    }
 }
 
 /// An accepted reduce output: the attempt's file.
@@ -238,19 +288,56 @@ pub(super) struct Tasks {
     pub(super) reduces: TaskList<ReduceOutput>,
     /// The phase's TODO tasks, in the order they are given out (a task sent back to TODO
     /// goes in front).
-    pub(super) todo: VecDeque<TaskId>,
+    pub(super) todo: Todo,
+}
+
+/// The TODO queue, with the count of the maps in it: how many TODO tasks may start now is
+/// known without a scan.
+#[derive(Debug, Default)]
+pub(super) struct Todo {
+    queue: VecDeque<TaskId>,
+    /// Map tasks in `queue`.
+    maps: usize,
+}
+
+impl Todo {
+    fn new(queue: VecDeque<TaskId>) -> Self {
+        let maps = queue.iter().filter(|t| t.kind == TaskKind::Map).count();
+        Todo { queue, maps }
+    }
+
+    /// Puts `task` in front: it goes first.
+    pub(super) fn push_front(&mut self, task: TaskId) {
+        self.maps += usize::from(task.kind == TaskKind::Map);
+        self.queue.push_front(task);
+    }
+
+    /// Takes the `i`th task out.
+    pub(super) fn remove(&mut self, i: usize) -> Option<TaskId> {
+        let task = self.queue.remove(i)?;
+        self.maps -= usize::from(task.kind == TaskKind::Map);
+        Some(task)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.queue.iter().copied()
+    }
+
+    pub(super) fn clear(&mut self) {
+        *self = Todo::default();
+    }
 }
 
 impl Tasks {
     /// `maps` map tasks, all TODO, and `reduces` reduce tasks waiting for their phase.
     pub(super) fn new(maps: u32, reduces: u32) -> Self {
-        let todo = (0..maps).map(|index| TaskId { kind: TaskKind::Map, index }).collect();
+        let todo = Todo::new((0..maps).map(|index| TaskId { kind: TaskKind::Map, index }).collect());
         Tasks { maps: TaskList::new(maps), reduces: TaskList::new(reduces), todo }
     }
 
     /// Queues every reduce task: the map phase is over.
     pub(super) fn queue_reduces(&mut self) {
-        self.todo = (0..self.reduces.len()).map(|index| TaskId { kind: TaskKind::Reduce, index }).collect();
+        self.todo = Todo::new((0..self.reduces.len()).map(|index| TaskId { kind: TaskKind::Reduce, index }).collect());
     }
 
     pub(super) fn queue_key(&self, id: TaskId) -> Option<Instant> {
@@ -288,13 +375,21 @@ impl Tasks {
         id.kind == TaskKind::Map || !self.maps_pending()
     }
 
-    /// What reduce `partition` reads: every range of it from every map, in map order.
+    /// How many TODO tasks may start now: the maps in the queue while a map is not DONE,
+    /// else all of them.
+    pub(super) fn launchable_todo(&self) -> usize {
+        if self.maps_pending() { self.todo.maps } else { self.todo.queue.len() }
+    }
+
+    /// What reduce `partition` reads: every range of it from every map, in map order. A
+    /// binary search in each map's ranges: O(maps × log ranges per map), not a scan of
+    /// every range of the job.
     pub(super) fn reduce_inputs(&self, partition: u32) -> Vec<ReduceInput> {
         debug_assert_eq!(self.maps.done(), self.maps.len(), "reduce {partition} before every map is done");
-        let inputs = self.maps.outputs().flat_map(|m| {
-            let ranges = m.ranges.iter().filter(move |r| r.partition == partition);
-            ranges.map(|range| ReduceInput { location: m.location.clone(), range: range.clone() })
+        let outputs = self.maps.tasks.iter().enumerate().filter_map(|(i, t)| match &t.state {
+            TaskState::Done(output) => Some((i as u32, output)),
+            _ => None,
         });
-        inputs.collect()
+        outputs.flat_map(|(map, m)| m.inputs(map, partition)).collect()
     }
 }

@@ -11,6 +11,9 @@ use super::WorkerId;
 pub(super) struct Timers {
     /// Resting workers by the end of their rest, when they may be probed.
     rests: BTreeSet<(Instant, WorkerId)>,
+    /// Silent workers by the moment they are declared dead (`dead_after` after they fell
+    /// silent), while map outputs stay on workers.
+    pub(super) deaths: BTreeSet<(Instant, WorkerId)>,
     /// When the job gives up, set while every worker is silent: `no_worker_timeout` after
     /// the last one fell silent.
     pub(super) no_workers: Option<Instant>,
@@ -23,7 +26,8 @@ impl Timers {
     /// The next moment to drain `poll_action` again.
     pub(super) fn next(&self) -> Option<Instant> {
         let rest = self.rests.first().map(|(t, _)| *t);
-        [rest, self.no_workers, self.backup].into_iter().flatten().min()
+        let death = self.deaths.first().map(|(t, _)| *t);
+        [rest, death, self.no_workers, self.backup].into_iter().flatten().min()
     }
 
     /// `w` rests until `until`.
@@ -37,6 +41,14 @@ impl Timers {
             return None;
         }
         self.rests.pop_first().map(|(_, w)| w)
+    }
+
+    /// A worker declared dead at `now`, taken off the table.
+    pub(super) fn dead(&mut self, now: Instant) -> Option<WorkerId> {
+        if self.deaths.first()?.0 > now {
+            return None;
+        }
+        self.deaths.pop_first().map(|(_, w)| w)
     }
 
     /// Stops every timer: the job is over.

@@ -72,8 +72,13 @@ pub struct JobPlan {
     pub shards: Vec<Shard>,
     /// Number of reduce tasks (at least 1).
     pub reducers: u32,
-    /// Number of workers (at least 1), known as `WorkerId(0..workers)`.
+    /// Number of workers (at least 1), known as `WorkerId(0..workers)`; more may join
+    /// ([`Scheduler::add_worker`](super::Scheduler::add_worker)).
     pub workers: u32,
+    /// Whether map outputs stay on the workers that wrote them (read over the network),
+    /// so that a worker that leaves or dies takes its outputs with it. `false`: a shared
+    /// filesystem, where outputs outlive their workers.
+    pub outputs_on_workers: bool,
 }
 
 /// One partition's sorted record stream in a map attempt's output. An attempt writes
@@ -253,6 +258,16 @@ pub enum Event {
         /// Why.
         reason: Failure,
     },
+    /// A worker leaves the job (it drains, or is removed): it gets no new call, its call
+    /// in flight still ends with its event, and the map outputs it holds are lost at once
+    /// (if they stay on workers). Ignored for an unknown worker or one that left.
+    WorkerLeft {
+        /// Which worker.
+        worker: WorkerId,
+    },
+    /// A worker joins: the same as [`Scheduler::add_worker`](super::Scheduler::add_worker),
+    /// whose id it gets: the number of workers before it (ids are given in order).
+    WorkerJoined,
 }
 
 /// What the runtime must do next, drained from

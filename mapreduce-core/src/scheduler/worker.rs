@@ -1,6 +1,9 @@
 //! Worker state: what each worker's one call in flight is, and its record.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use rustc_hash::FxHashMap;
 
 use super::{WaitId, WorkerId, WorkerReport};
 
@@ -24,6 +27,9 @@ pub(super) enum WorkerState {
         /// Whether it is probed when its rest ends.
         probe: bool,
     },
+    /// It left the job ([`Event::WorkerLeft`](super::Event::WorkerLeft)): never called
+    /// again.
+    Left,
 }
 
 /// One worker.
@@ -40,6 +46,14 @@ pub(super) struct Worker {
     pub(super) busy: u32,
     /// Times it was put on probation.
     pub(super) probations: u32,
+    /// When it fell silent (its first unreachable call in a row), while it is silent.
+    pub(super) silent_since: Option<Instant>,
+    /// Whether it left: once its call in flight ends, it is never called again.
+    pub(super) left: bool,
+    /// Map tasks whose accepted output it held when they were accepted (some may have
+    /// been forgotten or accepted again elsewhere since), when map outputs stay on
+    /// their workers.
+    pub(super) held: Vec<u32>,
     /// Its counts for the report.
     pub(super) stats: WorkerReport,
 }
@@ -61,8 +75,11 @@ pub(super) struct Workers {
     list: Vec<Worker>,
     /// Workers whose state is Ready or NeedsProbe, in the order they became so.
     ready: VecDeque<WorkerId>,
-    /// Workers in an idle Wait (only [`Self::set`] changes a state).
-    idle: u32,
+    /// Workers in an idle Wait and their Waits, by worker (only [`Self::set`] changes a
+    /// state).
+    idle: BTreeMap<WorkerId, WaitId>,
+    /// The worker of each Wait in flight (idle Waits and probes).
+    waits: FxHashMap<WaitId, WorkerId>,
     /// Silent workers: those with `unreachable > 0`.
     silent: u32,
 }
@@ -70,16 +87,36 @@ pub(super) struct Workers {
 impl Workers {
     /// `n` workers, all ready.
     pub(super) fn new(n: u32) -> Self {
-        let worker = || Worker {
+        let mut workers = Workers {
+            list: Vec::with_capacity(n as usize),
+            ready: VecDeque::with_capacity(n as usize),
+            idle: BTreeMap::new(),
+            waits: FxHashMap::default(),
+            silent: 0,
+        };
+        for _ in 0..n {
+            workers.add();
+        }
+        workers
+    }
+
+    /// A new worker, ready: the next id in order.
+    pub(super) fn add(&mut self) -> WorkerId {
+        let w = WorkerId(self.len());
+        self.list.push(Worker {
             state: WorkerState::Ready,
             timeouts: 0,
             unreachable: 0,
             failures: 0,
             busy: 0,
             probations: 0,
+            silent_since: None,
+            left: false,
+            held: Vec::new(),
             stats: WorkerReport::default(),
-        };
-        Workers { list: (0..n).map(|_| worker()).collect(), ready: (0..n).map(WorkerId).collect(), idle: 0, silent: 0 }
+        });
+        self.ready.push_back(w);
+        w
     }
 
     pub(super) fn len(&self) -> u32 {
@@ -101,21 +138,53 @@ impl Workers {
 
     pub(super) fn set(&mut self, w: WorkerId, state: WorkerState) {
         let worker = &mut self.list[w.0 as usize];
-        let was_idle = matches!(worker.state, WorkerState::IdleWait(_));
-        let is_idle = matches!(state, WorkerState::IdleWait(_));
-        worker.state = state;
-        self.idle = self.idle + u32::from(is_idle) - u32::from(was_idle);
+        match std::mem::replace(&mut worker.state, state) {
+            WorkerState::IdleWait(wait) => {
+                self.idle.remove(&w);
+                self.waits.remove(&wait);
+            }
+            WorkerState::Probing(wait) => {
+                self.waits.remove(&wait);
+            }
+            _ => {}
+        }
+        match state {
+            WorkerState::IdleWait(wait) => {
+                self.idle.insert(w, wait);
+                self.waits.insert(wait, w);
+            }
+            WorkerState::Probing(wait) => {
+                self.waits.insert(wait, w);
+            }
+            _ => {}
+        }
     }
 
-    /// Puts `w` in the ready queue, `Ready` or `NeedsProbe`.
+    /// Puts `w` in the ready queue, `Ready` or `NeedsProbe`; a worker that left is `Left`
+    /// instead, and never ready again.
     pub(super) fn make_ready(&mut self, w: WorkerId, state: WorkerState) {
         debug_assert!(matches!(state, WorkerState::Ready | WorkerState::NeedsProbe));
+        if self.get(w).left {
+            self.set(w, WorkerState::Left);
+            return;
+        }
         self.set(w, state);
         self.ready.push_back(w);
     }
 
+    /// The next ready worker (skipping those that left since they became ready).
     pub(super) fn pop_ready(&mut self) -> Option<WorkerId> {
-        self.ready.pop_front()
+        while let Some(w) = self.ready.pop_front() {
+            if self.get(w).state != WorkerState::Left {
+                return Some(w);
+            }
+        }
+        None
+    }
+
+    /// The workers in an idle Wait, and their Waits, in worker order.
+    pub(super) fn idle(&self) -> impl Iterator<Item = (WorkerId, WaitId)> + '_ {
+        self.idle.iter().map(|(&w, &wait)| (w, wait))
     }
 
     pub(super) fn ready_len(&self) -> usize {
@@ -124,33 +193,37 @@ impl Workers {
 
     /// Whether some worker is in an idle Wait.
     pub(super) fn any_idle(&self) -> bool {
-        self.idle > 0
+        !self.idle.is_empty()
     }
 
     /// The worker whose current Wait is `wait`, if any.
     pub(super) fn waiting(&self, wait: WaitId) -> Option<WorkerId> {
-        let current = |w: &Worker| matches!(w.state, WorkerState::Probing(x) | WorkerState::IdleWait(x) if x == wait);
-        self.iter().find(|(_, w)| current(w)).map(|(id, _)| id)
+        self.waits.get(&wait).copied()
     }
 
-    /// Counts an unreachable call to `w`; returns whether `w` was the last worker to fall
-    /// silent: every worker is silent from now on.
-    pub(super) fn fell_silent(&mut self, w: WorkerId) -> bool {
+    /// Counts an unreachable call to `w` at `now`; returns whether `w` fell silent with it
+    /// (its first in a row) and whether it was the last worker to: every worker is silent
+    /// from now on.
+    pub(super) fn fell_silent(&mut self, now: Instant, w: WorkerId) -> (bool, bool) {
         let worker = &mut self.list[w.0 as usize];
         let falls = worker.unreachable == 0;
         worker.unreachable = worker.unreachable.saturating_add(1);
+        if falls {
+            worker.silent_since = Some(now);
+        }
         self.silent += u32::from(falls);
-        falls && self.silent == self.len()
+        (falls, falls && self.silent == self.len())
     }
 
-    /// `w` answered: it is no longer silent. Returns whether it was.
-    pub(super) fn answered(&mut self, w: WorkerId) -> bool {
+    /// `w` answered: it is no longer silent (unless it left: it stays silent for good).
+    /// Returns when it had fallen silent, if it was.
+    pub(super) fn answered(&mut self, w: WorkerId) -> Option<Instant> {
         let worker = &mut self.list[w.0 as usize];
-        let was_silent = worker.unreachable > 0;
+        let was_silent = worker.unreachable > 0 && !worker.left;
         if was_silent {
             self.silent -= 1;
             worker.unreachable = 0;
         }
-        was_silent
+        if was_silent { worker.silent_since.take() } else { None }
     }
 }

@@ -214,7 +214,7 @@ mod tests {
         let shards = (0..maps)
             .map(|i| Shard { segments: vec![Segment { path: format!("/in/{i}"), start: 0, end: 10 }] })
             .collect();
-        Scheduler::new(JobPlan { shards, reducers, workers }, config).unwrap()
+        Scheduler::new(JobPlan { shards, reducers, workers, outputs_on_workers: false }, config).unwrap()
     }
 
     const MS: Duration = Duration::from_millis(1);

@@ -69,6 +69,7 @@ fn hostile_config() -> impl Strategy<Value = SchedulerConfig> {
                 retry_base: base,
                 retry_cap: cap,
                 no_worker_timeout: no_worker,
+                dead_after: no_worker,
                 probation_after: after,
                 probation_base: probation,
                 speculation: spec,
@@ -151,7 +152,7 @@ proptest! {
         config in hostile_config(),
         fates in proptest::collection::vec(0u8..6, 1..40),
     ) {
-        let plan = JobPlan { shards, reducers, workers };
+        let plan = JobPlan { shards, reducers, workers, outputs_on_workers: false };
         match Scheduler::new(plan.clone(), config.clone()) {
             Ok(sched) => {
                 prop_assert!(config.validate().is_ok());
@@ -165,7 +166,7 @@ proptest! {
 
 #[test]
 fn plans_past_the_limits_name_the_limit() {
-    let plan = |reducers, workers| JobPlan { shards: shards(1), reducers, workers };
+    let plan = |reducers, workers| JobPlan { shards: shards(1), reducers, workers, outputs_on_workers: false };
     let err = |p| Scheduler::new(p, SchedulerConfig::default()).err().map(|e| e.to_string());
     assert_eq!(err(plan(MAX_REDUCERS + 1, 1)).as_deref(), Some("1048577 reducers is more than the maximum of 1048576"));
     assert_eq!(err(plan(1, MAX_WORKERS + 1)).as_deref(), Some("65537 workers is more than the maximum of 65536"));
@@ -195,7 +196,7 @@ fn plans_past_the_limits_name_the_limit() {
 
 #[test]
 fn a_plan_at_max_reducers_and_max_workers_is_accepted() {
-    let plan = JobPlan { shards: Vec::new(), reducers: MAX_REDUCERS, workers: MAX_WORKERS };
+    let plan = JobPlan { shards: Vec::new(), reducers: MAX_REDUCERS, workers: MAX_WORKERS, outputs_on_workers: false };
     let mut sched = Scheduler::new(plan, SchedulerConfig::default()).expect("at the limits");
     let now = Instant::now();
     assert!(matches!(sched.poll_action(now), Some(Action::Run { .. })));

@@ -17,6 +17,7 @@ mod properties;
 mod rules;
 mod rules_failures;
 mod rules_lost_output;
+mod rules_membership;
 mod rules_speculation;
 mod rules_workers;
 mod sim;

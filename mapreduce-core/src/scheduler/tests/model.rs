@@ -350,6 +350,7 @@ impl Model {
     pub(super) fn on_event(&mut self, now: Instant, event: &Event) -> Expect {
         let mut expect = Expect::default();
         match event {
+            Event::WorkerLeft { .. } | Event::WorkerJoined => panic!("the model has a fixed set of workers: {event:?}"),
             // Accepted only for a Wait in flight; else nothing changes.
             Event::WaitAnswered { wait } => {
                 if let Some((worker, _)) = self.waits.remove(wait) {

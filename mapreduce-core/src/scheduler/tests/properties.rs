@@ -105,6 +105,7 @@ pub(super) fn knobs() -> impl Strategy<Value = SchedulerConfig> {
             retry_base: ms(retry_base),
             retry_cap: ms(retry_cap),
             no_worker_timeout: secs(no_worker_timeout),
+            dead_after: secs(10),
             probation_after,
             probation_base: ms(probation_base),
             speculation,

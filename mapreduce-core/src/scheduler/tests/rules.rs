@@ -11,7 +11,7 @@ use super::*;
 
 #[test]
 fn new_rejects_plans_and_knobs_that_cannot_work() {
-    let plan = || JobPlan { shards: shards(1), reducers: 1, workers: 1 };
+    let plan = || JobPlan { shards: shards(1), reducers: 1, workers: 1, outputs_on_workers: false };
     let knobs = SchedulerConfig::default;
     let cases: Vec<(JobPlan, SchedulerConfig, ConfigError)> = vec![
         (JobPlan { reducers: 0, ..plan() }, knobs(), ConfigError::ZeroReducers),

@@ -86,7 +86,18 @@ pub(super) struct Sim {
 
 impl Sim {
     pub(super) fn new(shards_n: u32, reducers: u32, workers: u32, config: SchedulerConfig) -> Sim {
-        let plan = JobPlan { shards: shards(shards_n), reducers, workers };
+        Sim::with_outputs(shards_n, reducers, workers, config, false)
+    }
+
+    /// [`Sim::new`], with map outputs on the workers that wrote them if `on_workers`.
+    pub(super) fn with_outputs(
+        shards_n: u32,
+        reducers: u32,
+        workers: u32,
+        config: SchedulerConfig,
+        on_workers: bool,
+    ) -> Sim {
+        let plan = JobPlan { shards: shards(shards_n), reducers, workers, outputs_on_workers: on_workers };
         let sched = Scheduler::new(plan, config).expect("a valid plan and config");
         let start = Instant::now();
         Sim {
@@ -185,6 +196,8 @@ impl Sim {
             Event::WaitAnswered { wait } | Event::WaitFailed { wait, .. } => {
                 self.waits.retain(|c| c.wait != *wait);
             }
+            Event::WorkerJoined => self.workers.push(Health::Up),
+            Event::WorkerLeft { .. } => {}
         }
         self.sched.handle_event(self.now, event);
     }

@@ -1,0 +1,134 @@
+//! Rules of membership: workers that join, leave or are declared dead, and the map
+//! outputs they hold when outputs stay on workers.
+
+use super::sim::{Health, Sim};
+use super::*;
+
+/// Two maps (map-00000 on worker-0, map-00001 on worker-1, both done), one reduce running
+/// on worker-1, worker-0 and worker-2 waiting idle; map outputs on workers if
+/// `on_workers`.
+fn maps_done(on_workers: bool) -> Sim {
+    let mut sim = Sim::with_outputs(2, 1, 3, quiet(), on_workers);
+    sim.run_until_idle();
+    assert_eq!((sim.run_of(map(0)).worker, sim.run_of(map(1)).worker), (w(0), w(1)));
+    sim.advance(ms(10));
+    sim.succeed_task(map(0));
+    sim.succeed_task(map(1));
+    assert_eq!(sim.run_of(reduce(0)).worker, w(1));
+    assert_eq!(sim.sched.status().maps_done, 2);
+    sim
+}
+
+#[test]
+fn a_worker_silent_for_dead_after_loses_its_map_outputs_and_they_run_again() {
+    let mut sim = maps_done(true);
+    let killed = sim.now;
+    sim.kill(w(0));
+    sim.advance_to(killed + secs(10) - ms(1));
+    assert_eq!(sim.sched.status().maps_done, 2, "declared dead too early");
+    assert_eq!(sim.running(), [reduce(0)]);
+    sim.advance_to(killed + secs(10));
+    let rerun = sim.run_of(map(0));
+    assert_eq!((rerun.worker, rerun.sent), (w(2), killed + secs(10)), "the idle worker is woken for it");
+    assert_eq!(sim.sched.status().maps_done, 1);
+
+    // It comes back: it is used again, but its old output stays forgotten.
+    sim.revive(w(0));
+    sim.succeed(rerun.attempt);
+    let r0 = sim.run_of(reduce(0)).attempt;
+    assert_eq!(sim.inputs_of(r0), [AttemptId(0), AttemptId(1)], "the running reduce keeps its inputs");
+    sim.lose_input(r0, 0, AttemptId(0));
+    let again = sim.run_of(reduce(0));
+    assert_eq!(sim.inputs_of(again.attempt), [rerun.attempt, AttemptId(1)], "reads the re-run's output");
+    sim.advance(secs(10));
+    assert!(sim.calls_to(w(0)).iter().any(|(t, _)| *t > sim.elapsed() - secs(10)), "worker-0 is called again");
+    let report = sim.finish_job();
+    assert_eq!((report.map_outputs_lost, report.attempts.map_reruns), (1, 1));
+}
+
+#[test]
+fn a_worker_that_answers_before_dead_after_keeps_its_outputs() {
+    let mut sim = maps_done(true);
+    let killed = sim.now;
+    sim.kill(w(0));
+    sim.advance_to(killed + secs(5));
+    sim.revive(w(0));
+    sim.advance_to(killed + secs(30));
+    assert_eq!(sim.sched.status().maps_done, 2);
+    assert_eq!(sim.finish_job().map_outputs_lost, 0);
+}
+
+#[test]
+fn on_a_shared_filesystem_a_dead_or_departed_worker_keeps_its_outputs() {
+    let mut sim = maps_done(false);
+    sim.kill(w(0));
+    sim.advance(secs(60));
+    sim.feed(Event::WorkerLeft { worker: w(2) });
+    sim.run_until_idle();
+    assert_eq!(sim.sched.status().maps_done, 2);
+    assert_eq!(sim.running(), [reduce(0)]);
+    assert_eq!(sim.finish_job().map_outputs_lost, 0);
+}
+
+#[test]
+fn a_worker_that_leaves_loses_its_map_outputs_at_once_and_is_never_called_again() {
+    let mut sim = maps_done(true);
+    sim.feed(Event::WorkerLeft { worker: w(0) });
+    sim.run_until_idle();
+    let rerun = sim.run_of(map(0));
+    assert_eq!((rerun.worker, rerun.sent), (w(2), sim.now));
+    // worker-0's idle Wait is forgotten: its answer is ignored, and it is not called again.
+    let left = sim.elapsed();
+    sim.advance(secs(30));
+    sim.succeed(rerun.attempt);
+    let report = sim.finish_job();
+    assert!(sim.calls_to(w(0)).iter().all(|(t, _)| *t <= left), "worker-0 called after it left");
+    assert_eq!((report.map_outputs_lost, report.attempts.map_reruns), (1, 1));
+}
+
+#[test]
+fn a_map_that_succeeds_on_a_worker_that_left_meanwhile_runs_again() {
+    let mut sim = Sim::with_outputs(2, 1, 2, quiet(), true);
+    sim.run_until_idle();
+    let gone = sim.run_of(map(1));
+    sim.feed(Event::WorkerLeft { worker: gone.worker });
+    sim.succeed_task(map(0));
+    sim.succeed(gone.attempt);
+    let rerun = sim.run_of(map(1));
+    assert_eq!(rerun.worker, w(0));
+    assert_eq!(sim.finish_job().map_outputs_lost, 1);
+}
+
+#[test]
+fn a_finished_job_is_not_disturbed_by_a_worker_leaving() {
+    let mut sim = Sim::with_outputs(1, 1, 2, quiet(), true);
+    let report = sim.finish_job();
+    let actions = sim.log.len();
+    sim.feed(Event::WorkerLeft { worker: w(0) });
+    sim.advance(secs(60));
+    assert_eq!(sim.log.len(), actions, "actions after the job ended");
+    assert_eq!(report.map_outputs_lost, 0);
+}
+
+#[test]
+fn a_joined_worker_gets_a_task_on_the_next_poll() {
+    let mut sim = Sim::new(3, 1, 1, quiet());
+    sim.run_until_idle();
+    assert_eq!(sim.running(), [map(0)]);
+    assert_eq!(sim.sched.add_worker(sim.now), Some(w(1)));
+    sim.workers.push(Health::Up);
+    sim.run_until_idle();
+    assert_eq!((sim.run_of(map(1)).worker, sim.run_of(map(1)).sent), (w(1), sim.now));
+    // The same as an event: the next id in order.
+    sim.feed(Event::WorkerJoined);
+    sim.run_until_idle();
+    assert_eq!(sim.run_of(map(2)).worker, w(2));
+    let report = sim.finish_job();
+    assert_eq!(report.workers.len(), 3);
+}
+
+#[test]
+fn dead_after_must_be_positive() {
+    let config = SchedulerConfig { dead_after: Duration::ZERO, ..quiet() };
+    assert_eq!(config.validate(), Err(ConfigError::ZeroDuration("dead_after")));
+}
