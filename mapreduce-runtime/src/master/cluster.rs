@@ -209,8 +209,12 @@ impl Cluster {
         for (i, w) in self.workers.iter().enumerate() {
             tracing::info!(worker = %WorkerId(i as u32), addr = %w.addr, "worker");
         }
-        let plan =
-            JobPlan { shards, reducers: spec.reducers, workers: self.workers.len() as u32, outputs_on_workers: false };
+        let plan = JobPlan {
+            shards,
+            reducers: spec.reducers,
+            workers: self.workers.len() as u32,
+            outputs_on_workers: self.worker_shuffle,
+        };
         let scheduler = Scheduler::new(plan, self.config.clone())?;
         let job = Arc::new(pb::Job {
             name: J::NAME.to_string(),
