@@ -9,12 +9,11 @@ use mapreduce::{Cluster, JobSpec, SchedulerConfig};
 use mapreduce_examples::corpus::generate_corpus;
 use mapreduce_examples::wordcount::WordCount;
 use mapreduce_rpc::pb;
-use mapreduce_rpc::pb::worker_server::{Worker as WorkerRpc, WorkerServer};
+use mapreduce_rpc::pb::worker_server::Worker as _;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
-use crate::support::{assert_wordcount_output, init_tracing};
+use crate::support::{Hooks, assert_wordcount_output, init_tracing, serve_hooked};
 
 /// What happens to the first map output a reduce is about to read.
 #[derive(Debug, Clone, Copy)]
@@ -28,9 +27,7 @@ enum Damage {
 }
 
 /// The real worker service, damaging one map output (once in all) before a reduce reads it.
-#[derive(Clone)]
 struct Damaging {
-    inner: WorkerService,
     damage: Damage,
     /// Whether the damage is done (shared by every worker of the test).
     done: Arc<Mutex<bool>>,
@@ -61,28 +58,14 @@ impl Damaging {
 }
 
 #[tonic::async_trait]
-impl WorkerRpc for Damaging {
-    type FetchStream = <WorkerService as WorkerRpc>::FetchStream;
-
-    async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
-        self.inner.fetch(request).await
-    }
-
-    async fn end_job(&self, request: Request<pb::EndJobRequest>) -> Result<Response<pb::EndJobResponse>, Status> {
-        self.inner.end_job(request).await
-    }
-
-    async fn wait(&self, request: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
-        self.inner.wait(request).await
-    }
-
-    async fn map(&self, request: Request<pb::MapRequest>) -> Result<Response<pb::MapResponse>, Status> {
-        self.inner.map(request).await
-    }
-
-    async fn reduce(&self, request: Request<pb::ReduceRequest>) -> Result<Response<pb::ReduceResponse>, Status> {
+impl Hooks for Damaging {
+    async fn reduce(
+        &self,
+        inner: &WorkerService,
+        request: Request<pb::ReduceRequest>,
+    ) -> Result<Response<pb::ReduceResponse>, Status> {
         self.hurt(request.get_ref());
-        self.inner.reduce(request).await
+        inner.reduce(request).await
     }
 }
 
@@ -90,18 +73,11 @@ async fn damaging_workers(n: usize, damage: Damage) -> (Vec<SocketAddr>, Vec<one
     let done = Arc::new(Mutex::new(false));
     let (mut addrs, mut stops) = (Vec::new(), Vec::new());
     for _ in 0..n {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        addrs.push(listener.local_addr().unwrap());
         let registry = Registry::new().register::<WordCount>();
         let inner = Worker::new(registry).with_root(std::env::temp_dir()).into_service().unwrap();
-        let svc = Damaging { inner, damage, done: done.clone() };
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (addr, stop) = serve_hooked(inner, Damaging { damage, done: done.clone() }).await;
+        addrs.push(addr);
         stops.push(stop);
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(WorkerServer::new(svc))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async { stopped.await.unwrap_or(()) }),
-        );
     }
     (addrs, stops)
 }

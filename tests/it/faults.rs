@@ -10,12 +10,11 @@ use mapreduce::{Cluster, JobReport, JobSpec, SchedulerConfig};
 use mapreduce_examples::corpus::{SplitMix64, generate_corpus};
 use mapreduce_examples::wordcount::WordCount;
 use mapreduce_rpc::pb;
-use mapreduce_rpc::pb::worker_server::{Worker as WorkerRpc, WorkerServer};
+use mapreduce_rpc::pb::worker_server::Worker as _;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
-use crate::support::{assert_wordcount_output, init_tracing, serve, tree};
+use crate::support::{Hooks, assert_wordcount_output, init_tracing, serve, serve_hooked, tree};
 
 /// What a faulty worker does to one task call.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,9 +73,7 @@ impl Plan {
 const SLOW_FLOOR: Duration = Duration::from_millis(10);
 
 /// The real worker service behind a fault plan and an optional slowdown.
-#[derive(Clone)]
 struct Faulty {
-    inner: WorkerService,
     plan: Arc<Mutex<Plan>>,
     /// Each task call takes this many times as long as it really does, and at least this
     /// many times [`SLOW_FLOOR`], so that a slowed worker is slow in any build profile.
@@ -110,29 +107,23 @@ impl Faulty {
 }
 
 #[tonic::async_trait]
-impl WorkerRpc for Faulty {
-    type FetchStream = <WorkerService as WorkerRpc>::FetchStream;
-
-    async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
-        self.inner.fetch(request).await
-    }
-
-    async fn end_job(&self, request: Request<pb::EndJobRequest>) -> Result<Response<pb::EndJobResponse>, Status> {
-        self.inner.end_job(request).await
-    }
-
-    async fn wait(&self, request: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
-        self.inner.wait(request).await
-    }
-
-    async fn map(&self, request: Request<pb::MapRequest>) -> Result<Response<pb::MapResponse>, Status> {
+impl Hooks for Faulty {
+    async fn map(
+        &self,
+        inner: &WorkerService,
+        request: Request<pb::MapRequest>,
+    ) -> Result<Response<pb::MapResponse>, Status> {
         self.fault(true, request.get_ref().task).await?;
-        self.slow(self.inner.map(request)).await
+        self.slow(inner.map(request)).await
     }
 
-    async fn reduce(&self, request: Request<pb::ReduceRequest>) -> Result<Response<pb::ReduceResponse>, Status> {
+    async fn reduce(
+        &self,
+        inner: &WorkerService,
+        request: Request<pb::ReduceRequest>,
+    ) -> Result<Response<pb::ReduceResponse>, Status> {
         self.fault(false, request.get_ref().task).await?;
-        self.slow(self.inner.reduce(request)).await
+        self.slow(inner.reduce(request)).await
     }
 }
 
@@ -147,24 +138,15 @@ impl FaultyWorkers {
     async fn start(configs: Vec<(Plan, u32)>) -> Self {
         let (mut addrs, mut plans, mut stops) = (Vec::new(), Vec::new(), Vec::new());
         for (plan, slowdown) in configs {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addrs.push(listener.local_addr().unwrap());
             let plan = Arc::new(Mutex::new(plan));
             plans.push(plan.clone());
             let inner = Worker::new(Registry::new().register::<WordCount>())
                 .with_root(std::env::temp_dir())
                 .into_service()
                 .unwrap();
-            let svc = Faulty { inner, plan, slowdown };
-            let (stop, stopped) = oneshot::channel::<()>();
+            let (addr, stop) = serve_hooked(inner, Faulty { plan, slowdown }).await;
+            addrs.push(addr);
             stops.push(stop);
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(WorkerServer::new(svc))
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                        stopped.await.unwrap_or(())
-                    }),
-            );
         }
         FaultyWorkers { addrs, plans, _stops: stops }
     }

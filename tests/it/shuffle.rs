@@ -13,13 +13,12 @@ use mapreduce_examples::corpus::generate_corpus;
 use mapreduce_examples::wordcount::WordCount;
 use mapreduce_rpc::pb;
 use mapreduce_rpc::pb::worker_client::WorkerClient;
-use mapreduce_rpc::pb::worker_server::{Worker as WorkerRpc, WorkerServer};
+use mapreduce_rpc::pb::worker_server::Worker as _;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
-use crate::support::{assert_wordcount_output, init_tracing, tree};
+use crate::support::{Hooks, assert_wordcount_output, init_tracing, serve_hooked, tree};
 
 /// A word count worker confined to `root`, keeping map output in `work`, served on
 /// 127.0.0.1 until the sender is dropped.
@@ -158,7 +157,6 @@ async fn a_fetch_serves_only_held_ids_with_the_token_in_chunks_of_a_mebibyte() {
 /// The real worker service, deleting the first map output held by any of the workers
 /// (once in all) when the first reduce arrives.
 struct Deleting {
-    inner: WorkerService,
     works: Arc<Vec<PathBuf>>,
     deleted: Arc<Mutex<Option<String>>>,
 }
@@ -180,28 +178,14 @@ impl Deleting {
 }
 
 #[tonic::async_trait]
-impl WorkerRpc for Deleting {
-    type FetchStream = <WorkerService as WorkerRpc>::FetchStream;
-
-    async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
-        self.inner.fetch(request).await
-    }
-
-    async fn end_job(&self, request: Request<pb::EndJobRequest>) -> Result<Response<pb::EndJobResponse>, Status> {
-        self.inner.end_job(request).await
-    }
-
-    async fn wait(&self, request: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
-        self.inner.wait(request).await
-    }
-
-    async fn map(&self, request: Request<pb::MapRequest>) -> Result<Response<pb::MapResponse>, Status> {
-        self.inner.map(request).await
-    }
-
-    async fn reduce(&self, request: Request<pb::ReduceRequest>) -> Result<Response<pb::ReduceResponse>, Status> {
+impl Hooks for Deleting {
+    async fn reduce(
+        &self,
+        inner: &WorkerService,
+        request: Request<pb::ReduceRequest>,
+    ) -> Result<Response<pb::ReduceResponse>, Status> {
         self.delete_one();
-        self.inner.reduce(request).await
+        inner.reduce(request).await
     }
 }
 
@@ -214,21 +198,14 @@ async fn a_map_output_deleted_from_its_worker_is_made_again_and_the_count_is_exa
     let deleted = Arc::new(Mutex::new(None));
     let (mut addrs, mut stops) = (Vec::new(), Vec::new());
     for work in &works {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        addrs.push(listener.local_addr().unwrap());
         let inner = Worker::new(Registry::new().register::<WordCount>())
             .with_root(dir.path())
             .with_work_dir(work.path())
             .into_service()
             .unwrap();
-        let svc = Deleting { inner, works: paths.clone(), deleted: deleted.clone() };
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (addr, stop) = serve_hooked(inner, Deleting { works: paths.clone(), deleted: deleted.clone() }).await;
+        addrs.push(addr);
         stops.push(stop);
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(WorkerServer::new(svc))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async { stopped.await.unwrap_or(()) }),
-        );
     }
     let cluster = Cluster::connect(addrs.iter().map(|a| a.to_string()))
         .unwrap()

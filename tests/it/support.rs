@@ -5,9 +5,13 @@ use std::path::{Path, PathBuf};
 
 use std::net::SocketAddr;
 
-use mapreduce::worker::Worker;
+use mapreduce::worker::{Worker, WorkerService};
 use mapreduce_examples::reference::{count_sequential, read_output};
+use mapreduce_rpc::pb;
+use mapreduce_rpc::pb::worker_server::{Worker as WorkerRpc, WorkerServer};
 use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
 
 /// Installs a log subscriber once (logs show with `--nocapture` and `RUST_LOG`).
 pub(crate) fn init_tracing() {
@@ -57,6 +61,74 @@ pub(crate) async fn serve(worker: Worker) -> (SocketAddr, oneshot::Sender<()>) {
     // Test data lives in temporary directories: the worker's root.
     tokio::spawn(
         worker.with_root(std::env::temp_dir()).serve_with_shutdown(listener, async { stopped.await.unwrap_or(()) }),
+    );
+    (addr, stop)
+}
+
+/// What a test worker does around the real service's map and reduce calls (inject a
+/// fault, damage a file, slow down); the other calls pass through.
+#[tonic::async_trait]
+pub(crate) trait Hooks: Send + Sync + 'static {
+    /// Around a map call; by default it passes through.
+    async fn map(
+        &self,
+        inner: &WorkerService,
+        request: Request<pb::MapRequest>,
+    ) -> Result<Response<pb::MapResponse>, Status> {
+        inner.map(request).await
+    }
+
+    /// Around a reduce call; by default it passes through.
+    async fn reduce(
+        &self,
+        inner: &WorkerService,
+        request: Request<pb::ReduceRequest>,
+    ) -> Result<Response<pb::ReduceResponse>, Status> {
+        inner.reduce(request).await
+    }
+}
+
+/// The real worker service with [`Hooks`] around its calls.
+struct Hooked<H> {
+    inner: WorkerService,
+    hooks: H,
+}
+
+#[tonic::async_trait]
+impl<H: Hooks> WorkerRpc for Hooked<H> {
+    type FetchStream = <WorkerService as WorkerRpc>::FetchStream;
+
+    async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
+        self.inner.fetch(request).await
+    }
+
+    async fn end_job(&self, request: Request<pb::EndJobRequest>) -> Result<Response<pb::EndJobResponse>, Status> {
+        self.inner.end_job(request).await
+    }
+
+    async fn wait(&self, request: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
+        self.inner.wait(request).await
+    }
+
+    async fn map(&self, request: Request<pb::MapRequest>) -> Result<Response<pb::MapResponse>, Status> {
+        self.hooks.map(&self.inner, request).await
+    }
+
+    async fn reduce(&self, request: Request<pb::ReduceRequest>) -> Result<Response<pb::ReduceResponse>, Status> {
+        self.hooks.reduce(&self.inner, request).await
+    }
+}
+
+/// Serves `inner` with `hooks` around it on 127.0.0.1 with an OS-chosen port (no token)
+/// until the sender is dropped.
+pub(crate) async fn serve_hooked(inner: WorkerService, hooks: impl Hooks) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(WorkerServer::new(Hooked { inner, hooks }))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async { stopped.await.unwrap_or(()) }),
     );
     (addr, stop)
 }
