@@ -163,9 +163,12 @@ fn worker_and_master_processes_count_words() {
     for key in ["launched", "succeeded", "failed", "timed_out", "speculative"] {
         assert!(report["attempts"][key].is_u64(), "attempts.{key} in {report}");
     }
-    for key in ["elapsed_ms", "input_bytes", "intermediate_bytes", "output_records"] {
+    for key in ["elapsed_ms", "input_bytes", "intermediate_bytes", "output_records", "map_outputs_lost"] {
         assert!(report[key].is_u64(), "{key} in {report}");
     }
+    // Every worker that took part, by the address the master dialled.
+    let addrs: Vec<&str> = report["workers"].as_array().unwrap().iter().map(|w| w["addr"].as_str().unwrap()).collect();
+    assert_eq!(addrs, workers.iter().map(|w| w.addr.as_str()).collect::<Vec<_>>(), "{report}");
 }
 
 #[test]

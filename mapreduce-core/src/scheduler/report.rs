@@ -46,6 +46,9 @@ pub struct JobReport {
 /// What one worker did in a job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerReport {
+    /// Its address, as the master dialled it (filled in by the runtime; the scheduler
+    /// knows workers by index only).
+    pub addr: String,
     /// Attempts started on it, backups included.
     pub launched: u64,
     /// Its attempts whose output was accepted (a task won).

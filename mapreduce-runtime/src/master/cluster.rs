@@ -250,6 +250,9 @@ impl Cluster {
                     }
                 }
                 report.elapsed_ms = started.elapsed().as_millis() as u64;
+                for (worker, endpoint) in report.workers.iter_mut().zip(&self.workers) {
+                    worker.addr.clone_from(&endpoint.addr);
+                }
                 tracing::info!(
                     job = J::NAME,
                     elapsed_ms = report.elapsed_ms,
