@@ -1,0 +1,188 @@
+//! The worker server: [`Worker`], its options (roots, limits, security, work directory),
+//! and [`serve`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::sync::atomic::AtomicUsize;
+
+use mapreduce_rpc::pb;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+
+use super::{Registry, SharedRegistry, Slots, WorkerService};
+use crate::confine::Files;
+use crate::error::ServeError;
+use crate::security::{Authenticate, Security, Token};
+use crate::shuffle::store::{Store, default_work_dir};
+use crate::shuffle::{GrpcShuffle, SharedFs, Shuffles};
+
+/// Runs a worker on `addr` until the process ends, with no token and no TLS: protected
+/// mode lets it serve only a loopback address (see [`Worker::with_security`]).
+pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<(), ServeError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, error: source })?;
+    Worker::new(registry).serve_with_shutdown(listener, std::future::pending()).await
+}
+
+/// A worker server, with its options.
+#[derive(Debug)]
+pub struct Worker {
+    service: WorkerService,
+    /// The data roots to open when the service is built: `None` for an unconfined worker
+    /// (in-process), empty for the default, the current directory.
+    roots: Option<Vec<PathBuf>>,
+    /// Who may call it: checked on every call, and against the listener's address.
+    security: Security,
+    /// Where map output stays with worker shuffle: `None` for a new directory under the
+    /// OS's temporary directory, removed when the worker stops.
+    work_dir: Option<PathBuf>,
+}
+
+impl Worker {
+    /// A worker that runs the job types of `registry`, with no token and no TLS, confined
+    /// to its current directory (see [`Worker::with_root`]) and to as many tasks at once
+    /// as the machine has cores (see [`Worker::with_max_tasks`]).
+    pub fn new(registry: Registry) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut worker = Self::with_shared(Arc::new(RwLock::new(registry))).with_max_tasks(cores);
+        worker.roots = Some(Vec::new());
+        worker
+    }
+
+    /// An unconfined worker without a task limit, sharing `registry`: the in-process
+    /// workers of `Cluster::local`, which run the user's own job in the user's process.
+    pub(crate) fn with_shared(registry: SharedRegistry) -> Self {
+        let service = WorkerService {
+            registry,
+            files: Files::Unconfined,
+            shuffle: Arc::new(SharedFs::default()),
+            store: None,
+            slots: Arc::new(Slots { running: AtomicUsize::new(0), limit: usize::MAX }),
+        };
+        Worker { service, roots: None, security: Security::new(), work_dir: None }
+    }
+
+    /// Adds a data root: the worker reads inputs and map outputs, and writes attempt
+    /// files, only beneath its roots. A request naming a path outside every root, or one
+    /// that leads out through a symlink, is refused (`PERMISSION_DENIED`), naming the path
+    /// and the roots. The first call replaces the default root, the current directory;
+    /// call it again for more roots. Roots are opened when the worker starts serving.
+    pub fn with_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.roots.get_or_insert_with(Vec::new).push(root.into());
+        self
+    }
+
+    /// Keeps map output (with worker shuffle) in `dir`, one directory per job run, each
+    /// removed when its job ends. The directory is the worker's own: made if missing,
+    /// and the job directories in it (left by an earlier run of a worker) are removed
+    /// when the worker starts. It is always writable by the worker, whatever its data
+    /// roots. The default is a new directory `mapreduce-worker-<pid>-<random>` under the
+    /// OS's temporary directory, removed when [`Worker::serve_with_shutdown`] ends.
+    pub fn with_work_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.work_dir = Some(dir.into());
+        self
+    }
+
+    /// Replaces the security settings: a call without the token is answered
+    /// `UNAUTHENTICATED` before any handler runs; with TLS, the worker serves its
+    /// certificate and, given a client CA, requires client certificates (see
+    /// [`crate::security`]).
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// Requires `token` on every call (keeping the other security settings).
+    pub fn with_token(mut self, token: Token) -> Self {
+        self.security = self.security.with_token(token);
+        self
+    }
+
+    /// Lets the worker serve an address that is not loopback with nothing to authenticate
+    /// its callers (protected mode off): anyone who reaches it can run tasks.
+    pub fn insecure(mut self) -> Self {
+        self.security = self.security.insecure();
+        self
+    }
+
+    /// Runs at most `n` tasks (maps and reduces) at once (at least 1); a request for more
+    /// is answered at once with `RESOURCE_EXHAUSTED` ("worker busy"). The default is the
+    /// number of cores.
+    pub fn with_max_tasks(mut self, n: usize) -> Self {
+        self.service.slots = Arc::new(Slots { running: AtomicUsize::new(0), limit: n.max(1) });
+        self
+    }
+
+    /// The gRPC service, for embedding in a server of your own (or wrapping in tests),
+    /// with its data roots opened. It checks no token: that is
+    /// [`Worker::serve_with_shutdown`]'s.
+    pub fn into_service(self) -> Result<WorkerService, ServeError> {
+        Ok(self.into_parts()?.0)
+    }
+
+    /// The service, and whether its work directory is a default one (to remove at the end).
+    fn into_parts(mut self) -> Result<(WorkerService, bool), ServeError> {
+        if let Some(mut roots) = self.roots.take() {
+            if roots.is_empty() {
+                roots.push(std::env::current_dir().map_err(|error| ServeError::Root { path: ".".into(), error })?);
+            }
+            let files = Files::confined(&roots).map_err(|(path, error)| ServeError::Root { path, error })?;
+            self.service.files = files;
+        }
+        let default = self.work_dir.is_none();
+        let dir = self.work_dir.take().unwrap_or_else(default_work_dir);
+        let store = Store::open(&dir).map_err(|error| ServeError::WorkDir { path: dir, error })?;
+        self.service.shuffle = Arc::new(Shuffles {
+            shared: SharedFs::new(self.service.files.clone()),
+            grpc: GrpcShuffle::new(store.clone(), self.security.clone()),
+        });
+        self.service.store = Some(store);
+        Ok((self.service, default))
+    }
+
+    /// Whether [`Worker::serve_with_shutdown`] would serve a listener on `addr`: protected
+    /// mode, and a certificate if TLS is set. For a caller that says where it listens only
+    /// once this holds.
+    pub fn check_listen(&self, addr: SocketAddr) -> Result<(), ServeError> {
+        self.security.check_listen(addr)?;
+        if let Some(tls) = self.security.tls() {
+            tls.server_config()?;
+        }
+        Ok(())
+    }
+
+    /// Serves on an already-bound `listener` until `shutdown` completes.
+    ///
+    /// Refuses to start (protected mode, [`SecurityError::Unprotected`](crate::error::SecurityError::Unprotected)) when the
+    /// listener's address is not loopback and neither a token nor a client CA is set,
+    /// unless [`Worker::insecure`]; fails when the TLS settings lack the worker's
+    /// certificate.
+    pub async fn serve_with_shutdown(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+        self.check_listen(addr)?;
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = self.security.tls() {
+            server = server.tls_config(tls.server_config()?).map_err(ServeError::Tls)?;
+        }
+        let authenticate = Authenticate(self.security.token().cloned());
+        let (service, default_dir) = self.into_parts()?;
+        let store = service.store.clone();
+        let service = pb::worker_server::WorkerServer::new(service).max_decoding_message_size(64 << 20);
+        let served = server
+            .add_service(InterceptedService::new(service, authenticate))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await;
+        if let Some(store) = store.filter(|_| default_dir) {
+            store.remove();
+        }
+        served?;
+        Ok(())
+    }
+}
