@@ -180,22 +180,24 @@ impl Cluster {
         let inputs = spec.inputs.clone();
         let files =
             tokio::task::spawn_blocking(move || storage::list_inputs(&inputs)).await.expect("listing inputs")?;
-        self.preflight().await?;
-        let output = OutputDir::prepare(&spec.output)?;
         let shards = plan_shards(&files, spec.shard_size);
         // A reduce request names every map output once (its location) and each of its
-        // streams of the partition (about 30 bytes): it must fit a message.
+        // streams of the partition (about 30 bytes): it must fit a message. Checked before
+        // anything is claimed or dialled.
         let location = if self.worker_shuffle {
             // grpc://host:port/<32 hex digits>/<map>/<attempt>
             self.workers.iter().map(|w| w.addr.len()).max().unwrap_or(0) + 7 + 32 + 3
         } else {
-            output.work_str().len()
+            // <output>/_temporary/<32 hex digits>/m00000-a0
+            storage::absolute(&spec.output).map_or(0, |p| p.as_os_str().len()) + 12 + 32
         };
         let per_map = location as u64 + 16 + 30;
         let request = (shards.len() as u64).saturating_mul(per_map);
         if request > MAX_MESSAGE as u64 / 2 {
             return Err(RunError::TooManyMaps { maps: shards.len() as u64, shard_size: spec.shard_size });
         }
+        self.preflight().await?;
+        let output = OutputDir::prepare(&spec.output)?;
         tracing::info!(
             job = J::NAME,
             id = %output.job,
