@@ -3,13 +3,19 @@
 //! ```text
 //! wordcount run    [--input PATH]... [--output DIR] [--workers N] [--reducers R]
 //!                  [--shard-size BYTES] [--worker-shuffle] [--report FILE]
-//! wordcount worker --listen ADDR [--root DIR]... [--work-dir DIR] [--token-file FILE] [--insecure]
+//! wordcount worker --listen ADDR [--root DIR]... [--work-dir DIR] [--join MASTER_ADDR]
+//!                  [--drain-timeout SECS] [--token-file FILE] [--insecure]
 //!                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
-//! wordcount master --worker ADDR [--worker ADDR]... --input PATH... --output DIR
+//! wordcount master [--worker ADDR]... [--listen ADDR] --input PATH... --output DIR
 //!                  [--reducers R] [--shard-size BYTES] [--worker-shuffle] [--task-timeout SECS]
 //!                  [--report FILE]
 //!                  [--token-file FILE] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
 //! ```
+//!
+//! A master needs `--worker` or `--listen` (or both): with `--listen`, workers started
+//! with `--join` offer themselves to it and get tasks at once, even mid-job. A worker
+//! drains on SIGTERM: it finishes its running task, takes no new one, serves its map
+//! output until the master's job ends (or `--drain-timeout`), and exits 0.
 //!
 //! A worker on an address that is not loopback needs `--token-file` (or client
 //! certificates, `--tls-client-ca`), or `--insecure`. With `--tls-ca`, the master dials
@@ -73,6 +79,13 @@ enum Command {
         /// temporary directory, removed when the worker stops.
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
+        /// Offer this worker to the master listening at MASTER_ADDR (host:port), now and
+        /// every few seconds until it drains.
+        #[arg(long, value_name = "MASTER_ADDR")]
+        join: Option<String>,
+        /// On SIGTERM, the longest to keep serving map output for jobs still running.
+        #[arg(long, default_value_t = 600.0, value_name = "SECS")]
+        drain_timeout: f64,
         /// A file holding the token every call must carry (surrounding whitespace ignored).
         #[arg(long)]
         token_file: Option<PathBuf>,
@@ -91,10 +104,14 @@ enum Command {
         tls_client_ca: Option<PathBuf>,
     },
     /// Drives remote workers through the job.
+    #[command(group = clap::ArgGroup::new("workers_from").required(true).multiple(true).args(["workers", "listen"]))]
     Master {
         /// A worker's address, host:port or http://host:port (repeatable).
-        #[arg(long = "worker", required = true)]
+        #[arg(long = "worker")]
         workers: Vec<String>,
+        /// Listen on ADDR for workers that join (`wordcount worker --join`).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
         /// Input files or directories (repeatable).
         #[arg(long = "input", required = true)]
         inputs: Vec<PathBuf>,
@@ -169,7 +186,18 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Worker { listen, roots, work_dir, token_file, insecure, tls_cert, tls_key, tls_client_ca } => {
+        Command::Worker {
+            listen,
+            roots,
+            work_dir,
+            join,
+            drain_timeout,
+            token_file,
+            insecure,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+        } => {
             let mut security =
                 security(token_file.as_deref(), tls_cert.as_deref(), tls_key.as_deref(), tls_client_ca.as_deref())?;
             if insecure {
@@ -180,6 +208,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(dir) = work_dir {
                 worker = worker.with_work_dir(dir);
             }
+            if let Some(master) = join {
+                worker = worker.with_join(master);
+            }
+            worker = worker.with_drain_timeout(seconds("--drain-timeout", drain_timeout)?);
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             let addr = listener.local_addr()?;
@@ -191,7 +223,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             // The bound address (the OS picks the port for :0), for whoever started us.
             println!("wordcount: worker listening on {addr}");
-            worker.serve_with_shutdown(listener, std::future::pending()).await?;
+            let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("cannot handle SIGTERM")?;
+            worker
+                .serve_with_drain(listener, async move {
+                    sigterm.recv().await;
+                })
+                .await?;
+            eprintln!("wordcount: worker drained");
             Ok(())
         }
         Command::Run { inputs, output, workers, shape, report } => {
@@ -214,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Master {
             workers,
+            listen,
             inputs,
             output,
             shape,
@@ -234,6 +274,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_worker_shuffle(shape.worker_shuffle);
             let config = SchedulerConfig { no_worker_timeout, ..cluster.scheduler_config().clone() };
             cluster = cluster.with_scheduler_config(config);
+            if let Some(listen) = listen {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                cluster = cluster.listen(listener)?;
+                let addr = cluster.listen_addr().expect("listening");
+                println!("wordcount: master listening on {addr}");
+            }
             let spec = shape.spec(inputs, &output);
             finish(cluster.run(spec).await?, &output, report.as_deref())
         }

@@ -87,7 +87,10 @@ pub enum RunError {
         /// The job's shard size.
         shard_size: u64,
     },
-    /// No worker answered before the job started.
+    /// The cluster has no workers and does not listen for any.
+    #[error("no workers: none given, and the master does not listen for workers that join")]
+    NoWorkers,
+    /// No worker answered before the job started (each, and why).
     #[error("no reachable worker: {}", .0.join("; "))]
     NoReachableWorker(Vec<String>),
     /// Every worker refused this master before the job started: its token was refused
@@ -118,9 +121,17 @@ pub enum ClusterError {
         /// Why it is invalid.
         reason: String,
     },
-    /// No worker address was given.
+    /// A local cluster of no workers was asked for.
     #[error("a cluster needs at least one worker")]
     NoWorkers,
+    /// The master cannot listen for workers that join on this address.
+    #[error("cannot listen for workers on {addr}: {reason}")]
+    Listen {
+        /// The listener's address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// A local worker could not bind its port.
     #[error("cannot start local worker: {0}")]
     Bind(std::io::Error),
@@ -165,6 +176,14 @@ pub enum ServeError {
         path: PathBuf,
         /// Why.
         error: std::io::Error,
+    },
+    /// The master to join cannot be dialled as given.
+    #[error("cannot join master {master}: {reason}")]
+    Join {
+        /// The master's address, as given.
+        master: String,
+        /// Why.
+        reason: String,
     },
     /// The gRPC server failed.
     #[error("worker server failed: {0}")]
@@ -280,6 +299,9 @@ pub enum TaskError {
         /// The worker's limit.
         limit: usize,
     },
+    /// The worker drains (it was told to stop): it takes no new task.
+    #[error("worker draining: it finishes its running tasks and takes no new one")]
+    Draining,
     /// A map attempt's reply would not fit a gRPC message.
     #[error(
         "map output of {streams} streams ({reducers} partitions) needs a reply of {bytes} bytes, more than the limit of {limit}: use fewer reducers or a larger sort buffer"
@@ -390,6 +412,8 @@ impl From<tonic::transport::Error> for ServeError {
 pub(crate) const LOST_MAP: &str = "mapreduce-lost-map";
 /// See [`LOST_MAP`].
 pub(crate) const LOST_ATTEMPT: &str = "mapreduce-lost-attempt";
+/// The metadata key of an `UNAVAILABLE` status from a worker that drains.
+pub(crate) const DRAINING: &str = "mapreduce-draining";
 
 impl From<TaskError> for tonic::Status {
     fn from(e: TaskError) -> Self {
@@ -405,6 +429,11 @@ impl From<TaskError> for tonic::Status {
             TaskError::InvalidRequest(_) | TaskError::NotRegular { .. } => tonic::Status::invalid_argument(msg),
             TaskError::OutsideRoots { .. } => tonic::Status::permission_denied(msg),
             TaskError::Busy { .. } => tonic::Status::resource_exhausted(msg),
+            TaskError::Draining => {
+                let mut status = tonic::Status::unavailable(msg);
+                status.metadata_mut().insert(DRAINING, tonic::metadata::MetadataValue::from_static("1"));
+                status
+            }
             TaskError::UnknownJob(_) => tonic::Status::not_found(msg),
             TaskError::BadPayload { .. } => tonic::Status::failed_precondition(msg),
             _ => tonic::Status::aborted(msg),

@@ -5,6 +5,7 @@ mod corruption;
 mod errors;
 mod faults;
 mod hostile;
+mod membership;
 mod processes;
 mod security;
 mod shuffle;

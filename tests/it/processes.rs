@@ -36,8 +36,8 @@ const BLOCK_DELAY: Duration = Duration::from_millis(50);
 /// Word count that sleeps `block_delay_ms` before mapping each block of lines: slow on
 /// purpose, by the same amount in a debug and a release build.
 #[derive(Serialize, Deserialize)]
-struct SlowWordCount {
-    block_delay_ms: u64,
+pub(crate) struct SlowWordCount {
+    pub(crate) block_delay_ms: u64,
 }
 
 impl Mapper for SlowWordCount {

@@ -27,7 +27,7 @@ enum Charge {
     Budget,
     /// Lost with an unreachable worker: counts against `4 × max_attempts`.
     Loss,
-    /// Nothing: a busy worker, or a map output lost under a reduce.
+    /// Nothing: a busy or draining worker, or a map output lost under a reduce.
     Free,
 }
 
@@ -182,10 +182,15 @@ impl Scheduler {
                 self.report.attempts.busy += 1;
                 self.answered(w);
             }
+            Failure::Draining(_) => self.answered(w),
         }
         // Where the worker goes next.
         match (&reason, charge) {
             (Failure::Unreachable(_), _) => self.rest_unreachable(now, w),
+            (Failure::Draining(_), _) => {
+                self.leave(now, w, true);
+                self.workers.make_ready(w, WorkerState::Ready);
+            }
             (Failure::Busy(_), _) => self.rest_busy(now, w),
             (_, Charge::Free) => self.workers.make_ready(w, WorkerState::Ready),
             _ => self.after_failure(now, w, &reason),
@@ -220,7 +225,7 @@ impl Scheduler {
         match reason {
             Failure::TimedOut | Failure::Task(_) => Charge::Budget,
             Failure::Unreachable(_) => Charge::Loss,
-            Failure::Busy(_) => Charge::Free,
+            Failure::Busy(_) | Failure::Draining(_) => Charge::Free,
             Failure::MapOutputLost { map, attempt, .. } => {
                 let accepted = self.tasks.maps.output(*map).is_some_and(|m| m.attempt == *attempt);
                 let known = accepted || self.lost_outputs.contains(&(*map, *attempt));

@@ -77,9 +77,6 @@ pub enum ConfigError {
     /// The plan has no reducer.
     #[error("a job needs at least one reducer")]
     ZeroReducers,
-    /// The plan has no worker.
-    #[error("a job needs at least one worker")]
-    NoWorkers,
     /// A duration exceeds [`MAX_DURATION`] (past it, deadlines would overflow).
     #[error("{0} exceeds a year")]
     DurationTooLong(&'static str),

@@ -33,13 +33,15 @@ impl Scheduler {
     }
 
     /// `w` leaves the job: it is never called again once its call in flight (if any)
-    /// ends, counts as silent for good, and its map outputs are lost at once.
-    pub(super) fn leave(&mut self, now: Instant, w: WorkerId) {
+    /// ends, counts as silent for good, and its map outputs are lost at once, unless it
+    /// drains (`drains`): then they stay readable until the job ends (a reduce that cannot
+    /// read one reports it lost, as for any worker).
+    pub(super) fn leave(&mut self, now: Instant, w: WorkerId, drains: bool) {
         if w.0 >= self.workers.len() || self.workers.get(w).left {
             tracing::debug!(worker = %w, "ignoring the departure of an unknown or departed worker");
             return;
         }
-        tracing::info!(worker = %w, "worker left");
+        tracing::info!(worker = %w, drains, "worker left");
         if self.workers.get(w).unreachable == 0 {
             let (_, last) = self.workers.fell_silent(now, w);
             if last {
@@ -58,7 +60,11 @@ impl Scheduler {
             // No call in flight that must end first (an idle Wait's answer is ignored).
             self.workers.set(w, WorkerState::Left);
         }
-        self.lose_outputs_of(w, "the worker left");
+        if drains {
+            self.workers.get_mut(w).stats.drained = true;
+        } else {
+            self.lose_outputs_of(w, "the worker left");
+        }
     }
 
     /// `w` has been silent for `dead_after`: it is declared dead and its map outputs are

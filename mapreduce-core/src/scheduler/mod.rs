@@ -74,7 +74,12 @@
 //! - Workers join ([`Scheduler::add_worker`], or [`Event::WorkerJoined`]: ids in order,
 //!   the next is the number of workers so far), ready at once, and leave
 //!   ([`Event::WorkerLeft`]): a departed worker is never called again once its call in
-//!   flight ends, and counts as silent for good.
+//!   flight ends, and counts as silent for good. A plan may start with no worker: it
+//!   waits `no_worker_timeout` from its first call for one to join.
+//! - A worker that drains ([`Failure::Draining`], in the answer of an attempt or a Wait:
+//!   it was told to stop) leaves the job as one that left, but keeps its map outputs: they
+//!   stay accepted (a reduce that cannot read one reports it lost, as always). The attempt
+//!   it refused is not charged; its task is TODO again, in front.
 //! - When map outputs stay on workers ([`JobPlan::outputs_on_workers`]), an accepted map
 //!   output is held by the worker of its attempt. A worker that leaves, or that is
 //!   declared dead (silent, every call to it failing, for [`SchedulerConfig::dead_after`]
@@ -158,14 +163,13 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler for `plan`. All workers start ready.
+    /// A scheduler for `plan`. All workers start ready. A plan of no workers waits for
+    /// workers to join ([`Scheduler::add_worker`]) for `no_worker_timeout` from its first
+    /// call, then fails with [`JobError::NoWorkers`].
     pub fn new(plan: JobPlan, config: SchedulerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         if plan.reducers == 0 {
             return Err(ConfigError::ZeroReducers);
-        }
-        if plan.workers == 0 {
-            return Err(ConfigError::NoWorkers);
         }
         let too_many = |what, n: u64, max: u64| (n > max).then_some(ConfigError::TooMany { what, n, max });
         let maps = plan.shards.len() as u64;
@@ -225,6 +229,15 @@ impl Scheduler {
                 }
                 None => tracing::debug!(%wait, "ignoring the answer of a Wait that is not current"),
             },
+            Event::WaitFailed { wait, reason: Failure::Draining(why) } => match self.workers.waiting(wait) {
+                Some(w) => {
+                    tracing::info!(worker = %w, %why, "worker drains");
+                    self.answered(w);
+                    self.leave(now, w, true);
+                    self.workers.make_ready(w, WorkerState::Ready);
+                }
+                None => tracing::debug!(%wait, "ignoring the drain answer of a Wait that is not current"),
+            },
             Event::WaitFailed { wait, reason } => match self.workers.waiting(wait) {
                 Some(w) => {
                     tracing::debug!(%wait, worker = %w, %reason, "wait failed");
@@ -235,7 +248,7 @@ impl Scheduler {
             },
             Event::Succeeded { attempt, output } => self.on_success(now, attempt, output),
             Event::Failed { attempt, reason } => self.on_failure(now, attempt, reason),
-            Event::WorkerLeft { worker } => self.leave(now, worker),
+            Event::WorkerLeft { worker } => self.leave(now, worker, false),
             Event::WorkerJoined => {
                 let _ = self.add_worker(now);
             }
@@ -344,7 +357,12 @@ impl Scheduler {
     }
 
     fn start_clock(&mut self, now: Instant) {
-        self.started.get_or_insert(now);
+        if self.started.is_none() {
+            self.started = Some(now);
+            if self.workers.len() == 0 {
+                self.timers.no_workers = Some(now + self.config.no_worker_timeout);
+            }
+        }
     }
 
     /// The deadline of `w`'s next call, doubled for each deadline it missed in a row.

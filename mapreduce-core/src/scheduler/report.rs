@@ -61,6 +61,10 @@ pub struct WorkerReport {
     pub lost: u64,
     /// Times it was put on probation.
     pub probations: u32,
+    /// Whether it drained during the job (told to stop, it finished its attempt, took no
+    /// new one and left, keeping its map outputs readable).
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// Attempt counts of a job.
@@ -143,7 +147,9 @@ impl fmt::Display for WorkerFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.reason {
             Failure::TimedOut => write!(f, "{} did not answer in time", self.worker),
-            Failure::Unreachable(why) | Failure::Task(why) | Failure::Busy(why) => write!(f, "{}: {why}", self.worker),
+            Failure::Unreachable(why) | Failure::Task(why) | Failure::Busy(why) | Failure::Draining(why) => {
+                write!(f, "{}: {why}", self.worker)
+            }
             reason @ Failure::MapOutputLost { .. } => write!(f, "{}: {reason}", self.worker),
         }
     }

@@ -212,6 +212,10 @@ pub enum Failure {
     /// The worker refused the task: it runs as many tasks as it may at once
     /// (`RESOURCE_EXHAUSTED`). Not a failure of the task nor of the worker.
     Busy(String),
+    /// The worker drains (it was told to stop): it refused the task, takes no new one,
+    /// and leaves the job, keeping the map outputs it holds readable until the job ends.
+    /// Not a failure of the task nor of the worker.
+    Draining(String),
 }
 
 impl fmt::Display for Failure {
@@ -225,6 +229,7 @@ impl fmt::Display for Failure {
                 write!(f, "lost output of {task} {attempt}: {why}")
             }
             Failure::Busy(why) => write!(f, "worker busy: {why}"),
+            Failure::Draining(why) => write!(f, "worker draining: {why}"),
         }
     }
 }
@@ -258,9 +263,10 @@ pub enum Event {
         /// Why.
         reason: Failure,
     },
-    /// A worker leaves the job (it drains, or is removed): it gets no new call, its call
-    /// in flight still ends with its event, and the map outputs it holds are lost at once
-    /// (if they stay on workers). Ignored for an unknown worker or one that left.
+    /// A worker leaves the job (it is removed): it gets no new call, its call in flight
+    /// still ends with its event, and the map outputs it holds are lost at once (if they
+    /// stay on workers). Ignored for an unknown worker or one that left. (A worker that
+    /// drains says so in its answers, [`Failure::Draining`], and keeps its outputs.)
     WorkerLeft {
         /// Which worker.
         worker: WorkerId,

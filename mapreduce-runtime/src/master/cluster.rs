@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use super::driver::drive;
+use super::join::{JoinService, Joined, MAX_JOIN_ADDR};
 use super::transport::{Grpc, MAX_MESSAGE, Scheme, WorkerEndpoint, status_message};
 use crate::convert;
 use crate::error::{ClusterError, RunError};
@@ -43,6 +44,17 @@ pub struct Cluster {
     local: Option<(SharedRegistry, Vec<oneshot::Sender<()>>)>,
     /// Map output stays on the worker that wrote it ([`Cluster::with_worker_shuffle`]).
     worker_shuffle: bool,
+    /// Where the master listens for workers that join ([`Cluster::listen`]).
+    listening: Option<Listening>,
+}
+
+/// A master's `Join` server: its address, the workers offered, and the sender whose drop
+/// stops it.
+#[derive(Debug)]
+struct Listening {
+    addr: std::net::SocketAddr,
+    joined: Arc<Joined>,
+    _stop: oneshot::Sender<()>,
 }
 
 impl Cluster {
@@ -80,6 +92,7 @@ impl Cluster {
             config: SchedulerConfig::default(),
             local: Some((registry, stops)),
             worker_shuffle: false,
+            listening: None,
         })
     }
 
@@ -87,17 +100,71 @@ impl Cluster {
     /// `https://host:port`, which needs TLS settings from [`Cluster::with_security`]),
     /// with no token and no TLS until [`Cluster::with_token`] or
     /// [`Cluster::with_security`]. Nothing is dialled yet: [`Cluster::run`] checks that
-    /// some worker answers before it starts.
+    /// some worker answers before it starts. `addrs` may be empty if the master listens
+    /// for workers that join ([`Cluster::listen`]).
     pub fn connect(addrs: impl IntoIterator<Item = impl AsRef<str>>) -> Result<Self, ClusterError> {
         let security = Security::new();
         let workers = addrs
             .into_iter()
             .map(|a| WorkerEndpoint::new(a.as_ref(), &security, Scheme::Lenient))
             .collect::<Result<Vec<_>, _>>()?;
-        if workers.is_empty() {
-            return Err(ClusterError::NoWorkers);
+        Ok(Cluster {
+            workers,
+            security,
+            config: SchedulerConfig::default(),
+            local: None,
+            worker_shuffle: false,
+            listening: None,
+        })
+    }
+
+    /// Listens on `listener` for workers that join (`mapreduce.v1.Master`'s `Join`, which
+    /// a worker started with [`Worker::with_join`](crate::Worker::with_join) calls): a
+    /// joined worker takes part in the job that runs, getting tasks at once, and in every
+    /// job after; its address is listed in the report. The calls are checked as a
+    /// worker checks the master's: the token, and with TLS the master serves its
+    /// certificate (it needs one) and, having a CA, requires the workers' client
+    /// certificates. Call it after [`Cluster::with_security`]: the server keeps the
+    /// security settings it was started with. It stops when the cluster is dropped.
+    ///
+    /// Refuses, as a worker does (protected mode), an address that is not loopback when
+    /// nothing authenticates the callers (neither a token nor a CA), unless the security
+    /// settings are [`Security::insecure`].
+    pub fn listen(mut self, listener: TcpListener) -> Result<Self, ClusterError> {
+        let addr = listener.local_addr().map_err(ClusterError::Bind)?;
+        let listen_error = |reason: String| ClusterError::Listen { addr, reason };
+        self.security.check_listen(addr).map_err(|e| listen_error(e.to_string()))?;
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = self.security.tls() {
+            let config = tls
+                .server_config()
+                .map_err(|_| listen_error("a master's TLS needs its certificate and key to listen".into()))?;
+            server = server.tls_config(config).map_err(|e| listen_error(e.to_string()))?;
         }
-        Ok(Cluster { workers, security, config: SchedulerConfig::default(), local: None, worker_shuffle: false })
+        let joined = Arc::new(Joined::new(Vec::new()));
+        let service = JoinService { joined: joined.clone(), security: self.security.clone() };
+        let authenticate = security::Authenticate(self.security.token().cloned());
+        let service = tonic::service::interceptor::InterceptedService::new(
+            pb::master_server::MasterServer::new(service).max_decoding_message_size(64 << 10),
+            authenticate,
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = server.add_service(service);
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let shutdown = async { stopped.await.unwrap_or(()) };
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+                tracing::error!(%addr, error = %e, "the master's join server failed");
+            }
+        });
+        tracing::info!(%addr, "listening for workers that join");
+        self.listening = Some(Listening { addr, joined, _stop: stop });
+        Ok(self)
+    }
+
+    /// Where the master listens for workers that join, if it does ([`Cluster::listen`]).
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listening.as_ref().map(|l| l.addr)
     }
 
     /// Replaces how the master proves itself: every call carries the token, and with TLS
@@ -160,7 +227,8 @@ impl Cluster {
         &self.config
     }
 
-    /// The workers' addresses, in [`WorkerId`] order.
+    /// The addresses of the workers given, in [`WorkerId`] order (not those that joined:
+    /// a job's report lists every worker that took part).
     pub fn addrs(&self) -> Vec<&str> {
         self.workers.iter().map(|w| w.addr.as_str()).collect()
     }
@@ -172,6 +240,9 @@ impl Cluster {
         let started = tokio::time::Instant::now();
         spec.validate()?;
         self.config.validate()?;
+        if self.workers.is_empty() && self.listening.is_none() {
+            return Err(RunError::NoWorkers);
+        }
         if let Some((registry, _)) = &self.local {
             registry.write().unwrap_or_else(|e| e.into_inner()).insert::<J>();
         }
@@ -186,7 +257,8 @@ impl Cluster {
         // anything is claimed or dialled.
         let location = if self.worker_shuffle {
             // grpc://host:port/<32 hex digits>/<map>/<attempt>
-            self.workers.iter().map(|w| w.addr.len()).max().unwrap_or(0) + 7 + 32 + 3
+            let joined = if self.listening.is_some() { MAX_JOIN_ADDR } else { 0 };
+            self.workers.iter().map(|w| w.addr.len()).max().unwrap_or(0).max(joined) + 7 + 32 + 3
         } else {
             // <output>/_temporary/<32 hex digits>/m00000-a0
             storage::absolute(&spec.output).map_or(0, |p| p.as_os_str().len()) + 12 + 32
@@ -228,15 +300,18 @@ impl Cluster {
             skip_long_lines: spec.skip_long_lines,
             job_id: output.job.to_string(),
         });
-        let transport = Grpc {
+        let mut transport = Grpc {
             workers: self.workers.clone(),
             job,
             work_dir: Arc::from(output.work_str()),
             worker_shuffle: self.worker_shuffle,
         };
-        let result = drive(scheduler, &transport).await.map_err(RunError::from);
+        let joined = self.listening.as_ref().map(|l| &*l.joined);
+        let result = drive(scheduler, &mut transport, joined).await.map_err(RunError::from);
+        // Every worker that took part, in WorkerId order (those that joined last).
+        let workers = transport.workers;
         if self.worker_shuffle {
-            self.end_job(&output.job).await;
+            end_job(&workers, &output.job).await;
         }
         let output = Arc::new(output);
         match result {
@@ -252,7 +327,7 @@ impl Cluster {
                     }
                 }
                 report.elapsed_ms = started.elapsed().as_millis() as u64;
-                for (worker, endpoint) in report.workers.iter_mut().zip(&self.workers) {
+                for (worker, endpoint) in report.workers.iter_mut().zip(&workers) {
                     worker.addr.clone_from(&endpoint.addr);
                 }
                 tracing::info!(
@@ -269,26 +344,6 @@ impl Cluster {
                 Err(e)
             }
         }
-    }
-
-    /// Tells every worker that the job run `job` ended, so that it removes the map output
-    /// it holds of it. A worker that does not answer within a few seconds keeps it until
-    /// it restarts (a worker removes what it finds in its work directory at start).
-    async fn end_job(&self, job: &storage::JobId) {
-        let calls = self.workers.iter().map(|w| {
-            let mut client = w.client.clone();
-            let request = pb::EndJobRequest { job_id: job.to_string() };
-            async move {
-                match tokio::time::timeout(PREFLIGHT_TIMEOUT, client.end_job(request)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(status)) => {
-                        tracing::warn!(addr = %w.addr, error = %status_message(&status), "end of job refused");
-                    }
-                    Err(_) => tracing::warn!(addr = %w.addr, "no answer to the end of job"),
-                }
-            }
-        });
-        futures_util::future::join_all(calls).await;
     }
 
     /// Fails fast, before any output exists, when no worker answers at all: with
@@ -325,12 +380,40 @@ impl Cluster {
                 Probe::Unreachable(why) => unreachable.push(why),
             }
         }
+        if self.listening.is_some() && !answered {
+            // Workers may yet join: the job waits for one as for an unreachable cluster.
+            for why in refused.iter().chain(&unreachable) {
+                tracing::warn!(worker = %why, "a worker given does not answer; waiting for workers to join");
+            }
+            return Ok(());
+        }
         match (answered, unreachable.is_empty()) {
             (true, _) => Ok(()),
             (false, true) => Err(RunError::Refused(refused)),
             (false, false) => Err(RunError::NoReachableWorker(refused.into_iter().chain(unreachable).collect())),
         }
     }
+}
+
+/// Tells every worker of a job (`workers`) that the job run `job` ended, so that it
+/// removes the map output it holds of it. A worker that does not answer within a few
+/// seconds keeps it until it restarts (a worker removes what it finds in its work
+/// directory at start).
+async fn end_job(workers: &[WorkerEndpoint], job: &storage::JobId) {
+    let calls = workers.iter().map(|w| {
+        let mut client = w.client.clone();
+        let request = pb::EndJobRequest { job_id: job.to_string() };
+        async move {
+            match tokio::time::timeout(PREFLIGHT_TIMEOUT, client.end_job(request)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(status)) => {
+                    tracing::warn!(addr = %w.addr, error = %status_message(&status), "end of job refused");
+                }
+                Err(_) => tracing::warn!(addr = %w.addr, "no answer to the end of job"),
+            }
+        }
+    });
+    futures_util::future::join_all(calls).await;
 }
 
 /// How a worker answered the pre-flight Wait.

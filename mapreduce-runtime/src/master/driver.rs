@@ -3,7 +3,8 @@
 //! Every call in flight is a future in a `FuturesUnordered`, under its deadline. When one
 //! completes, its event is fed to the scheduler with the current time, and the actions the
 //! scheduler asks for are started; when [`Scheduler::poll_timeout`] passes, the actions
-//! are drained again. No thread per worker, no lock around the scheduler.
+//! are drained again. No thread per worker, no lock around the scheduler. Workers that
+//! join ([`Joined`]) are added to the job as the driver sees them.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,16 +16,28 @@ use mapreduce_core::scheduler::{Action, Event, Failure, WorkerId};
 use mapreduce_core::{JobError, JobReport, Scheduler};
 use tokio::sync::oneshot;
 
+use super::join::Joined;
 use super::transport::Transport;
 
 /// A call in flight: its event, or `None` for an idle Wait that was woken (dropped).
 type Call = Pin<Box<dyn Future<Output = Option<Event>> + Send>>;
 
-/// Drives `scheduler` through `transport` until the job finishes.
-pub(crate) async fn drive(mut scheduler: Scheduler, transport: &dyn Transport) -> Result<JobReport, JobError> {
+/// Drives `scheduler` through `transport` until the job finishes, adding the workers that
+/// join (`joined`, if the master listens) as they do.
+pub(crate) async fn drive(
+    mut scheduler: Scheduler,
+    transport: &mut dyn Transport,
+    joined: Option<&Joined>,
+) -> Result<JobReport, JobError> {
     let mut calls: FuturesUnordered<Call> = FuturesUnordered::new();
     // Per worker, what wakes its Wait in flight: dropping the sender drops the call.
     let mut wakers: HashMap<WorkerId, oneshot::Sender<()>> = HashMap::new();
+    let mut joins = joined.map(|j| j.subscribe());
+    // Of the joined workers, how many this job has seen.
+    let mut seen = 0;
+    if let Some(joins) = &mut joins {
+        add_joined(&mut scheduler, transport, joins, &mut seen);
+    }
     loop {
         let now = tokio::time::Instant::now().into_std();
         while let Some(action) = scheduler.poll_action(now) {
@@ -76,10 +89,36 @@ pub(crate) async fn drive(mut scheduler: Scheduler, transport: &dyn Transport) -
                 }
             }
             () = async { tokio::time::sleep_until(wake.expect("guarded")).await }, if wake.is_some() => {}
+            Ok(()) = async { joins.as_mut().expect("guarded").changed().await }, if joins.is_some() => {
+                add_joined(&mut scheduler, transport, joins.as_mut().expect("guarded"), &mut seen);
+            }
             else => {
                 panic!("scheduler stalled: no call in flight and no timeout pending ({:?})", scheduler.status());
             }
         }
+    }
+}
+
+/// Adds to the job the workers that joined since `seen`, but those it has already.
+fn add_joined(
+    scheduler: &mut Scheduler,
+    transport: &mut dyn Transport,
+    joins: &mut tokio::sync::watch::Receiver<Vec<super::transport::WorkerEndpoint>>,
+    seen: &mut usize,
+) {
+    let fresh: Vec<_> = joins.borrow_and_update().iter().skip(*seen).cloned().collect();
+    for endpoint in fresh {
+        *seen += 1;
+        if transport.knows(&endpoint.addr) {
+            continue;
+        }
+        let now = tokio::time::Instant::now().into_std();
+        let Some(worker) = scheduler.add_worker(now) else {
+            tracing::warn!(addr = %endpoint.addr, "a worker joined too late or past the most workers: not used");
+            continue;
+        };
+        tracing::info!(%worker, addr = %endpoint.addr, "worker joins the job");
+        transport.add(endpoint);
     }
 }
 
@@ -208,6 +247,14 @@ mod tests {
         fn addr(&self, _: WorkerId) -> &str {
             "fake"
         }
+
+        fn knows(&self, _: &str) -> bool {
+            false
+        }
+
+        fn add(&mut self, _: crate::master::transport::WorkerEndpoint) {
+            self.behaviour.push(Behaviour::After(100 * MS));
+        }
     }
 
     fn scheduler(maps: u32, reducers: u32, workers: u32, config: SchedulerConfig) -> Scheduler {
@@ -223,9 +270,9 @@ mod tests {
     async fn an_attempt_past_its_deadline_fails_and_runs_again_elsewhere() {
         let config =
             SchedulerConfig { task_timeout: Duration::from_secs(10), speculation: false, ..Default::default() };
-        let fake = Fake::new(1, vec![Behaviour::Hang, Behaviour::After(100 * MS)]);
+        let mut fake = Fake::new(1, vec![Behaviour::Hang, Behaviour::After(100 * MS)]);
         let started = Instant::now();
-        let report = drive(scheduler(1, 1, 2, config), &fake).await.unwrap();
+        let report = drive(scheduler(1, 1, 2, config), &mut fake, None).await.unwrap();
         // Worker 0 takes the map first and hangs: its deadline passes after 10 s, simulated.
         assert!(started.elapsed() >= Duration::from_secs(10), "{:?}", started.elapsed());
         assert!(started.elapsed() < Duration::from_secs(11), "{:?}", started.elapsed());
@@ -239,9 +286,9 @@ mod tests {
         // Worker 1 finds nothing to do while worker 0 maps, and waits 50 s; the reduce
         // phase wakes it at once.
         let config = SchedulerConfig { idle_wait: Duration::from_secs(50), speculation: false, ..Default::default() };
-        let fake = Fake::new(2, vec![Behaviour::After(100 * MS), Behaviour::After(100 * MS)]);
+        let mut fake = Fake::new(2, vec![Behaviour::After(100 * MS), Behaviour::After(100 * MS)]);
         let started = Instant::now();
-        let report = drive(scheduler(1, 2, 2, config), &fake).await.unwrap();
+        let report = drive(scheduler(1, 2, 2, config), &mut fake, None).await.unwrap();
         assert!(started.elapsed() < Duration::from_secs(1), "woken, not after its wait: {:?}", started.elapsed());
         assert_eq!((fake.started(1, "wait"), fake.started(1, "reduce")), (1, 1), "one woken wait, then a reduce");
         assert!(fake.waits_dropped.load(Ordering::Relaxed) >= 1);
@@ -249,10 +296,32 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_worker_that_joins_mid_job_gets_tasks_and_one_that_joined_before_the_job_too() {
+        use crate::master::transport::{Scheme, WorkerEndpoint};
+        use crate::security::Security;
+        let endpoint = |addr: &str| WorkerEndpoint::new(addr, &Security::new(), Scheme::Strict).unwrap();
+        let joined: Joined = tokio::sync::watch::Sender::new(vec![endpoint("127.0.0.1:1")]);
+        let config = SchedulerConfig { speculation: false, ..Default::default() };
+        // Worker 0 (static) takes 10 s a task; worker 1 joined before the job; worker 2 joins
+        // after 1 s. The joined ones take 100 ms a task, so they do most of the 20 maps.
+        let mut fake = Fake::new(1, vec![Behaviour::After(Duration::from_secs(10))]);
+        let late = joined.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            late.send_modify(|list| list.push(endpoint("127.0.0.1:2")));
+        });
+        let report = drive(scheduler(20, 1, 1, config), &mut fake, Some(&joined)).await.unwrap();
+        assert_eq!(report.workers.len(), 3);
+        assert_eq!(fake.started(0, "map"), 1, "the slow worker takes one map");
+        assert!(fake.started(1, "map") >= 10, "{}", fake.started(1, "map"));
+        assert!(fake.started(2, "map") >= 1, "the late worker gets tasks at once");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_task_that_keeps_failing_fails_the_job_naming_it() {
         let config = SchedulerConfig { probation_after: 0, ..Default::default() };
-        let fake = Fake::new(1, vec![Behaviour::Fail]);
-        let err = drive(scheduler(2, 1, 1, config), &fake).await.unwrap_err();
+        let mut fake = Fake::new(1, vec![Behaviour::Fail]);
+        let err = drive(scheduler(2, 1, 1, config), &mut fake, None).await.unwrap_err();
         let JobError::TaskFailed { task, attempts, .. } = &err else { panic!("{err}") };
         assert_eq!((task.kind, *attempts), (TaskKind::Map, 4));
         assert!(err.to_string().contains("boom"), "{err}");
@@ -274,10 +343,14 @@ mod tests {
             fn addr(&self, _: WorkerId) -> &str {
                 "silent"
             }
+            fn knows(&self, _: &str) -> bool {
+                false
+            }
+            fn add(&mut self, _: crate::master::transport::WorkerEndpoint) {}
         }
         let config = SchedulerConfig { no_worker_timeout: Duration::from_secs(30), ..Default::default() };
         let started = Instant::now();
-        let err = drive(scheduler(1, 1, 1, config), &Silent).await.unwrap_err();
+        let err = drive(scheduler(1, 1, 1, config), &mut Silent, None).await.unwrap_err();
         assert!(matches!(err, JobError::NoWorkers { .. }), "{err}");
         let took = started.elapsed();
         assert!(took >= Duration::from_secs(30) && took < Duration::from_secs(40), "{took:?}");

@@ -4,9 +4,11 @@
 //!   list inputs, plan shards, claim the output directory, drive, commit.
 //! - `driver`: the loop that owns the `Scheduler`, with a deadline on every call.
 //! - `transport`: how the driver reaches workers (gRPC in production, a fake in tests).
+//! - `join`: the `Join` service of a master that listens, and the workers it was offered.
 
 mod cluster;
 mod driver;
+mod join;
 pub(crate) mod transport;
 
 pub use cluster::Cluster;

@@ -18,7 +18,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::convert;
-use crate::error::{ClusterError, LOST_ATTEMPT, LOST_MAP};
+use crate::error::{ClusterError, DRAINING, LOST_ATTEMPT, LOST_MAP};
 use crate::security::{Bearer, Security};
 use crate::shuffle::WorkerLocation;
 use crate::storage;
@@ -37,6 +37,10 @@ pub(crate) trait Transport: Send + Sync {
     fn discard(&self, output: TaskOutput);
     /// The worker's address, for logs.
     fn addr(&self, worker: WorkerId) -> &str;
+    /// Whether a worker of this address takes part already.
+    fn knows(&self, addr: &str) -> bool;
+    /// A worker that joined: the next [`WorkerId`] in order.
+    fn add(&mut self, worker: WorkerEndpoint);
 }
 
 /// A worker's gRPC client, which puts the master's token on every call.
@@ -61,40 +65,44 @@ pub(crate) enum Scheme {
 pub(crate) const MAX_MESSAGE: usize = 64 << 20;
 
 impl WorkerEndpoint {
-    /// A lazily connected client of `addr` with `security`'s token and TLS. Without TLS,
-    /// `addr` is `host:port` or `http://host:port` (and `https://host:port` only if
-    /// `scheme` is lenient, for TLS settings to come); with TLS, `host:port` or
-    /// `https://host:port`.
+    /// A lazily connected client of `addr` with `security`'s token and TLS (see [`channel`]).
     pub(crate) fn new(addr: &str, security: &Security, scheme: Scheme) -> Result<WorkerEndpoint, ClusterError> {
-        let bad = |reason: &str| ClusterError::BadAddress { addr: addr.to_string(), reason: reason.to_string() };
-        let tls = security.tls();
-        let uri = match (addr.split_once("://"), tls) {
-            (None, None) => format!("http://{addr}"),
-            (None, Some(_)) => format!("https://{addr}"),
-            (Some(("http", _)), Some(_)) => return Err(bad("http:// with TLS settings: use https:// or host:port")),
-            (Some(("https", _)), None) if scheme == Scheme::Strict => {
-                return Err(bad("https:// needs TLS settings (a CA)"));
-            }
-            (Some(_), _) => addr.to_string(),
-        };
-        let mut endpoint = Endpoint::from_shared(uri).map_err(|e| bad(&e.to_string()))?;
-        if endpoint.uri().port_u16().is_none() {
-            return Err(bad("no port"));
-        }
-        if let Some(tls) = tls {
-            endpoint = endpoint
-                .tls_config(tls.client_config()?)
-                .map_err(|error| ClusterError::Tls { addr: addr.to_string(), error })?;
-        }
-        let channel = endpoint
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .connect_lazy();
-        let client = WorkerClient::with_interceptor(channel, Bearer(security.token().cloned()))
-            .max_decoding_message_size(MAX_MESSAGE);
+        let client =
+            WorkerClient::with_interceptor(channel(addr, security, scheme)?, Bearer(security.token().cloned()))
+                .max_decoding_message_size(MAX_MESSAGE);
         Ok(WorkerEndpoint { addr: addr.to_string(), client })
     }
+}
+
+/// A lazily connected channel to `addr` with `security`'s TLS. Without TLS, `addr` is
+/// `host:port` or `http://host:port` (and `https://host:port` only if `scheme` is
+/// lenient, for TLS settings to come); with TLS, `host:port` or `https://host:port`.
+pub(crate) fn channel(addr: &str, security: &Security, scheme: Scheme) -> Result<Channel, ClusterError> {
+    let bad = |reason: &str| ClusterError::BadAddress { addr: addr.to_string(), reason: reason.to_string() };
+    let tls = security.tls();
+    let uri = match (addr.split_once("://"), tls) {
+        (None, None) => format!("http://{addr}"),
+        (None, Some(_)) => format!("https://{addr}"),
+        (Some(("http", _)), Some(_)) => return Err(bad("http:// with TLS settings: use https:// or host:port")),
+        (Some(("https", _)), None) if scheme == Scheme::Strict => {
+            return Err(bad("https:// needs TLS settings (a CA)"));
+        }
+        (Some(_), _) => addr.to_string(),
+    };
+    let mut endpoint = Endpoint::from_shared(uri).map_err(|e| bad(&e.to_string()))?;
+    if endpoint.uri().port_u16().is_none() {
+        return Err(bad("no port"));
+    }
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.client_config()?)
+            .map_err(|error| ClusterError::Tls { addr: addr.to_string(), error })?;
+    }
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .connect_lazy())
 }
 
 /// The production transport: gRPC calls to workers that share the master's filesystem
@@ -115,6 +123,7 @@ impl Transport for Grpc {
             let req = pb::WaitRequest { millis: for_.as_millis() as u64 };
             match client.wait(req).await {
                 Ok(_) => Ok(()),
+                Err(status) if status.metadata().contains_key(DRAINING) => Err(failure_from_status(&status)),
                 // A refusal says so (the job's end names the last failure of a Wait)...
                 Err(status) if status.code() == tonic::Code::Unauthenticated => Err(failure_from_status(&status)),
                 // ...otherwise, however the worker answers, it is not idle: an unreachable worker.
@@ -191,6 +200,14 @@ impl Transport for Grpc {
     fn addr(&self, worker: WorkerId) -> &str {
         &self.workers[worker.0 as usize].addr
     }
+
+    fn knows(&self, addr: &str) -> bool {
+        self.workers.iter().any(|w| w.addr == addr)
+    }
+
+    fn add(&mut self, worker: WorkerEndpoint) {
+        self.workers.push(worker);
+    }
 }
 
 /// The message of `status` with its causes (tonic's transport errors say only "transport
@@ -216,6 +233,9 @@ pub(crate) fn status_message(status: &tonic::Status) -> String {
 pub(crate) fn failure_from_status(status: &tonic::Status) -> Failure {
     use tonic::Code;
     let why = || status.message().to_string();
+    if status.code() == Code::Unavailable && status.metadata().contains_key(DRAINING) {
+        return Failure::Draining(why());
+    }
     match status.code() {
         Code::Unauthenticated => Failure::Task(format!("the worker refused this master: {}", status.message())),
         Code::Unavailable | Code::Unknown | Code::Cancelled => Failure::Unreachable(why()),
@@ -365,6 +385,8 @@ mod tests {
         ] {
             assert_eq!(failure_from_status(&Status::new(code, "m")), want, "{code:?}");
         }
+        let draining: Status = crate::error::TaskError::Draining.into();
+        assert!(matches!(failure_from_status(&draining), Failure::Draining(_)), "{draining:?}");
         let lost: Status = crate::error::TaskError::MapOutputLost {
             map: 3,
             attempt: 17,

@@ -153,6 +153,18 @@ impl Store {
         Ok(HeldRange { file, offset, bytes })
     }
 
+    /// How many job runs' map output this worker holds now (their directories), for a
+    /// worker that drains: it stops once it holds none. An unreadable directory counts as
+    /// none (the worker cannot serve from it either).
+    pub(crate) fn jobs_held(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_str().and_then(JobId::parse).is_some())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .count()
+    }
+
     /// Removes `job`'s map output (nothing if there is none).
     pub(crate) fn end_job(&self, job: &JobId) -> io::Result<()> {
         match std::fs::remove_dir_all(self.dir.join(job.as_str())) {
@@ -205,8 +217,10 @@ mod tests {
             let err = store.open_range(bad, 3, 17, 0, 1).unwrap_err();
             assert!(matches!(err, HeldError::BadJobId(_)), "{err}");
         }
+        assert_eq!(store.jobs_held(), 1);
         store.end_job(&job).unwrap();
         assert!(!job_dir.exists());
+        assert_eq!(store.jobs_held(), 0);
         store.end_job(&job).unwrap();
     }
 

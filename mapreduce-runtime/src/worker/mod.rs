@@ -12,6 +12,11 @@
 //! and the worker serves the output with `Fetch` until the master's `EndJob` (see
 //! `crate::shuffle`).
 //!
+//! A worker told to drain ([`Worker::serve_with_drain`]) answers Wait, Map and Reduce
+//! with `UNAVAILABLE` and the metadata `mapreduce-draining` (the master takes it out of
+//! the job, keeping its map output), finishes the tasks it runs, and serves `Fetch` until
+//! it holds no job's map output (each removed by `EndJob`), or its drain timeout passes.
+//!
 //! User code runs on tokio's blocking pool, never on the async threads, and a panic in it
 //! is caught and answered as a failed attempt: a worker survives any task.
 //!
@@ -60,7 +65,7 @@ use reduce::ReduceTask;
 use registry::PendingJob;
 pub use registry::Registry;
 pub(crate) use registry::SharedRegistry;
-pub use server::{Worker, serve};
+pub use server::{DEFAULT_DRAIN_TIMEOUT, Worker, serve};
 
 use mapreduce_core::job::{MAX_MAX_LINE_BYTES, MAX_REDUCERS, MAX_SORT_BUFFER, MIN_MAX_LINE_BYTES};
 use mapreduce_core::scheduler::MAX_IDLE_WAIT as MAX_WAIT;
@@ -93,6 +98,8 @@ pub struct WorkerService {
     store: Option<Store>,
     /// Tasks running, and the most at once.
     slots: Arc<Slots>,
+    /// Whether the worker drains: it refuses new tasks and answers Waits at once.
+    drain: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// The tasks a worker runs at once, and its limit.
@@ -181,6 +188,11 @@ impl WorkerService {
         store.job_dir(job).map_err(|error| TaskError::Write { path: store.dir().join(job.as_str()), error })
     }
 
+    /// Refuses a new task once the worker drains.
+    fn admit(&self) -> Result<(), TaskError> {
+        if *self.drain.borrow() { Err(TaskError::Draining) } else { Ok(()) }
+    }
+
     fn store(&self) -> Result<&Store, TaskError> {
         self.store.as_ref().ok_or_else(|| TaskError::InvalidRequest("this worker keeps no map output".into()))
     }
@@ -260,13 +272,20 @@ impl pb::worker_server::Worker for WorkerService {
         if wait > MAX_WAIT {
             return Err(TaskError::InvalidRequest(format!("wait of {wait:?} exceeds {MAX_WAIT:?}")).into());
         }
+        self.admit()?;
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            // A drain ends the Wait at once, so that the master hears of it now.
+            let mut drain = self.drain.subscribe();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = drain.wait_for(|draining| *draining) => return Err(TaskError::Draining.into()),
+            }
         }
         Ok(Response::new(pb::WaitResponse {}))
     }
 
     async fn map(&self, request: Request<pb::MapRequest>) -> Result<Response<pb::MapResponse>, Status> {
+        self.admit()?;
         let req = request.into_inner();
         let JobParts { job, reducers, sort_buffer, compression, max_line, skip_long_lines, job_id } =
             self.job(req.job)?;
@@ -345,6 +364,7 @@ impl pb::worker_server::Worker for WorkerService {
     }
 
     async fn reduce(&self, request: Request<pb::ReduceRequest>) -> Result<Response<pb::ReduceResponse>, Status> {
+        self.admit()?;
         let req = request.into_inner();
         let JobParts { job, reducers, compression, .. } = self.job(req.job)?;
         if req.partition >= reducers {

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::RwLock;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use mapreduce_rpc::pb;
 use tokio::net::TcpListener;
@@ -16,7 +17,8 @@ use tonic::service::interceptor::InterceptedService;
 use super::{Registry, SharedRegistry, Slots, WorkerService};
 use crate::confine::Files;
 use crate::error::ServeError;
-use crate::security::{Authenticate, Security, Token};
+use crate::master::transport::{Scheme, channel, status_message};
+use crate::security::{Authenticate, Bearer, Security, Token};
 use crate::shuffle::store::{Store, default_work_dir};
 use crate::shuffle::{GrpcShuffle, SharedFs, Shuffles};
 
@@ -39,7 +41,17 @@ pub struct Worker {
     /// Where map output stays with worker shuffle: `None` for a new directory under the
     /// OS's temporary directory, removed when the worker stops.
     work_dir: Option<PathBuf>,
+    /// The master to offer itself to ([`Worker::with_join`]).
+    join: Option<String>,
+    /// The longest a drain waits for the jobs whose map output it holds to end.
+    drain_timeout: Duration,
 }
+
+/// How often a worker with [`Worker::with_join`] offers itself to its master again.
+const JOIN_PERIOD: Duration = Duration::from_secs(3);
+
+/// The default of [`Worker::with_drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Worker {
     /// A worker that runs the job types of `registry`, with no token and no TLS, confined
@@ -61,8 +73,16 @@ impl Worker {
             shuffle: Arc::new(SharedFs::default()),
             store: None,
             slots: Arc::new(Slots { running: AtomicUsize::new(0), limit: usize::MAX }),
+            drain: Arc::new(tokio::sync::watch::Sender::new(false)),
         };
-        Worker { service, roots: None, security: Security::new(), work_dir: None }
+        Worker {
+            service,
+            roots: None,
+            security: Security::new(),
+            work_dir: None,
+            join: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
     }
 
     /// Adds a data root: the worker reads inputs and map outputs, and writes attempt
@@ -83,6 +103,26 @@ impl Worker {
     /// OS's temporary directory, removed when [`Worker::serve_with_shutdown`] ends.
     pub fn with_work_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.work_dir = Some(dir.into());
+        self
+    }
+
+    /// Offers this worker to the master at `master` (`host:port`, which must listen:
+    /// `Cluster::listen`) when it starts serving, and again every few seconds (a master
+    /// started later, or again, learns of it so) until it drains. It names the address it
+    /// listens on; one of an unspecified host (`0.0.0.0:7001`) is dialled at the address
+    /// the call came from. The call carries the worker's token and, with TLS, its
+    /// certificate; it checks the master's certificate against its CA.
+    pub fn with_join(mut self, master: impl Into<String>) -> Self {
+        self.join = Some(master.into());
+        self
+    }
+
+    /// The longest a drain ([`Worker::serve_with_drain`]) serves map output after its
+    /// running tasks end, waiting for the jobs whose output it holds to end (default ten
+    /// minutes): past it, the worker stops, and a master that still needs the output
+    /// runs those maps again.
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
         self
     }
 
@@ -165,6 +205,34 @@ impl Worker {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        self.serve_until(listener, |_| shutdown).await
+    }
+
+    /// Serves on `listener` as [`Worker::serve_with_shutdown`] does, and drains when
+    /// `drain` completes (a SIGTERM, say): it answers every Wait, Map and Reduce from then
+    /// on with `UNAVAILABLE` and the metadata `mapreduce-draining` (the master takes it
+    /// out of its job without counting a failure, and keeps its map output), finishes
+    /// the tasks it runs, serves the map output it holds until every job it belongs to
+    /// has ended (the master's `EndJob`) or the drain timeout passes
+    /// ([`Worker::with_drain_timeout`]), and then stops, returning `Ok`.
+    pub async fn serve_with_drain(
+        self,
+        listener: TcpListener,
+        drain: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let timeout = self.drain_timeout;
+        self.serve_until(listener, move |drainer| async move {
+            drain.await;
+            drainer.drain(timeout).await;
+        })
+        .await
+    }
+
+    async fn serve_until<F: Future<Output = ()> + Send>(
+        self,
+        listener: TcpListener,
+        stop: impl FnOnce(Drainer) -> F,
+    ) -> Result<(), ServeError> {
         let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
         self.check_listen(addr)?;
         let mut server = tonic::transport::Server::builder();
@@ -172,17 +240,116 @@ impl Worker {
             server = server.tls_config(tls.server_config()?).map_err(ServeError::Tls)?;
         }
         let authenticate = Authenticate(self.security.token().cloned());
+        let joiner = match &self.join {
+            Some(master) => Some(Joiner::new(master, &self.security, addr)?),
+            None => None,
+        };
         let (service, default_dir) = self.into_parts()?;
         let store = service.store.clone();
+        let drainer = Drainer { drain: service.drain.clone(), slots: service.slots.clone(), store: store.clone() };
+        let joining = joiner.map(|j| tokio::spawn(j.run(service.drain.subscribe())));
         let service = pb::worker_server::WorkerServer::new(service).max_decoding_message_size(64 << 20);
         let served = server
             .add_service(InterceptedService::new(service, authenticate))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop(drainer))
             .await;
+        if let Some(joining) = joining {
+            joining.abort();
+        }
         if let Some(store) = store.filter(|_| default_dir) {
             store.remove();
         }
         served?;
         Ok(())
+    }
+}
+
+/// What a drain watches: the flag that turns new tasks away, the tasks running, and the
+/// map output held.
+struct Drainer {
+    drain: Arc<tokio::sync::watch::Sender<bool>>,
+    slots: Arc<Slots>,
+    store: Option<Store>,
+}
+
+impl Drainer {
+    /// Turns new tasks away, then waits until no task runs and no job's map output is
+    /// held, or `timeout` passes.
+    async fn drain(self, timeout: Duration) {
+        self.drain.send_replace(true);
+        tracing::info!(?timeout, "draining: no new task; serving map output until its jobs end");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let running = self.slots.running.load(Ordering::Acquire);
+            let store = self.store.clone();
+            let held = tokio::task::spawn_blocking(move || store.map_or(0, |s| s.jobs_held())).await.unwrap_or(0);
+            if running == 0 && held == 0 {
+                tracing::info!("drained: no task runs and no map output is held");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(running, jobs = held, ?timeout, "drain timed out; stopping");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A worker's offers of itself to its master ([`Worker::with_join`]).
+struct Joiner {
+    master: String,
+    client: pb::master_client::MasterClient<InterceptedService<tonic::transport::Channel, Bearer>>,
+    /// The address offered: the one listened on.
+    addr: SocketAddr,
+    /// Whether it has joined once (logged then, and after each failure).
+    logged: bool,
+}
+
+impl Joiner {
+    fn new(master: &str, security: &Security, addr: SocketAddr) -> Result<Joiner, ServeError> {
+        let channel = channel(master, security, Scheme::Strict)
+            .map_err(|e| ServeError::Join { master: master.to_string(), reason: e.to_string() })?;
+        let client = pb::master_client::MasterClient::with_interceptor(channel, Bearer(security.token().cloned()));
+        Ok(Joiner { master: master.to_string(), client, addr, logged: false })
+    }
+
+    /// Offers the worker now and every [`JOIN_PERIOD`] until it drains. A refusal or an
+    /// unreachable master is logged when it starts (and its end), not at every try.
+    async fn run(mut self, mut drain: tokio::sync::watch::Receiver<bool>) {
+        let mut failing = None::<String>;
+        loop {
+            let request = pb::JoinRequest { addr: self.addr.to_string() };
+            let answer = tokio::time::timeout(JOIN_PERIOD, self.client.join(request)).await;
+            match answer {
+                Ok(Ok(reply)) => {
+                    if failing.take().is_some() || !self.joined() {
+                        tracing::info!(master = %self.master, addr = %reply.into_inner().addr, "joined the master");
+                    }
+                }
+                Ok(Err(status)) => {
+                    let why = status_message(&status);
+                    if failing.as_deref() != Some(why.as_str()) {
+                        tracing::warn!(master = %self.master, error = %why, "cannot join the master; trying again");
+                    }
+                    failing = Some(why);
+                }
+                Err(_) => {
+                    if failing.is_none() {
+                        tracing::warn!(master = %self.master, "no answer from the master; trying again");
+                    }
+                    failing = Some("no answer".into());
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(JOIN_PERIOD) => {}
+                _ = drain.wait_for(|d| *d) => return,
+            }
+        }
+    }
+
+    /// Whether it has joined before (logged once, then at each recovery).
+    fn joined(&mut self) -> bool {
+        std::mem::replace(&mut self.logged, true)
     }
 }

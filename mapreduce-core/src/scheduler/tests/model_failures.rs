@@ -21,7 +21,7 @@ impl Model {
         match reason {
             Failure::TimedOut | Failure::Task(_) => Charge::Budget,
             Failure::Unreachable(_) => Charge::Loss,
-            Failure::Busy(_) => Charge::Free,
+            Failure::Busy(_) | Failure::Draining(_) => Charge::Free,
             Failure::MapOutputLost { map: m, attempt, .. } => {
                 let now = self.accepted_by.get(&map(*m)) == Some(attempt);
                 let known = now || self.forgotten.contains(&(*m, *attempt));
@@ -68,6 +68,8 @@ impl Model {
                 m.wake = Some(now + backoff(m.busy, c.retry_base, c.retry_cap));
                 m.busy += 1;
             }
+            // Draining is a scenario of `rules_membership`, not one the model generates.
+            Failure::Draining(_) => unreachable!("the model's workers do not drain"),
         }
         if charge == Charge::Budget {
             let c = &self.config;

@@ -15,7 +15,6 @@ fn new_rejects_plans_and_knobs_that_cannot_work() {
     let knobs = SchedulerConfig::default;
     let cases: Vec<(JobPlan, SchedulerConfig, ConfigError)> = vec![
         (JobPlan { reducers: 0, ..plan() }, knobs(), ConfigError::ZeroReducers),
-        (JobPlan { workers: 0, ..plan() }, knobs(), ConfigError::NoWorkers),
         (
             plan(),
             SchedulerConfig { task_timeout: Duration::ZERO, ..knobs() },

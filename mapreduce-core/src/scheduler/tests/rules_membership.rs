@@ -132,3 +132,53 @@ fn dead_after_must_be_positive() {
     let config = SchedulerConfig { dead_after: Duration::ZERO, ..quiet() };
     assert_eq!(config.validate(), Err(ConfigError::ZeroDuration("dead_after")));
 }
+
+#[test]
+fn a_draining_worker_keeps_its_map_outputs_and_its_refused_attempt_costs_nothing() {
+    // worker-1 drains while its reduce runs: the reduce is refused (not charged), runs on
+    // another worker, and still reads worker-1's map output; worker-1 is never called again.
+    let mut sim = maps_done(true);
+    let r = sim.run_of(reduce(0));
+    let calls = sim.calls_to(w(1)).len();
+    sim.feed(Event::Failed { attempt: r.attempt, reason: Failure::Draining("SIGTERM".into()) });
+    sim.run_until_idle();
+    let again = sim.run_of(reduce(0));
+    assert_ne!(again.worker, w(1));
+    assert_eq!(sim.inputs_of(again.attempt), [AttemptId(0), AttemptId(1)], "worker-1's output is still read");
+    let report = sim.finish_job();
+    assert_eq!(sim.calls_to(w(1)).len(), calls, "worker-1 called after it drained");
+    assert_eq!((report.map_outputs_lost, report.attempts.failed, report.attempts.map_reruns), (0, 0, 0));
+    assert!(report.workers[1].drained && !report.workers[0].drained);
+}
+
+#[test]
+fn a_wait_answered_draining_takes_the_worker_out_of_the_job() {
+    let mut sim = maps_done(true);
+    let wait = sim.wait_of(w(2)).wait;
+    let calls = sim.calls_to(w(2)).len();
+    sim.feed(Event::WaitFailed { wait, reason: Failure::Draining("SIGTERM".into()) });
+    sim.advance(secs(60));
+    let report = sim.finish_job();
+    assert_eq!(sim.calls_to(w(2)).len(), calls, "worker-2 called after it drained");
+    assert_eq!(report.map_outputs_lost, 0);
+    assert!(report.workers[2].drained);
+}
+
+#[test]
+fn a_plan_of_no_workers_waits_for_one_to_join() {
+    let mut sim = Sim::new(2, 1, 0, quiet());
+    sim.run_until_idle();
+    assert_eq!(sim.sched.poll_timeout(), Some(sim.start + quiet().no_worker_timeout));
+    sim.advance(secs(5));
+    sim.feed(Event::WorkerJoined);
+    sim.run_until_idle();
+    assert_eq!(sim.run_of(map(0)).worker, w(0));
+    assert_eq!(sim.finish_job().workers.len(), 1);
+
+    // With none, it gives up after no_worker_timeout.
+    let mut sim = Sim::new(2, 1, 0, quiet());
+    sim.run_until_idle();
+    let took = sim.jump_to_end(secs(3600));
+    assert_eq!(took, quiet().no_worker_timeout);
+    assert!(matches!(sim.error(), JobError::NoWorkers { .. }), "{}", sim.error());
+}
