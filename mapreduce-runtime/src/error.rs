@@ -299,6 +299,15 @@ pub enum TaskError {
         /// The worker's limit.
         limit: usize,
     },
+    /// The worker cannot see an input as the master listed it: absent, outside its data
+    /// roots, or of another length. The master sends the shard's bytes instead.
+    #[error("input {path} is not visible to this worker ({why})")]
+    InputUnseen {
+        /// The input, as requested.
+        path: String,
+        /// Why.
+        why: String,
+    },
     /// The worker drains (it was told to stop): it takes no new task.
     #[error("worker draining: it finishes its running tasks and takes no new one")]
     Draining,
@@ -412,6 +421,8 @@ impl From<tonic::transport::Error> for ServeError {
 pub(crate) const LOST_MAP: &str = "mapreduce-lost-map";
 /// See [`LOST_MAP`].
 pub(crate) const LOST_ATTEMPT: &str = "mapreduce-lost-attempt";
+/// The metadata key of a `FAILED_PRECONDITION` status from a worker that cannot see an input.
+pub(crate) const INPUT_UNSEEN: &str = "mapreduce-input-unseen";
 /// The metadata key of an `UNAVAILABLE` status from a worker that drains.
 pub(crate) const DRAINING: &str = "mapreduce-draining";
 
@@ -429,6 +440,11 @@ impl From<TaskError> for tonic::Status {
             TaskError::InvalidRequest(_) | TaskError::NotRegular { .. } => tonic::Status::invalid_argument(msg),
             TaskError::OutsideRoots { .. } => tonic::Status::permission_denied(msg),
             TaskError::Busy { .. } => tonic::Status::resource_exhausted(msg),
+            TaskError::InputUnseen { .. } => {
+                let mut status = tonic::Status::failed_precondition(msg);
+                status.metadata_mut().insert(INPUT_UNSEEN, tonic::metadata::MetadataValue::from_static("1"));
+                status
+            }
             TaskError::Draining => {
                 let mut status = tonic::Status::unavailable(msg);
                 status.metadata_mut().insert(DRAINING, tonic::metadata::MetadataValue::from_static("1"));

@@ -102,10 +102,16 @@ impl Confined {
             attempt: NEXT_ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             segments: segments
                 .iter()
-                .map(|(p, start, end)| pb::Segment { path: p.to_string_lossy().into(), start: *start, end: *end })
+                .map(|(p, start, end)| pb::Segment {
+                    path: p.to_string_lossy().into(),
+                    start: *start,
+                    end: *end,
+                    file_bytes: 0,
+                })
                 .collect(),
             work_dir: work_dir.to_string_lossy().into(),
             worker_shuffle: false,
+            streamed_bytes: Vec::new(),
         }
     }
 
@@ -165,12 +171,15 @@ async fn hostile_paths_are_refused_promptly_and_nothing_is_read_or_written_outsi
         ("a file beside the root", secret.clone()),
         ("/dev/zero", "/dev/zero".into()),
     ];
+    // An input outside the roots is one this worker cannot see: it says so (the master
+    // then streams the shard, from its own files) and reads nothing.
+    let unseen = Code::FailedPrecondition;
     for (what, path) in &outside {
         let req = w.map(&[(path, 0, 1)], &w.work);
-        w.refused(what, req, denied, &[&path.display().to_string(), &root]).await;
+        w.refused(what, req, unseen, &[&path.display().to_string(), &root, "not visible"]).await;
     }
     let link = w.root.join("link.txt");
-    w.refused("a symlink in the root pointing out", w.map(&[(&link, 0, 5)], &w.work), denied, &["link.txt", &root])
+    w.refused("a symlink in the root pointing out", w.map(&[(&link, 0, 5)], &w.work), unseen, &["link.txt", &root])
         .await;
     let dotdot = w.root.join("work/../../sentinel/secret.txt");
     w.refused("..", w.map(&[(&dotdot, 0, 5)], &w.work), Code::InvalidArgument, &["'..'"]).await;
@@ -199,9 +208,11 @@ async fn hostile_paths_are_refused_promptly_and_nothing_is_read_or_written_outsi
     let status = w.client.clone().reduce(reduce.clone()).await.expect_err("a reduce input through a symlink");
     assert!(status.message().contains("outside the worker's data roots"), "{status:?}");
     reduce.locations = vec![w.root.join("in.txt").display().to_string()];
+    // A work directory outside the roots is one the worker cannot see: it would keep the
+    // output in its own work directory (under the job id), never in /etc.
     reduce.work_dir = "/etc".into();
     let status = w.client.clone().reduce(reduce).await.expect_err("a reduce writing in /etc");
-    assert_eq!(status.code(), denied, "{status:?}");
+    assert!(status.code() == Code::InvalidArgument && status.message().contains("job id"), "{status:?}");
 
     assert!(!fs::read_dir("/etc").unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("m00000")));
     assert_eq!(tree(&w.sentinel), ["secret.txt"]);

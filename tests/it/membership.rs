@@ -172,3 +172,27 @@ async fn a_join_without_the_token_is_refused_and_a_master_with_no_workers_says_s
     assert!(matches!(err, RunError::NoWorkers), "{err}");
     assert!(!dir.path().join("out3").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_that_see_no_file_of_the_master_get_their_shards_streamed_and_their_outputs_pulled() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, out) = corpus(dir.path(), 256 << 10);
+    // The workers' only data root is an empty directory: neither the input nor the
+    // output directory is visible to them.
+    let nothing = tempfile::tempdir().unwrap();
+    let token = Token::random().unwrap();
+    let master = listening_master(&token).await;
+    let at = master.listen_addr().unwrap();
+    let works: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut workers = Vec::new();
+    for work in &works {
+        workers.push(joining_worker(at, &token, nothing.path(), work.path()).await);
+    }
+    let report = master.run(spec(&input, &out)).await.unwrap();
+    assert_wordcount_output(&out, 2, &[input]);
+    assert_eq!((report.attempts.failed, report.map_outputs_lost), (0, 0), "{report:?}");
+    for work in &works {
+        assert_eq!(tree(work.path()), Vec::<String>::new(), "held outputs are removed at the job's end");
+    }
+}

@@ -112,7 +112,14 @@ async fn a_fetch_serves_only_held_ids_with_the_token_in_chunks_of_a_mebibyte() {
     std::fs::create_dir(work.path().join(job)).unwrap();
     let data: Vec<u8> = (0..(5 << 20) + 100).map(|i| (i % 253) as u8).collect();
     std::fs::write(work.path().join(job).join("m00002-a5"), &data).unwrap();
-    let range = |map, attempt, offset, bytes| pb::FetchRequest { job_id: job.into(), map, attempt, offset, bytes };
+    let range = |map, attempt, offset, bytes| pb::FetchRequest {
+        job_id: job.into(),
+        map,
+        attempt,
+        offset,
+        bytes,
+        reduce: false,
+    };
 
     let mut stream = client.fetch(fetch_request(range(2, 5, 50, 4 << 20), secret)).await.unwrap().into_inner();
     let (mut sizes, mut got) = (Vec::new(), Vec::new());

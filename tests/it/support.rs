@@ -114,6 +114,13 @@ impl<H: Hooks> WorkerRpc for Hooked<H> {
         self.hooks.map(&self.inner, request).await
     }
 
+    async fn map_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::MapInput>>,
+    ) -> Result<Response<pb::MapResponse>, Status> {
+        self.inner.map_stream(request).await
+    }
+
     async fn reduce(&self, request: Request<pb::ReduceRequest>) -> Result<Response<pb::ReduceResponse>, Status> {
         self.hooks.reduce(&self.inner, request).await
     }

@@ -300,17 +300,14 @@ impl Cluster {
             skip_long_lines: spec.skip_long_lines,
             job_id: output.job.to_string(),
         });
-        let mut transport = Grpc {
-            workers: self.workers.clone(),
-            job,
-            work_dir: Arc::from(output.work_str()),
-            worker_shuffle: self.worker_shuffle,
-        };
+        let file_bytes = files.iter().map(|f| (f.path.clone(), f.len)).collect();
+        let mut transport = Grpc::new(self.workers.clone(), job, output.work_str(), self.worker_shuffle, file_bytes);
+        let held_reduces = transport.held_reduces.clone();
         let joined = self.listening.as_ref().map(|l| &*l.joined);
         let result = drive(scheduler, &mut transport, joined).await.map_err(RunError::from);
         // Every worker that took part, in WorkerId order (those that joined last).
         let workers = transport.workers;
-        if self.worker_shuffle {
+        if self.worker_shuffle || held_reduces.load(std::sync::atomic::Ordering::Relaxed) {
             end_job(&workers, &output.job).await;
         }
         let output = Arc::new(output);

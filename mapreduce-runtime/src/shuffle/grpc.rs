@@ -143,6 +143,7 @@ impl ShuffleSource for GrpcShuffle {
             attempt: at.attempt,
             offset: range.offset,
             bytes: range.bytes,
+            reduce: false,
         };
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
         let addr = at.addr;

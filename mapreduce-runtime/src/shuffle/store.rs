@@ -25,14 +25,12 @@ pub(crate) enum HeldError {
     #[error("job id {0:?} is not 32 hex digits")]
     BadJobId(String),
     /// This worker holds no output of that attempt.
-    #[error("no map output of map {map}, attempt {attempt} of job {job} on this worker")]
+    #[error("no output {name} of job {job} on this worker")]
     NotHeld {
         /// The job run.
         job: String,
-        /// The map task.
-        map: u32,
-        /// Its attempt.
-        attempt: u64,
+        /// The output's file name (the task and its attempt).
+        name: String,
     },
     /// The range ends past the output.
     #[error("range of {bytes} bytes at {offset} is past the end of map output {file} ({len} bytes)")]
@@ -133,10 +131,26 @@ impl Store {
         offset: u64,
         bytes: u64,
     ) -> Result<HeldRange, HeldError> {
+        self.open_named(job, storage::map_file_name(map, attempt), offset, bytes)
+    }
+
+    /// Opens `[offset, offset + bytes)` of the output of reduce `partition`'s `attempt`
+    /// in `job`, if this worker holds it (it could not write it where the master asked).
+    pub(crate) fn open_reduce_range(
+        &self,
+        job: &str,
+        partition: u32,
+        attempt: u64,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<HeldRange, HeldError> {
+        self.open_named(job, storage::reduce_file_name(partition, attempt), offset, bytes)
+    }
+
+    fn open_named(&self, job: &str, name: String, offset: u64, bytes: u64) -> Result<HeldRange, HeldError> {
         let id = JobId::parse(job).ok_or_else(|| HeldError::BadJobId(job.chars().take(40).collect()))?;
-        let name = storage::map_file_name(map, attempt);
         let path = self.dir.join(id.as_str()).join(&name);
-        let not_held = || HeldError::NotHeld { job: id.to_string(), map, attempt };
+        let not_held = || HeldError::NotHeld { job: id.to_string(), name: name.clone() };
         let file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_held()),
@@ -217,6 +231,9 @@ mod tests {
             let err = store.open_range(bad, 3, 17, 0, 1).unwrap_err();
             assert!(matches!(err, HeldError::BadJobId(_)), "{err}");
         }
+        std::fs::write(job_dir.join(storage::reduce_file_name(1, 18)), vec![8u8; 10]).unwrap();
+        assert_eq!(store.open_reduce_range(job.as_str(), 1, 18, 0, 10).unwrap().bytes, 10);
+        assert!(matches!(store.open_reduce_range(job.as_str(), 3, 17, 0, 1), Err(HeldError::NotHeld { .. })));
         assert_eq!(store.jobs_held(), 1);
         store.end_job(&job).unwrap();
         assert!(!job_dir.exists());

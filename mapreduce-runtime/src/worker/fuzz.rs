@@ -87,11 +87,12 @@ proptest! {
                 // Mostly within the 10-byte file, sometimes backwards or past its end.
                 .map(|(i, &(start, end))| {
                     let (start, end) = if seed % 5 == 0 { (start % 64, end % 128) } else { (start % 6, 6 + end % 5) };
-                    pb::Segment { path: paths[i].clone(), start, end }
+                    pb::Segment { path: paths[i].clone(), start, end, file_bytes: seed % 13 }
                 })
                 .collect(),
             work_dir: paths[4].clone(),
             worker_shuffle: false,
+            streamed_bytes: Vec::new(),
         };
         let reduce = pb::ReduceRequest {
             job,

@@ -1,7 +1,7 @@
 //! Running a map attempt: read the shard's lines, map them into the data path of
 //! `mapreduce_core::shuffle::map_side`, and write the attempt's one output file.
 
-use std::io::{Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,9 +11,11 @@ use mapreduce_core::shard::{Block, LineReader, LineTooLong, Segment};
 use mapreduce_core::shuffle::ShuffleError;
 use mapreduce_core::shuffle::map_side::{MapSettings, MapSide, StreamRange};
 use mapreduce_core::{BoxError, Compression, Emitter, Job};
+use mapreduce_rpc::pb;
+use tokio::sync::mpsc;
 
 use super::files::{AtomicFile, TempFiles, WorkDir};
-use crate::confine::Files;
+use crate::confine::{Files, Refused};
 use crate::error::{TaskError, panic_message};
 use crate::storage;
 
@@ -42,6 +44,87 @@ pub(crate) struct MapTask {
     /// The longest line, and whether longer ones are skipped (and counted).
     pub(crate) max_line: usize,
     pub(crate) skip_long_lines: bool,
+    /// Where the shard's bytes come from.
+    pub(crate) input: Input,
+}
+
+/// Where a map attempt reads its shard.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// Each segment's file, beneath the data roots; per segment, the file's length as the
+    /// master listed it (0: not said). A file absent, outside the roots or of another
+    /// length is [`TaskError::InputUnseen`].
+    Files(Vec<u64>),
+    /// The bytes the master sends (`MapStream`).
+    Streamed(std::sync::Mutex<Streamed>),
+}
+
+/// A shard's bytes as the master sends them: chunks of each segment in order, as many
+/// bytes of each as the request said.
+#[derive(Debug)]
+pub(crate) struct Streamed {
+    chunks: mpsc::Receiver<io::Result<pb::InputChunk>>,
+    /// Per segment, the bytes to come.
+    sizes: Vec<u64>,
+    /// The chunk being read, and how much of it was.
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Streamed {
+    pub(crate) fn new(chunks: mpsc::Receiver<io::Result<pb::InputChunk>>, sizes: Vec<u64>) -> Self {
+        Streamed { chunks, sizes, chunk: Vec::new(), at: 0 }
+    }
+
+    /// Checks that nothing follows the last segment's bytes.
+    fn finish(&mut self) -> io::Result<()> {
+        if self.at < self.chunk.len() || self.chunks.blocking_recv().is_some() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "the master sent more bytes than it said"));
+        }
+        Ok(())
+    }
+}
+
+/// The reader of segment `segment` of a [`Streamed`] shard.
+struct SegmentReader<'a> {
+    input: &'a mut Streamed,
+    segment: u32,
+    left: u64,
+}
+
+impl Read for SegmentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let input = &mut *self.input;
+        while input.at == input.chunk.len() {
+            let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+            match input.chunks.blocking_recv() {
+                None => {
+                    let what =
+                        format!("the master's stream ended {} bytes short of segment {}", self.left, self.segment);
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, what));
+                }
+                Some(Err(e)) => return Err(e),
+                Some(Ok(chunk)) if chunk.segment != self.segment => {
+                    return Err(bad(format!(
+                        "bytes of segment {} while reading segment {}",
+                        chunk.segment, self.segment
+                    )));
+                }
+                Some(Ok(chunk)) if chunk.data.len() as u64 > self.left => {
+                    return Err(bad(format!("more bytes of segment {} than the master said", self.segment)));
+                }
+                Some(Ok(chunk)) => (input.chunk, input.at) = (chunk.data, 0),
+            }
+        }
+        let n = buf.len().min(input.chunk.len() - input.at).min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        buf[..n].copy_from_slice(&input.chunk[input.at..input.at + n]);
+        input.at += n;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// What a map attempt wrote.
@@ -72,16 +155,45 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
     let settings = MapSettings { reducers: t.reducers, sort_buffer: t.sort_buffer, compression: t.compression };
     let mut side = MapSide::<J, _, _>::new(settings, TempFiles(&work.dir), output);
     let (mut input_records, mut skipped_records) = (0u64, 0u64);
-    for seg in &t.segments {
+    let mut streamed = match &t.input {
+        Input::Streamed(s) => Some(s.lock().unwrap_or_else(|e| e.into_inner())),
+        Input::Files(_) => None,
+    };
+    for (i, seg) in t.segments.iter().enumerate() {
         let path = Path::new(&seg.path);
         let input_err = |source| TaskError::Input { path: path.to_path_buf(), error: source };
-        let mut file = t.files.open_regular(path).map_err(|r| r.into_task_error(path, &t.files, input_err))?;
-        let len = file.metadata().map_err(input_err)?.len();
-        if seg.end > len {
-            return Err(TaskError::InputShrank { path: path.to_path_buf(), len, start: seg.start, end: seg.end });
-        }
-        file.seek(SeekFrom::Start(seg.start.saturating_sub(1))).map_err(input_err)?;
-        let mut reader = LineReader::with_block_size(file, seg.start, seg.end, MAP_BLOCK)
+        let source: Box<dyn Read + '_> = match (&t.input, streamed.as_deref_mut()) {
+            (_, Some(streamed)) => {
+                let left = streamed.sizes.get(i).copied().unwrap_or(0);
+                Box::new(SegmentReader { input: streamed, segment: i as u32, left })
+            }
+            (Input::Files(listed), None) => {
+                let unseen = |why: String| TaskError::InputUnseen { path: seg.path.clone(), why };
+                let mut file = match t.files.open_regular(path) {
+                    Ok(file) => file,
+                    Err(Refused::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Err(unseen("absent".into())),
+                    Err(Refused::Outside) => return Err(unseen(format!("outside {}", t.files.describe_roots()))),
+                    Err(r) => return Err(r.into_task_error(path, &t.files, input_err)),
+                };
+                let len = file.metadata().map_err(input_err)?.len();
+                let listed = listed.get(i).copied().unwrap_or(0);
+                if listed != 0 && len != listed {
+                    return Err(unseen(format!("{len} bytes here, {listed} as the master listed it")));
+                }
+                if seg.end > len {
+                    return Err(TaskError::InputShrank {
+                        path: path.to_path_buf(),
+                        len,
+                        start: seg.start,
+                        end: seg.end,
+                    });
+                }
+                file.seek(SeekFrom::Start(seg.start.saturating_sub(1))).map_err(input_err)?;
+                Box::new(file)
+            }
+            (Input::Streamed(_), None) => unreachable!("a streamed input is locked above"),
+        };
+        let mut reader = LineReader::with_block_size(source, seg.start, seg.end, MAP_BLOCK)
             .with_max_line(t.max_line, t.skip_long_lines);
         let read_err = |e: std::io::Error| match LineTooLong::find(&e) {
             Some(&LineTooLong { offset, limit }) => TaskError::LineTooLong { path: path.to_path_buf(), offset, limit },
@@ -98,6 +210,10 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
             side.after_block(job, &t.cancelled).map_err(shuffle_err)?;
         }
         skipped_records += reader.skipped();
+    }
+    if let Some(streamed) = streamed.as_deref_mut() {
+        let path = t.segments.last().map_or_else(Default::default, |s| PathBuf::from(&s.path));
+        streamed.finish().map_err(|error| TaskError::Input { path, error })?;
     }
     let (output, streams) = side.finish(job, &t.cancelled).map_err(shuffle_err)?;
     let (path, _) = output.persist()?;
@@ -210,6 +326,7 @@ mod tests {
             files: Files::Unconfined,
             max_line: 1 << 20,
             skip_long_lines: false,
+            input: Input::Files(vec![0]),
         };
         assert!(matches!(run_map(&Count { combine: true }, &t), Err(TaskError::Cancelled)));
         assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);

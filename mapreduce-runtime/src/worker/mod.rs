@@ -60,7 +60,7 @@ use crate::error::{TaskError, panic_message};
 use crate::shuffle::store::Store;
 use crate::shuffle::{ShuffleSource, WorkerLocation};
 use crate::storage::{self, JobId};
-use map::MapTask;
+use map::{Input, MapTask, Streamed};
 use reduce::ReduceTask;
 use registry::PendingJob;
 pub use registry::Registry;
@@ -82,6 +82,12 @@ struct JobParts {
     /// The job run's id, if the master sent one.
     job_id: Option<JobId>,
 }
+
+/// Chunks of a streamed shard that wait in memory at most.
+const STREAMED_IN_FLIGHT: usize = 4;
+
+/// The largest chunk of a streamed shard a worker takes (the master sends 1 MiB).
+const MAX_INPUT_CHUNK: usize = 4 << 20;
 
 /// The most a reply may hold: the message limit, less room for tonic's framing.
 const MAX_REPLY: usize = (64 << 20) - (64 << 10);
@@ -193,6 +199,116 @@ impl WorkerService {
         if *self.drain.borrow() { Err(TaskError::Draining) } else { Ok(()) }
     }
 
+    /// A map attempt of `req`, reading its inputs from files or, with `streamed`, from the
+    /// chunks of the master's stream.
+    async fn run_map(
+        &self,
+        req: pb::MapRequest,
+        streamed: Option<tokio::sync::mpsc::Receiver<std::io::Result<pb::InputChunk>>>,
+    ) -> Result<Response<pb::MapResponse>, Status> {
+        let JobParts { job, reducers, sort_buffer, compression, max_line, skip_long_lines, job_id } =
+            self.job(req.job)?;
+        let task = u32::try_from(req.task).map_err(|_| TaskError::InvalidRequest("task index too large".into()))?;
+        if req.segments.len() > MAX_SHARD_SEGMENTS {
+            return Err(TaskError::InvalidRequest(format!(
+                "shard of {} segments is more than the limit of {MAX_SHARD_SEGMENTS}",
+                req.segments.len()
+            ))
+            .into());
+        }
+        let segments = req
+            .segments
+            .iter()
+            .map(|s| {
+                if s.start > s.end {
+                    return Err(TaskError::InvalidRequest(format!("segment of {} starts after it ends", s.path)));
+                }
+                match self.path(&s.path) {
+                    // Streamed, a path only names the input (in errors).
+                    Err(TaskError::OutsideRoots { .. }) if streamed.is_some() => {}
+                    Err(TaskError::OutsideRoots { roots, .. }) => {
+                        return Err(TaskError::InputUnseen { path: s.path.clone(), why: format!("outside {roots}") });
+                    }
+                    Err(e) => return Err(e),
+                    Ok(_) => {}
+                }
+                Ok(Segment { path: s.path.clone(), start: s.start, end: s.end })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let input = match streamed {
+            None => Input::Files(req.segments.iter().map(|s| s.file_bytes).collect()),
+            Some(chunks) => {
+                let sizes = req.streamed_bytes.clone();
+                // What a worker reading the file itself reads at most: from the byte before
+                // the segment to the end of a line as long as the limit past its end.
+                let most = |s: &pb::Segment| (s.end - s.start.saturating_sub(1)).saturating_add(max_line as u64 + 2);
+                if sizes.len() != req.segments.len() || sizes.iter().zip(&req.segments).any(|(&n, s)| n > most(s)) {
+                    return Err(TaskError::InvalidRequest(format!(
+                        "{} streamed sizes for {} segments, or one longer than its segment and a line",
+                        sizes.len(),
+                        req.segments.len()
+                    ))
+                    .into());
+                }
+                Input::Streamed(std::sync::Mutex::new(Streamed::new(chunks, sizes)))
+            }
+        };
+        let own_work_dir = req.worker_shuffle;
+        let work_dir = if own_work_dir {
+            if !req.work_dir.is_empty() {
+                return Err(TaskError::InvalidRequest("a worker-shuffle map names no work directory".into()).into());
+            }
+            self.job_dir(&job_id)?
+        } else {
+            self.path(&req.work_dir)?
+        };
+        let slot = self.slots.take()?;
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel = CancelOnDrop(cancelled.clone());
+        let t = MapTask {
+            task,
+            attempt: req.attempt,
+            segments,
+            work_dir,
+            own_work_dir,
+            reducers,
+            sort_buffer,
+            compression,
+            cancelled,
+            files: self.files.clone(),
+            max_line,
+            skip_long_lines,
+            input,
+        };
+        tracing::debug!(task, attempt = req.attempt, "map");
+        let started = std::time::Instant::now();
+        let result = blocking(move || {
+            let _slot = slot;
+            job.decode()?.map(&t)
+        })
+        .await
+        .inspect_err(|e| tracing::warn!(task, error = %e, "map failed"))?;
+        tracing::debug!(task, attempt = req.attempt, ms = started.elapsed().as_millis() as u64, "map done");
+        let (stream_bytes, stream_records) = convert::streams_to_pb(&result.streams);
+        let path = result.location;
+        // With worker shuffle the output stays here: the master names it by this worker.
+        let location = if own_work_dir { storage::map_file_name(task, req.attempt) } else { path.clone() };
+        let reply = pb::MapResponse {
+            location,
+            stream_bytes,
+            stream_records,
+            input_records: result.input_records,
+            skipped_records: result.skipped_records,
+        };
+        let bytes = prost::Message::encoded_len(&reply);
+        if bytes > MAX_REPLY {
+            let _ = std::fs::remove_file(&path);
+            let streams = reply.stream_bytes.len();
+            return Err(TaskError::ReplyTooLarge { bytes, limit: MAX_REPLY, streams, reducers }.into());
+        }
+        Ok(Response::new(reply))
+    }
+
     fn store(&self) -> Result<&Store, TaskError> {
         self.store.as_ref().ok_or_else(|| TaskError::InvalidRequest("this worker keeps no map output".into()))
     }
@@ -249,8 +365,13 @@ impl pb::worker_server::Worker for WorkerService {
 
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Result<Response<FetchStream>, Status> {
         let req = request.into_inner();
-        let held = self.store()?.open_range(&req.job_id, req.map, req.attempt, req.offset, req.bytes)?;
-        tracing::debug!(map = req.map, attempt = req.attempt, bytes = req.bytes, "fetch");
+        let store = self.store()?;
+        let held = if req.reduce {
+            store.open_reduce_range(&req.job_id, req.map, req.attempt, req.offset, req.bytes)?
+        } else {
+            store.open_range(&req.job_id, req.map, req.attempt, req.offset, req.bytes)?
+        };
+        tracing::debug!(reduce = req.reduce, task = req.map, attempt = req.attempt, bytes = req.bytes, "fetch");
         Ok(Response::new(FetchStream::new(crate::shuffle::serve_range(held))))
     }
 
@@ -286,87 +407,53 @@ impl pb::worker_server::Worker for WorkerService {
 
     async fn map(&self, request: Request<pb::MapRequest>) -> Result<Response<pb::MapResponse>, Status> {
         self.admit()?;
-        let req = request.into_inner();
-        let JobParts { job, reducers, sort_buffer, compression, max_line, skip_long_lines, job_id } =
-            self.job(req.job)?;
-        let task = u32::try_from(req.task).map_err(|_| TaskError::InvalidRequest("task index too large".into()))?;
-        if req.segments.len() > MAX_SHARD_SEGMENTS {
-            return Err(TaskError::InvalidRequest(format!(
-                "shard of {} segments is more than the limit of {MAX_SHARD_SEGMENTS}",
-                req.segments.len()
-            ))
-            .into());
-        }
-        let segments = req
-            .segments
-            .iter()
-            .map(|s| {
-                if s.start > s.end {
-                    return Err(TaskError::InvalidRequest(format!("segment of {} starts after it ends", s.path)));
+        self.run_map(request.into_inner(), None).await
+    }
+
+    async fn map_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::MapInput>>,
+    ) -> Result<Response<pb::MapResponse>, Status> {
+        self.admit()?;
+        let mut stream = request.into_inner();
+        let first = stream.message().await?;
+        let Some(pb::MapInput { part: Some(pb::map_input::Part::Request(req)) }) = first else {
+            return Err(TaskError::InvalidRequest("a MapStream starts with its request".into()).into());
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAMED_IN_FLIGHT);
+        // The stream is read as the map reads: at most a few chunks wait in memory.
+        tokio::spawn(async move {
+            loop {
+                let next = match stream.message().await {
+                    Ok(Some(pb::MapInput { part: Some(pb::map_input::Part::Chunk(chunk)) })) => {
+                        if chunk.data.len() > MAX_INPUT_CHUNK {
+                            Err(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!("a chunk of {} bytes, more than {MAX_INPUT_CHUNK}", chunk.data.len()),
+                            ))
+                        } else {
+                            Ok(chunk)
+                        }
+                    }
+                    Ok(Some(_)) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "a second request")),
+                    Ok(None) => return,
+                    Err(status) => {
+                        Err(std::io::Error::other(format!("the master's stream broke: {}", status.message())))
+                    }
+                };
+                let end = next.is_err();
+                if tx.send(next).await.is_err() || end {
+                    return;
                 }
-                self.path(&s.path)?;
-                Ok(Segment { path: s.path.clone(), start: s.start, end: s.end })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let own_work_dir = req.worker_shuffle;
-        let work_dir = if own_work_dir {
-            if !req.work_dir.is_empty() {
-                return Err(TaskError::InvalidRequest("a worker-shuffle map names no work directory".into()).into());
             }
-            self.job_dir(&job_id)?
-        } else {
-            self.path(&req.work_dir)?
-        };
-        let slot = self.slots.take()?;
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let _cancel = CancelOnDrop(cancelled.clone());
-        let t = MapTask {
-            task,
-            attempt: req.attempt,
-            segments,
-            work_dir,
-            own_work_dir,
-            reducers,
-            sort_buffer,
-            compression,
-            cancelled,
-            files: self.files.clone(),
-            max_line,
-            skip_long_lines,
-        };
-        tracing::debug!(task, attempt = req.attempt, "map");
-        let started = std::time::Instant::now();
-        let result = blocking(move || {
-            let _slot = slot;
-            job.decode()?.map(&t)
-        })
-        .await
-        .inspect_err(|e| tracing::warn!(task, error = %e, "map failed"))?;
-        tracing::debug!(task, attempt = req.attempt, ms = started.elapsed().as_millis() as u64, "map done");
-        let (stream_bytes, stream_records) = convert::streams_to_pb(&result.streams);
-        let path = result.location;
-        // With worker shuffle the output stays here: the master names it by this worker.
-        let location = if own_work_dir { storage::map_file_name(task, req.attempt) } else { path.clone() };
-        let reply = pb::MapResponse {
-            location,
-            stream_bytes,
-            stream_records,
-            input_records: result.input_records,
-            skipped_records: result.skipped_records,
-        };
-        let bytes = prost::Message::encoded_len(&reply);
-        if bytes > MAX_REPLY {
-            let _ = std::fs::remove_file(&path);
-            let streams = reply.stream_bytes.len();
-            return Err(TaskError::ReplyTooLarge { bytes, limit: MAX_REPLY, streams, reducers }.into());
-        }
-        Ok(Response::new(reply))
+        });
+        self.run_map(req, Some(rx)).await
     }
 
     async fn reduce(&self, request: Request<pb::ReduceRequest>) -> Result<Response<pb::ReduceResponse>, Status> {
         self.admit()?;
         let req = request.into_inner();
-        let JobParts { job, reducers, compression, .. } = self.job(req.job)?;
+        let JobParts { job, reducers, compression, job_id, .. } = self.job(req.job)?;
         if req.partition >= reducers {
             return Err(TaskError::InvalidRequest(format!("partition {} of {reducers} reducers", req.partition)).into());
         }
@@ -380,7 +467,13 @@ impl pb::worker_server::Worker for WorkerService {
         }
         let inputs = convert::reduce_inputs_from_pb(req.locations, req.inputs, req.partition)
             .map_err(TaskError::InvalidRequest)?;
-        let work_dir = self.path(&req.work_dir)?;
+        // A work directory this worker cannot see (not there, or outside its roots): the
+        // output stays in its own, for the master to fetch.
+        let (work_dir, held) = match self.path(&req.work_dir) {
+            Ok(dir) if tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()) => (dir, false),
+            Ok(_) | Err(TaskError::OutsideRoots { .. }) => (self.job_dir(&job_id)?, true),
+            Err(e) => return Err(e.into()),
+        };
         let partition = req.partition;
         let slot = self.slots.take()?;
         let cancelled = Arc::new(AtomicBool::new(false));
@@ -390,6 +483,7 @@ impl pb::worker_server::Worker for WorkerService {
             partition,
             inputs,
             work_dir,
+            own_work_dir: held,
             fanin: MERGE_FANIN,
             compression,
             cancelled,
@@ -405,7 +499,9 @@ impl pb::worker_server::Worker for WorkerService {
         .await
         .inspect_err(|e| tracing::warn!(partition, error = %e, "reduce failed"))?;
         tracing::debug!(partition, attempt = req.attempt, ms = started.elapsed().as_millis() as u64, "reduce done");
-        Ok(Response::new(pb::ReduceResponse { path: result.path, records: result.records, bytes: result.bytes }))
+        // A held output is named by its file: the master fetches it by the ids it gave.
+        let path = if held { storage::reduce_file_name(partition, req.attempt) } else { result.path };
+        Ok(Response::new(pb::ReduceResponse { path, records: result.records, bytes: result.bytes, held }))
     }
 }
 

@@ -27,6 +27,9 @@ pub(crate) struct ReduceTask {
     pub(crate) partition: u32,
     pub(crate) inputs: Vec<ReduceInput>,
     pub(crate) work_dir: PathBuf,
+    /// The work directory is the worker's own (it cannot see the master's): opened
+    /// whatever the data roots.
+    pub(crate) own_work_dir: bool,
     /// Most inputs merged at once.
     pub(crate) fanin: usize,
     /// How the runs of merge passes store their blocks.
@@ -54,7 +57,7 @@ pub(crate) fn run_reduce<J: Job>(
     source: &dyn ShuffleSource,
 ) -> Result<ReduceResult, TaskError> {
     let name = format!("reduce-{:05}", t.partition);
-    let work = WorkDir::open(&t.files, &t.work_dir)?;
+    let work = WorkDir::open(if t.own_work_dir { &Files::Unconfined } else { &t.files }, &t.work_dir)?;
     let mut writer = AtomicFile::create(&work, &storage::reduce_file_name(t.partition, t.attempt))?;
     let output_path = writer.path().to_path_buf();
     let shuffle_err = |e| match e {
@@ -122,6 +125,7 @@ mod tests {
             partition: 0,
             inputs,
             work_dir: dir.into(),
+            own_work_dir: false,
             fanin,
             compression: Compression::Lz4,
             cancelled: Arc::default(),

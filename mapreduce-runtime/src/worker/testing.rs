@@ -81,6 +81,7 @@ pub(crate) fn map_all(
         files: Files::Unconfined,
         max_line: 1 << 20,
         skip_long_lines: false,
+        input: super::map::Input::Files(vec![len]),
     };
     let result = run_map(job, &t).unwrap();
     let location = Location::new(result.location);
