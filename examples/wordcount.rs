@@ -21,7 +21,8 @@
 //! certificates, `--tls-client-ca`), or `--insecure`. With `--tls-ca`, the master dials
 //! its workers over TLS: `--worker host:port` means `https://host:port`. With
 //! `--worker-shuffle`, map output stays in each worker's `--work-dir` and reduces fetch
-//! it from the worker that wrote it; inputs and the output still need a shared filesystem.
+//! it from the worker that wrote it; a worker that cannot see an input or the output
+//! directory gets the shard streamed by the master, which pulls its reduce output.
 
 #![allow(clippy::print_stdout)] // a command-line program: printing is its job
 

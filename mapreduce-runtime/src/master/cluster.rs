@@ -215,8 +215,9 @@ impl Cluster {
     /// the workers that hold them over gRPC (the `Fetch` call, with the same token and
     /// TLS), or reads them from disk when it holds them itself; a fetch that fails makes
     /// the map run again. When the job ends, every worker is told to remove the job's map
-    /// output (`EndJob`). Inputs and the output directory are still read and written by
-    /// path: they need a filesystem that the master and the workers share.
+    /// output (`EndJob`). A worker that cannot see an input gets its shards streamed by
+    /// the master, and one that cannot see the output directory keeps its reduce output
+    /// for the master to pull and commit: no filesystem need be shared.
     pub fn with_worker_shuffle(mut self, on: bool) -> Self {
         self.worker_shuffle = on;
         self
