@@ -50,6 +50,20 @@ async fn listening_master(token: &Token) -> Cluster {
         .unwrap()
 }
 
+/// Workers that join the master at `at`, one per work directory of `works`, confined to `root`.
+async fn join_all(
+    at: SocketAddr,
+    token: &Token,
+    root: &Path,
+    works: &[tempfile::TempDir],
+) -> Vec<(SocketAddr, oneshot::Sender<()>, JoinHandle<Result<(), mapreduce::ServeError>>)> {
+    let mut workers = Vec::new();
+    for work in works {
+        workers.push(joining_worker(at, token, root, work.path()).await);
+    }
+    workers
+}
+
 fn corpus(dir: &Path, bytes: u64) -> (PathBuf, PathBuf) {
     let input = dir.join("corpus.txt");
     generate_corpus(&input, bytes, 5_000, 21).unwrap();
@@ -76,10 +90,7 @@ async fn workers_that_join_a_listening_master_run_its_job_and_are_in_its_report(
     let master = listening_master(&token).await;
     let at = master.listen_addr().unwrap();
     let works: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut workers = Vec::new();
-    for work in &works {
-        workers.push(joining_worker(at, &token, dir.path(), work.path()).await);
-    }
+    let workers = join_all(at, &token, dir.path(), &works).await;
     let report = master.run(spec(&input, &out)).await.unwrap();
     assert_wordcount_output(&out, 2, std::slice::from_ref(&input));
     let mut joined: Vec<String> = workers.iter().map(|(a, ..)| a.to_string()).collect();
@@ -185,10 +196,7 @@ async fn workers_that_see_no_file_of_the_master_get_their_shards_streamed_and_th
     let master = listening_master(&token).await;
     let at = master.listen_addr().unwrap();
     let works: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut workers = Vec::new();
-    for work in &works {
-        workers.push(joining_worker(at, &token, nothing.path(), work.path()).await);
-    }
+    let _workers = join_all(at, &token, nothing.path(), &works).await;
     let report = master.run(spec(&input, &out)).await.unwrap();
     assert_wordcount_output(&out, 2, &[input]);
     assert_eq!((report.attempts.failed, report.map_outputs_lost), (0, 0), "{report:?}");
