@@ -421,6 +421,13 @@ impl From<tonic::transport::Error> for ServeError {
 pub(crate) const LOST_MAP: &str = "mapreduce-lost-map";
 /// See [`LOST_MAP`].
 pub(crate) const LOST_ATTEMPT: &str = "mapreduce-lost-attempt";
+/// Present (`1`) on a lost map output whose holder the reduce could not reach.
+pub(crate) const HOLDER_UNREACHABLE: &str = "mapreduce-holder-unreachable";
+
+/// The kind of the I/O error a fetch fails with when it cannot reach the worker that
+/// holds the output, or loses the connection to it (as opposed to that worker's answer,
+/// say NOT_FOUND): see [`HOLDER_UNREACHABLE`].
+pub(crate) const UNREACHABLE_KIND: std::io::ErrorKind = std::io::ErrorKind::NotConnected;
 /// The metadata key of a `FAILED_PRECONDITION` status from a worker that cannot see an input.
 pub(crate) const INPUT_UNSEEN: &str = "mapreduce-input-unseen";
 /// The metadata key of an `UNAVAILABLE` status from a worker that drains.
@@ -430,11 +437,14 @@ impl From<TaskError> for tonic::Status {
     fn from(e: TaskError) -> Self {
         let msg = e.to_string();
         match e {
-            TaskError::MapOutputLost { map, attempt, .. } => {
+            TaskError::MapOutputLost { map, attempt, error, .. } => {
                 let mut status = tonic::Status::data_loss(msg);
                 let meta = status.metadata_mut();
                 meta.insert(LOST_MAP, map.into());
                 meta.insert(LOST_ATTEMPT, attempt.into());
+                if matches!(&error, FormatError::Io(e) if e.kind() == UNREACHABLE_KIND) {
+                    meta.insert(HOLDER_UNREACHABLE, tonic::metadata::MetadataValue::from_static("1"));
+                }
                 status
             }
             TaskError::InvalidRequest(_) | TaskError::NotRegular { .. } => tonic::Status::invalid_argument(msg),

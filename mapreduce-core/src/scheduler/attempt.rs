@@ -195,10 +195,25 @@ impl Scheduler {
             (_, Charge::Free) => self.workers.make_ready(w, WorkerState::Ready),
             _ => self.after_failure(now, w, &reason),
         }
-        if let (Failure::MapOutputLost { map, attempt: lost, .. }, Charge::Free) = (&reason, charge) {
+        if let (Failure::MapOutputLost { map, attempt: lost, holder_unreachable, .. }, Charge::Free) = (&reason, charge)
+        {
             let failure = AttemptFailure { attempt, worker: w, reason: reason.clone() };
-            if self.lose_map_output(*map, *lost, failure) {
-                return;
+            // A holder the reduce could not reach is taken for gone with all it holds:
+            // reduce after reduce would otherwise find its outputs lost one at a time.
+            let holder = self.tasks.maps.output(*map).filter(|m| m.attempt == *lost).and_then(|m| m.holder);
+            match holder.filter(|_| *holder_unreachable) {
+                Some(h) => {
+                    tracing::warn!(worker = %h, "a reduce could not reach this worker: the map outputs it holds are lost");
+                    self.lose_outputs_of(h, "a reduce could not reach the worker");
+                    if self.phase == Phase::Done {
+                        return;
+                    }
+                }
+                None => {
+                    if self.lose_map_output(*map, *lost, failure) {
+                        return;
+                    }
+                }
             }
         }
 

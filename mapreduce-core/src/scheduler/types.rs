@@ -199,8 +199,9 @@ pub enum Failure {
     /// worker's message).
     Task(String),
     /// A reduce attempt could not read the output of attempt `attempt` of map task `map`
-    /// (a checksum error, a range shorter than named, a missing file): not the reduce's
-    /// fault; the map is re-run if that output is still the accepted one.
+    /// (a checksum error, a range shorter than named, a missing file, a worker that could
+    /// not be reached): not the reduce's fault; the map is re-run if that output is still
+    /// the accepted one.
     MapOutputLost {
         /// The map task (its index) whose output could not be read.
         map: u32,
@@ -208,6 +209,11 @@ pub enum Failure {
         attempt: AttemptId,
         /// What went wrong (the worker's message).
         why: String,
+        /// The reduce could not reach the worker that holds the output (no connection,
+        /// or it broke): every output that worker holds is lost with this one, as Spark
+        /// unregisters an executor's outputs on a fetch failure. Otherwise (the holder
+        /// answered, say NOT_FOUND, or the bytes were corrupt) only this one is.
+        holder_unreachable: bool,
     },
     /// The worker refused the task: it runs as many tasks as it may at once
     /// (`RESOURCE_EXHAUSTED`). Not a failure of the task nor of the worker.
@@ -224,7 +230,7 @@ impl fmt::Display for Failure {
             Failure::TimedOut => f.write_str("deadline passed"),
             Failure::Unreachable(why) => write!(f, "worker unreachable: {why}"),
             Failure::Task(why) => f.write_str(why),
-            Failure::MapOutputLost { map, attempt, why } => {
+            Failure::MapOutputLost { map, attempt, why, .. } => {
                 let task = TaskId { kind: TaskKind::Map, index: *map };
                 write!(f, "lost output of {task} {attempt}: {why}")
             }

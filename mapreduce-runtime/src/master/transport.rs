@@ -18,7 +18,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::convert;
-use crate::error::{ClusterError, DRAINING, INPUT_UNSEEN, LOST_ATTEMPT, LOST_MAP};
+use crate::error::{ClusterError, DRAINING, HOLDER_UNREACHABLE, INPUT_UNSEEN, LOST_ATTEMPT, LOST_MAP};
 use crate::security::{Bearer, Security};
 use crate::shuffle::WorkerLocation;
 use crate::storage;
@@ -424,7 +424,12 @@ pub(crate) fn failure_from_status(status: &tonic::Status) -> Failure {
         Code::DataLoss => {
             let number = |key| status.metadata().get(key)?.to_str().ok()?.parse::<u64>().ok();
             match (number(LOST_MAP).and_then(|m| u32::try_from(m).ok()), number(LOST_ATTEMPT)) {
-                (Some(map), Some(attempt)) => Failure::MapOutputLost { map, attempt: AttemptId(attempt), why: why() },
+                (Some(map), Some(attempt)) => Failure::MapOutputLost {
+                    map,
+                    attempt: AttemptId(attempt),
+                    why: why(),
+                    holder_unreachable: status.metadata().contains_key(HOLDER_UNREACHABLE),
+                },
                 _ => Failure::Task(why()),
             }
         }
@@ -574,8 +579,25 @@ mod tests {
             error: mapreduce_core::shuffle::record::FormatError::Truncated { offset: 9 },
         }
         .into();
-        let Failure::MapOutputLost { map, attempt, why } = failure_from_status(&lost) else { panic!("{lost:?}") };
-        assert_eq!((map, attempt), (3, AttemptId(17)));
+        let Failure::MapOutputLost { map, attempt, why, holder_unreachable } = failure_from_status(&lost) else {
+            panic!("{lost:?}")
+        };
+        assert_eq!((map, attempt, holder_unreachable), (3, AttemptId(17), false));
         assert!(why.contains("/w/m00003-a17") && why.contains("truncated"), "{why}");
+        // A holder the reduce could not reach: all it holds is lost.
+        let unreachable: Status = crate::error::TaskError::MapOutputLost {
+            map: 3,
+            attempt: 17,
+            path: "grpc://10.0.0.1:7000/j/3/17".into(),
+            error: mapreduce_core::shuffle::record::FormatError::Io(std::io::Error::new(
+                crate::error::UNREACHABLE_KIND,
+                "fetch from 10.0.0.1:7000: tcp connect error",
+            )),
+        }
+        .into();
+        let Failure::MapOutputLost { holder_unreachable, .. } = failure_from_status(&unreachable) else {
+            panic!("{unreachable:?}")
+        };
+        assert!(holder_unreachable);
     }
 }

@@ -149,8 +149,13 @@ impl ShuffleSource for GrpcShuffle {
         let addr = at.addr;
         runtime.spawn(async move {
             let failed = |status: tonic::Status| {
+                // No connection, or it broke: the holder is unreachable (its answer,
+                // NOT_FOUND say, is about this output only).
                 let kind = match status.code() {
                     tonic::Code::NotFound => io::ErrorKind::NotFound,
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+                        crate::error::UNREACHABLE_KIND
+                    }
                     _ => io::ErrorKind::Other,
                 };
                 io::Error::new(kind, format!("fetch from {addr}: {}", status_message(&status)))

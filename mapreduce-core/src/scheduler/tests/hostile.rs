@@ -114,7 +114,12 @@ fn drive_a_little(mut sched: Scheduler, fates: &[u8]) {
                     (4, _) => Failure::Busy("full".into()),
                     (5, TaskSpec::Reduce { inputs, .. }) if !inputs.is_empty() => {
                         let r = &inputs[0].range;
-                        Failure::MapOutputLost { map: r.map, attempt: r.attempt, why: "gone".into() }
+                        Failure::MapOutputLost {
+                            map: r.map,
+                            attempt: r.attempt,
+                            why: "gone".into(),
+                            holder_unreachable: false,
+                        }
                     }
                     _ => {
                         // Few ranges, whatever the number of reducers.

@@ -281,7 +281,12 @@ fn lost_input(spec: &TaskSpec, which: u8, never: AttemptId) -> Option<Failure> {
         6 => (u32::MAX, input.range.attempt),
         _ => (input.range.map, input.range.attempt),
     };
-    Some(Failure::MapOutputLost { map, attempt, why: "checksum mismatch in block at byte 4".into() })
+    Some(Failure::MapOutputLost {
+        map,
+        attempt,
+        why: "checksum mismatch in block at byte 4".into(),
+        holder_unreachable: false,
+    })
 }
 
 /// Runs one scenario to its end, checking the model after every action. Returns how the

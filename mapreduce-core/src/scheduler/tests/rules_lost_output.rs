@@ -117,7 +117,7 @@ fn a_loss_report_naming_an_output_the_map_never_accepted_is_the_reduces_own_fail
         let r0 = sim.run_of(reduce(0)).attempt;
         sim.lose_input(r0, map_index, named);
         let why = "checksum mismatch in block at byte 4".to_string();
-        let reason = Failure::MapOutputLost { map: map_index, attempt: named, why };
+        let reason = Failure::MapOutputLost { map: map_index, attempt: named, why, holder_unreachable: false };
         let want = JobError::TaskFailed {
             task: reduce(0),
             input: "partition 0 of 1 map outputs".into(),
@@ -194,7 +194,8 @@ fn a_lost_map_whose_losing_backup_still_runs_waits_for_that_backup() {
 
 #[test]
 fn failure_messages_name_the_lost_output_and_the_busy_worker() {
-    let lost = Failure::MapOutputLost { map: 3, attempt: AttemptId(7), why: "no such file".into() };
+    let lost =
+        Failure::MapOutputLost { map: 3, attempt: AttemptId(7), why: "no such file".into(), holder_unreachable: false };
     assert_eq!(lost.to_string(), "lost output of map-00003 attempt-7: no such file");
     assert_eq!(Failure::Busy("at its limit of 2 tasks".into()).to_string(), "worker busy: at its limit of 2 tasks");
     let on = |reason| WorkerFailure { worker: w(1), reason }.to_string();

@@ -182,3 +182,42 @@ fn a_plan_of_no_workers_waits_for_one_to_join() {
     assert_eq!(took, quiet().no_worker_timeout);
     assert!(matches!(sim.error(), JobError::NoWorkers { .. }), "{}", sim.error());
 }
+
+#[test]
+fn a_reduce_that_cannot_reach_a_holder_loses_every_output_it_holds_at_once() {
+    // Four maps on two workers, two outputs each, then two reduces.
+    let mut sim = Sim::with_outputs(4, 2, 2, quiet(), true);
+    sim.run_until_idle();
+    let mut held: [Vec<u32>; 2] = Default::default();
+    for m in 0..4 {
+        held[sim.run_of(map(m)).worker.0 as usize].push(m);
+        sim.advance(ms(10));
+        sim.succeed_task(map(m));
+    }
+    assert_eq!(held, [vec![0, 2], vec![1, 3]]);
+    let r1 = sim.run_of(reduce(1));
+    let h = 1 - r1.worker.0 as usize;
+    let named = held[h][1];
+    let lost = sim.inputs_of(r1.attempt)[named as usize];
+    sim.unreachable_input(r1.attempt, named, lost);
+    // Both of the holder's outputs run again, not only the one the reduce named.
+    assert_eq!(sim.sched.status().maps_done, 2);
+    let rerun = sim.running().into_iter().find(|t| t.kind == TaskKind::Map).expect("a map runs again at once");
+    assert!(held[h].contains(&rerun.index), "{rerun} is one of the holder's");
+    let report = sim.finish_job();
+    assert_eq!((report.map_outputs_lost, report.attempts.map_reruns), (2, 2));
+
+    // An unreachable holder of an output already forgotten changes nothing.
+    let mut sim = Sim::with_outputs(2, 1, 2, quiet(), true);
+    sim.run_until_idle();
+    let (old0, _) = (sim.run_of(map(0)).attempt, sim.run_of(map(1)).attempt);
+    sim.succeed_task(map(0));
+    sim.succeed_task(map(1));
+    let r0 = sim.run_of(reduce(0)).attempt;
+    sim.lose_input(r0, 0, old0);
+    let rerun = sim.run_of(map(0)).attempt;
+    sim.succeed(rerun);
+    let again = sim.run_of(reduce(0)).attempt;
+    sim.unreachable_input(again, 0, old0);
+    assert_eq!(sim.sched.status().maps_done, 2, "a report about a forgotten output loses nothing");
+}

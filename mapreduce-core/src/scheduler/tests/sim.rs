@@ -374,9 +374,20 @@ impl Sim {
     /// The reduce attempt reports now that it could not read the output of `lost` of map
     /// `map`.
     pub(super) fn lose_input(&mut self, attempt: AttemptId, map: u32, lost: AttemptId) {
-        self.run(attempt);
         let why = "checksum mismatch in block at byte 4".into();
-        self.feed(Event::Failed { attempt, reason: Failure::MapOutputLost { map, attempt: lost, why } });
+        self.fail_input(attempt, Failure::MapOutputLost { map, attempt: lost, why, holder_unreachable: false });
+    }
+
+    /// Running reduce `attempt` could not reach the worker that holds attempt `lost` of
+    /// map `map`.
+    pub(super) fn unreachable_input(&mut self, attempt: AttemptId, map: u32, lost: AttemptId) {
+        let why = "fetch from 10.0.0.1:7000: tcp connect error: No route to host".into();
+        self.fail_input(attempt, Failure::MapOutputLost { map, attempt: lost, why, holder_unreachable: true });
+    }
+
+    fn fail_input(&mut self, attempt: AttemptId, reason: Failure) {
+        self.run(attempt);
+        self.feed(Event::Failed { attempt, reason });
         self.run_until_idle();
     }
 
