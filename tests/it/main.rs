@@ -5,6 +5,7 @@ mod corruption;
 mod errors;
 mod faults;
 mod hostile;
+mod hosts;
 mod membership;
 mod processes;
 mod security;

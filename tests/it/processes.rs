@@ -284,3 +284,59 @@ fn when_every_worker_dies_the_master_fails_in_bounded_time() {
     assert!(!out.join("_SUCCESS").exists());
     assert!(!out.exists(), "the output directory the job created is removed");
 }
+
+/// The example's master with `--listen`, and workers that `--join` it: the job runs on
+/// them, the report lists them, and on SIGTERM a worker that holds nothing exits 0 at once.
+#[test]
+fn example_workers_join_a_listening_master_and_drain_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("corpus.txt");
+    generate_corpus(&input, 2 << 20, 10_000, 8).unwrap();
+    let (out, report) = (dir.path().join("out"), dir.path().join("report.json"));
+    let mut master = Command::new(example_binary());
+    master
+        .args(["master", "--listen", "127.0.0.1:0", "--worker-shuffle"])
+        .args(["--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .args(["--reducers", "2", "--shard-size", "200000", "--report", report.to_str().unwrap()]);
+    let mut master = master.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let mut lines = BufReader::new(master.stdout.take().unwrap()).lines();
+    let at = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find_map(|line| Some(line.split_once("master listening on ")?.1.trim().to_string()))
+        .expect("the master says where it listens");
+    // Keep reading, so that the master never blocks on a full pipe.
+    let _reader = thread::spawn(move || lines.for_each(drop));
+    let workers: Vec<WorkerProcess> = (0..2)
+        .map(|i| {
+            let work = dir.path().join(format!("work-{i}"));
+            let mut cmd = Command::new(example_binary());
+            cmd.args(["worker", "--listen", "127.0.0.1:0", "--join", &at, "--root"])
+                .arg(dir.path())
+                .arg("--work-dir")
+                .arg(work);
+            WorkerProcess::spawn(cmd)
+        })
+        .collect();
+    let status = master.wait().unwrap();
+    assert!(status.success(), "master: {status}");
+    assert_wordcount_output(&out, 2, std::slice::from_ref(&input));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let listed: Vec<&str> = report["workers"].as_array().unwrap().iter().map(|w| w["addr"].as_str().unwrap()).collect();
+    assert!(!listed.is_empty(), "{report}");
+    for addr in &listed {
+        assert!(workers.iter().any(|w| w.addr == *addr), "{addr} is one of the joined workers: {report}");
+    }
+    for mut w in workers {
+        signal(w.child.id(), "-TERM");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = w.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "a drained worker with nothing held exits at once");
+            thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "a drained worker exits 0: {status}");
+    }
+}

@@ -39,6 +39,26 @@ pub(crate) fn tree(dir: &Path) -> Vec<String> {
     out
 }
 
+/// All files (recursively) under `dir`, relative, sorted; what cannot be read (a file
+/// removed meanwhile, a directory of a process gone) is left out.
+pub(crate) fn tree_lossy(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(root, &path, out);
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
 /// Asserts that `out` is a complete word count output of `reducers` partitions, equal to
 /// the sequential count of `inputs`, with nothing else left in it.
 pub(crate) fn assert_wordcount_output(out: &Path, reducers: u32, inputs: &[PathBuf]) -> BTreeMap<String, u64> {
