@@ -134,7 +134,7 @@ impl Scheduler {
                     self.workers.get_mut(h).held.push(task.index);
                 }
                 let output = MapOutput::new(attempt, location, &ranges, holder);
-                let done = self.change_task(task, |t| t.maps.accept(task.index, output));
+                let done = self.change_task(task, |t| t.accept_map(task.index, output));
                 if done && self.phase == Phase::Map {
                     self.start_reduce();
                 }
@@ -195,16 +195,15 @@ impl Scheduler {
             (_, Charge::Free) => self.workers.make_ready(w, WorkerState::Ready),
             _ => self.after_failure(now, w, &reason),
         }
-        if let (Failure::MapOutputLost { map, attempt: lost, holder_unreachable, .. }, Charge::Free) = (&reason, charge)
-        {
+        if let (Failure::MapOutputLost { map, attempt: lost, holder_gone, .. }, Charge::Free) = (&reason, charge) {
             let failure = AttemptFailure { attempt, worker: w, reason: reason.clone() };
-            // A holder the reduce could not reach is taken for gone with all it holds:
+            // A holder gone for the job (unreachable, or restarted) takes all it holds:
             // reduce after reduce would otherwise find its outputs lost one at a time.
             let holder = self.tasks.maps.output(*map).filter(|m| m.attempt == *lost).and_then(|m| m.holder);
-            match holder.filter(|_| *holder_unreachable) {
+            match holder.filter(|_| *holder_gone) {
                 Some(h) => {
-                    tracing::warn!(worker = %h, "a reduce could not reach this worker: the map outputs it holds are lost");
-                    self.lose_outputs_of(h, "a reduce could not reach the worker");
+                    tracing::warn!(worker = %h, "a reduce found this worker gone: the map outputs it holds are lost");
+                    self.lose_outputs_of(h, "a reduce found the worker gone (unreachable, or restarted)");
                     if self.phase == Phase::Done {
                         return;
                     }

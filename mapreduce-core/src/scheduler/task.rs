@@ -286,6 +286,10 @@ macro_rules! on_task {
 pub(super) struct Tasks {
     pub(super) maps: TaskList<MapOutput>,
     pub(super) reduces: TaskList<ReduceOutput>,
+    /// Per partition, the maps whose accepted output had a range of it when accepted (in
+    /// acceptance order; a map accepted again is listed again): what a reduce reads is
+    /// found without looking at every map, 4 bytes per range.
+    by_partition: Vec<Vec<u32>>,
     /// The phase's TODO tasks, in the order they are given out (a task sent back to TODO
     /// goes in front).
     pub(super) todo: Todo,
@@ -332,7 +336,23 @@ impl Tasks {
     /// `maps` map tasks, all TODO, and `reduces` reduce tasks waiting for their phase.
     pub(super) fn new(maps: u32, reduces: u32) -> Self {
         let todo = Todo::new((0..maps).map(|index| TaskId { kind: TaskKind::Map, index }).collect());
-        Tasks { maps: TaskList::new(maps), reduces: TaskList::new(reduces), todo }
+        let by_partition = (0..reduces).map(|_| Vec::new()).collect();
+        Tasks { maps: TaskList::new(maps), reduces: TaskList::new(reduces), by_partition, todo }
+    }
+
+    /// Makes map `index` DONE with `output`, listing it under each of its partitions;
+    /// returns whether every map is DONE now.
+    pub(super) fn accept_map(&mut self, index: u32, output: MapOutput) -> bool {
+        let mut last = None;
+        for r in &output.ranges {
+            if last != Some(r.partition)
+                && let Some(maps) = self.by_partition.get_mut(r.partition as usize)
+            {
+                maps.push(index);
+            }
+            last = Some(r.partition);
+        }
+        self.maps.accept(index, output)
     }
 
     /// Queues every reduce task: the map phase is over.
@@ -381,15 +401,18 @@ impl Tasks {
         if self.maps_pending() { self.todo.maps } else { self.todo.queue.len() }
     }
 
-    /// What reduce `partition` reads: every range of it from every map, in map order. A
-    /// binary search in each map's ranges: O(maps × log ranges per map), not a scan of
-    /// every range of the job.
+    /// What reduce `partition` reads: every range of it from every map, in map order. Only
+    /// the maps listed under the partition are looked at (a binary search in each one's
+    /// ranges): O(L log L) for the L maps with data for it, not a look at every map: a
+    /// job of a million maps whose outputs are sparse builds a reduce's request from its
+    /// few thousand.
     pub(super) fn reduce_inputs(&self, partition: u32) -> Vec<ReduceInput> {
         debug_assert_eq!(self.maps.done(), self.maps.len(), "reduce {partition} before every map is done");
-        let outputs = self.maps.tasks.iter().enumerate().filter_map(|(i, t)| match &t.state {
-            TaskState::Done(output) => Some((i as u32, output)),
-            _ => None,
-        });
+        let mut maps = self.by_partition.get(partition as usize).cloned().unwrap_or_default();
+        maps.sort_unstable();
+        maps.dedup();
+        // A map accepted again may have no range of the partition now: it gives none.
+        let outputs = maps.into_iter().filter_map(|map| Some((map, self.maps.output(map)?)));
         outputs.flat_map(|(map, m)| m.inputs(map, partition)).collect()
     }
 }

@@ -117,7 +117,7 @@ fn a_loss_report_naming_an_output_the_map_never_accepted_is_the_reduces_own_fail
         let r0 = sim.run_of(reduce(0)).attempt;
         sim.lose_input(r0, map_index, named);
         let why = "checksum mismatch in block at byte 4".to_string();
-        let reason = Failure::MapOutputLost { map: map_index, attempt: named, why, holder_unreachable: false };
+        let reason = Failure::MapOutputLost { map: map_index, attempt: named, why, holder_gone: false };
         let want = JobError::TaskFailed {
             task: reduce(0),
             input: "partition 0 of 1 map outputs".into(),
@@ -194,11 +194,45 @@ fn a_lost_map_whose_losing_backup_still_runs_waits_for_that_backup() {
 
 #[test]
 fn failure_messages_name_the_lost_output_and_the_busy_worker() {
-    let lost =
-        Failure::MapOutputLost { map: 3, attempt: AttemptId(7), why: "no such file".into(), holder_unreachable: false };
+    let lost = Failure::MapOutputLost { map: 3, attempt: AttemptId(7), why: "no such file".into(), holder_gone: false };
     assert_eq!(lost.to_string(), "lost output of map-00003 attempt-7: no such file");
     assert_eq!(Failure::Busy("at its limit of 2 tasks".into()).to_string(), "worker busy: at its limit of 2 tasks");
     let on = |reason| WorkerFailure { worker: w(1), reason }.to_string();
     assert_eq!(on(lost), "worker-1: lost output of map-00003 attempt-7: no such file");
     assert_eq!(on(Failure::Busy("full".into())), "worker-1: full");
+}
+
+/// Map `m`'s running attempt succeeds with ranges of `partitions` only.
+fn succeed_sparse(sim: &mut Sim, m: u32, partitions: &[u32]) -> AttemptId {
+    let attempt = sim.run_of(map(m)).attempt;
+    let ranges = partitions.iter().map(|&p| range(m, attempt, p)).collect();
+    let location = Location::new(format!("{}/{attempt}", map(m)));
+    let output = TaskOutput::Map { location, ranges, input_records: 1, skipped_records: 0 };
+    sim.feed(Event::Succeeded { attempt, output });
+    sim.run_until_idle();
+    attempt
+}
+
+#[test]
+fn a_reduce_reads_the_maps_with_data_for_it_in_map_order_also_after_a_re_run_with_other_partitions() {
+    // map-00000 writes partitions 0 and 1, map-00001 only 1, map-00002 only 0.
+    let mut sim = Sim::new(3, 2, 3, quiet());
+    sim.run_until_idle();
+    let a2 = succeed_sparse(&mut sim, 2, &[0]);
+    let a1 = succeed_sparse(&mut sim, 1, &[1]);
+    let a0 = succeed_sparse(&mut sim, 0, &[0, 1]);
+    let (r0, r1) = (sim.run_of(reduce(0)).attempt, sim.run_of(reduce(1)).attempt);
+    assert_eq!(sim.inputs_of(r0), [a0, a2]);
+    assert_eq!(sim.inputs_of(r1), [a0, a1]);
+
+    // map-00000's output is lost; run again, it writes partition 1 only.
+    sim.lose_input(r1, 0, a0);
+    let again = succeed_sparse(&mut sim, 0, &[1]);
+    let r1 = sim.run_of(reduce(1)).attempt;
+    assert_eq!(sim.inputs_of(r1), [again, a1]);
+    // A reduce-00000 started now would read map-00002 only.
+    let old = sim.run_of(reduce(0)).attempt;
+    sim.fail(old, "disk full");
+    let r0 = sim.run_of(reduce(0)).attempt;
+    assert_eq!(sim.inputs_of(r0), [a2]);
 }
