@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use mapreduce_core::scheduler::ReduceInput;
 use mapreduce_rpc::pb;
+use prost::bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::ShuffleSource;
@@ -149,13 +150,15 @@ impl ShuffleSource for GrpcShuffle {
         let addr = at.addr;
         runtime.spawn(async move {
             let failed = |status: tonic::Status| {
-                // No connection, or it broke: the holder is unreachable (its answer,
-                // NOT_FOUND say, is about this output only).
+                // No connection, or it broke, or the holder does not have what the master
+                // says it holds (it restarted since, or lost files): it is gone for the
+                // job, as Spark takes a fetch failure to mean. Corrupt bytes, found as
+                // the reduce merges, are about the one output only.
                 let kind = match status.code() {
-                    tonic::Code::NotFound => io::ErrorKind::NotFound,
-                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
-                        crate::error::UNREACHABLE_KIND
-                    }
+                    tonic::Code::NotFound
+                    | tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled => crate::error::HOLDER_GONE_KIND,
                     _ => io::ErrorKind::Other,
                 };
                 io::Error::new(kind, format!("fetch from {addr}: {}", status_message(&status)))
@@ -188,8 +191,8 @@ impl ShuffleSource for GrpcShuffle {
 /// of the channel before them, or more bytes than that, is an error.
 #[derive(Debug)]
 pub(crate) struct ChunkReader {
-    chunks: mpsc::Receiver<io::Result<Vec<u8>>>,
-    chunk: Vec<u8>,
+    chunks: mpsc::Receiver<io::Result<Bytes>>,
+    chunk: Bytes,
     /// Read of `chunk` so far.
     at: usize,
     /// Bytes still to come after `chunk`.
@@ -199,8 +202,8 @@ pub(crate) struct ChunkReader {
 }
 
 impl ChunkReader {
-    pub(crate) fn new(chunks: mpsc::Receiver<io::Result<Vec<u8>>>, bytes: u64) -> Self {
-        ChunkReader { chunks, chunk: Vec::new(), at: 0, left: bytes, total: bytes }
+    pub(crate) fn new(chunks: mpsc::Receiver<io::Result<Bytes>>, bytes: u64) -> Self {
+        ChunkReader { chunks, chunk: Bytes::new(), at: 0, left: bytes, total: bytes }
     }
 }
 
@@ -247,7 +250,7 @@ pub(crate) fn serve_range(held: HeldRange) -> mpsc::Receiver<Result<pb::FetchChu
         while offset < end {
             let mut data = vec![0; ((end - offset) as usize).min(FETCH_CHUNK)];
             let read = read_exact_at(&file, &mut data, offset)
-                .map(|()| pb::FetchChunk { data })
+                .map(|()| pb::FetchChunk { data: data.into() })
                 .map_err(|e| tonic::Status::internal(format!("cannot read map output: {e}")));
             let failed = read.is_err();
             if tx.blocking_send(read).is_err() || failed {
@@ -295,7 +298,7 @@ mod tests {
     fn reader(chunks: Vec<io::Result<Vec<u8>>>, bytes: u64) -> ChunkReader {
         let (tx, rx) = mpsc::channel(chunks.len().max(1));
         for c in chunks {
-            tx.try_send(c).unwrap();
+            tx.try_send(c.map(Bytes::from)).unwrap();
         }
         ChunkReader::new(rx, bytes)
     }
@@ -332,7 +335,7 @@ mod tests {
         while let Some(chunk) = rx.recv().await {
             let chunk = chunk.unwrap();
             sizes.push(chunk.data.len());
-            got.extend(chunk.data);
+            got.extend_from_slice(&chunk.data);
         }
         assert_eq!(sizes, [FETCH_CHUNK, FETCH_CHUNK, FETCH_CHUNK, 1]);
         assert_eq!(got, &data[7..7 + 3 * FETCH_CHUNK + 1]);
