@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! wordcount run    [--input PATH]... [--output DIR] [--workers N] [--reducers R]
-//!                  [--shard-size BYTES] [--worker-shuffle] [--report FILE]
+//!                  [--shard-size BYTES] [--worker-shuffle | --shared-shuffle] [--report FILE]
 //! wordcount worker --listen ADDR [--root DIR]... [--work-dir DIR] [--join MASTER_ADDR]
 //!                  [--drain-timeout SECS] [--token-file FILE] [--insecure]
 //!                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
 //! wordcount master [--worker ADDR]... [--listen ADDR] --input PATH... --output DIR
-//!                  [--reducers R] [--shard-size BYTES] [--worker-shuffle] [--task-timeout SECS]
+//!                  [--reducers R] [--shard-size BYTES] [--worker-shuffle | --shared-shuffle]
+//!                  [--task-timeout SECS]
 //!                  [--report FILE]
 //!                  [--token-file FILE] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
 //! ```
@@ -19,10 +20,11 @@
 //!
 //! A worker on an address that is not loopback needs `--token-file` (or client
 //! certificates, `--tls-client-ca`), or `--insecure`. With `--tls-ca`, the master dials
-//! its workers over TLS: `--worker host:port` means `https://host:port`. With
-//! `--worker-shuffle`, map output stays in each worker's `--work-dir` and reduces fetch
-//! it from the worker that wrote it; a worker that cannot see an input or the output
-//! directory gets the shard streamed by the master, which pulls its reduce output.
+//! its workers over TLS: `--worker host:port` means `https://host:port`. The master's map
+//! output stays in each worker's `--work-dir` and reduces fetch it from the worker that
+//! wrote it (`--shared-shuffle`: in the job's directory, which every worker must see); a
+//! worker that cannot see an input or the output directory gets the shard streamed by
+//! the master, which pulls its reduce output. So no filesystem need be shared.
 
 #![allow(clippy::print_stdout)] // a command-line program: printing is its job
 
@@ -156,9 +158,14 @@ struct Shape {
     /// How intermediate files store their blocks: none or lz4.
     #[arg(long, default_value_t = Compression::default())]
     compression: Compression,
-    /// Keep map output on the worker that wrote it; reduces fetch it over gRPC.
+    /// Keep map output on the worker that wrote it; reduces fetch it over gRPC (the
+    /// master's default).
     #[arg(long)]
     worker_shuffle: bool,
+    /// Keep map output in the job's work directory beside the output, which every worker
+    /// must see (a shared filesystem); the default of `run`.
+    #[arg(long, conflicts_with = "worker_shuffle")]
+    shared_shuffle: bool,
 }
 
 impl Shape {
@@ -274,7 +281,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut cluster = Cluster::connect(&workers)?
                 .with_security(security)?
                 .with_task_timeout(task_timeout)
-                .with_worker_shuffle(shape.worker_shuffle);
+                .with_worker_shuffle(!shape.shared_shuffle);
             let config = SchedulerConfig { no_worker_timeout, ..cluster.scheduler_config().clone() };
             cluster = cluster.with_scheduler_config(config);
             if let Some(listen) = listen {

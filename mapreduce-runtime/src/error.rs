@@ -421,13 +421,15 @@ impl From<tonic::transport::Error> for ServeError {
 pub(crate) const LOST_MAP: &str = "mapreduce-lost-map";
 /// See [`LOST_MAP`].
 pub(crate) const LOST_ATTEMPT: &str = "mapreduce-lost-attempt";
-/// Present (`1`) on a lost map output whose holder the reduce could not reach.
-pub(crate) const HOLDER_UNREACHABLE: &str = "mapreduce-holder-unreachable";
+/// Present (`1`) on a lost map output whose holder is gone for the job: the reduce could
+/// not reach it, or it does not have the output.
+pub(crate) const HOLDER_GONE: &str = "mapreduce-holder-gone";
 
-/// The kind of the I/O error a fetch fails with when it cannot reach the worker that
-/// holds the output, or loses the connection to it (as opposed to that worker's answer,
-/// say NOT_FOUND): see [`HOLDER_UNREACHABLE`].
-pub(crate) const UNREACHABLE_KIND: std::io::ErrorKind = std::io::ErrorKind::NotConnected;
+/// The kind of the I/O error a fetch fails with when the worker that holds the output is
+/// gone for the job: it cannot be reached, the connection to it broke, or it does not
+/// have the output (it restarted, or lost files). Not for corrupt bytes, which are about
+/// the one output: see [`HOLDER_GONE`].
+pub(crate) const HOLDER_GONE_KIND: std::io::ErrorKind = std::io::ErrorKind::NotConnected;
 /// The metadata key of a `FAILED_PRECONDITION` status from a worker that cannot see an input.
 pub(crate) const INPUT_UNSEEN: &str = "mapreduce-input-unseen";
 /// The metadata key of an `UNAVAILABLE` status from a worker that drains.
@@ -442,8 +444,8 @@ impl From<TaskError> for tonic::Status {
                 let meta = status.metadata_mut();
                 meta.insert(LOST_MAP, map.into());
                 meta.insert(LOST_ATTEMPT, attempt.into());
-                if matches!(&error, FormatError::Io(e) if e.kind() == UNREACHABLE_KIND) {
-                    meta.insert(HOLDER_UNREACHABLE, tonic::metadata::MetadataValue::from_static("1"));
+                if matches!(&error, FormatError::Io(e) if e.kind() == HOLDER_GONE_KIND) {
+                    meta.insert(HOLDER_GONE, tonic::metadata::MetadataValue::from_static("1"));
                 }
                 status
             }

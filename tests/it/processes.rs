@@ -216,6 +216,7 @@ fn start_job(
 
 #[test]
 fn the_job_survives_workers_killed_restarted_and_stopped_at_random_moments() {
+    crate::support::init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("corpus.txt");
     generate_corpus(&input, 6 << 20, 20_000, 5).unwrap();

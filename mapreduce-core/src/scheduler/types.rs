@@ -209,11 +209,12 @@ pub enum Failure {
         attempt: AttemptId,
         /// What went wrong (the worker's message).
         why: String,
-        /// The reduce could not reach the worker that holds the output (no connection,
-        /// or it broke): every output that worker holds is lost with this one, as Spark
-        /// unregisters an executor's outputs on a fetch failure. Otherwise (the holder
-        /// answered, say NOT_FOUND, or the bytes were corrupt) only this one is.
-        holder_unreachable: bool,
+        /// The worker that holds the output is gone for this job: the reduce could not
+        /// reach it (no connection, or it broke), or it does not have the output (it
+        /// restarted since, or lost files). Every output that worker holds is lost with
+        /// this one, as Spark unregisters an executor's outputs on a fetch failure.
+        /// Otherwise (its bytes were corrupt, a range was short) only this one is.
+        holder_gone: bool,
     },
     /// The worker refused the task: it runs as many tasks as it may at once
     /// (`RESOURCE_EXHAUSTED`). Not a failure of the task nor of the worker.

@@ -113,7 +113,9 @@ impl Cluster {
             security,
             config: SchedulerConfig::default(),
             local: None,
-            worker_shuffle: false,
+            // Remote workers need not share a filesystem: map output stays where it is
+            // made, as in Google MR and Hadoop.
+            worker_shuffle: true,
             listening: None,
         })
     }
@@ -209,9 +211,10 @@ impl Cluster {
         self
     }
 
-    /// Keeps map output on the worker that wrote it (`true`), in the worker's own work
-    /// directory (`Worker::with_work_dir`), instead of in the job's work directory on the
-    /// shared filesystem (`false`, the default). Each reduce then fetches its ranges from
+    /// Keeps map output on the worker that wrote it (`true`, the default of
+    /// [`Cluster::connect`]), in the worker's own work directory (`Worker::with_work_dir`),
+    /// instead of in the job's work directory on a shared filesystem (`false`, the default
+    /// of [`Cluster::local`], whose workers share this process's). Each reduce then fetches its ranges from
     /// the workers that hold them over gRPC (the `Fetch` call, with the same token and
     /// TLS), or reads them from disk when it holds them itself; a fetch that fails makes
     /// the map run again. When the job ends, every worker is told to remove the job's map

@@ -18,7 +18,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::convert;
-use crate::error::{ClusterError, DRAINING, HOLDER_UNREACHABLE, INPUT_UNSEEN, LOST_ATTEMPT, LOST_MAP};
+use crate::error::{ClusterError, DRAINING, HOLDER_GONE, INPUT_UNSEEN, LOST_ATTEMPT, LOST_MAP};
 use crate::security::{Bearer, Security};
 use crate::shuffle::WorkerLocation;
 use crate::storage;
@@ -428,7 +428,7 @@ pub(crate) fn failure_from_status(status: &tonic::Status) -> Failure {
                     map,
                     attempt: AttemptId(attempt),
                     why: why(),
-                    holder_unreachable: status.metadata().contains_key(HOLDER_UNREACHABLE),
+                    holder_gone: status.metadata().contains_key(HOLDER_GONE),
                 },
                 _ => Failure::Task(why()),
             }
@@ -579,10 +579,10 @@ mod tests {
             error: mapreduce_core::shuffle::record::FormatError::Truncated { offset: 9 },
         }
         .into();
-        let Failure::MapOutputLost { map, attempt, why, holder_unreachable } = failure_from_status(&lost) else {
+        let Failure::MapOutputLost { map, attempt, why, holder_gone } = failure_from_status(&lost) else {
             panic!("{lost:?}")
         };
-        assert_eq!((map, attempt, holder_unreachable), (3, AttemptId(17), false));
+        assert_eq!((map, attempt, holder_gone), (3, AttemptId(17), false));
         assert!(why.contains("/w/m00003-a17") && why.contains("truncated"), "{why}");
         // A holder the reduce could not reach: all it holds is lost.
         let unreachable: Status = crate::error::TaskError::MapOutputLost {
@@ -590,14 +590,14 @@ mod tests {
             attempt: 17,
             path: "grpc://10.0.0.1:7000/j/3/17".into(),
             error: mapreduce_core::shuffle::record::FormatError::Io(std::io::Error::new(
-                crate::error::UNREACHABLE_KIND,
+                crate::error::HOLDER_GONE_KIND,
                 "fetch from 10.0.0.1:7000: tcp connect error",
             )),
         }
         .into();
-        let Failure::MapOutputLost { holder_unreachable, .. } = failure_from_status(&unreachable) else {
+        let Failure::MapOutputLost { holder_gone, .. } = failure_from_status(&unreachable) else {
             panic!("{unreachable:?}")
         };
-        assert!(holder_unreachable);
+        assert!(holder_gone);
     }
 }

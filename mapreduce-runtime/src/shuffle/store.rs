@@ -24,6 +24,12 @@ pub(crate) enum HeldError {
     /// The job id is not one the master hands out.
     #[error("job id {0:?} is not 32 hex digits")]
     BadJobId(String),
+    /// This worker holds nothing of the job (it has restarted since, or the job ended).
+    #[error("this worker holds nothing of job {job} (it may have restarted since)")]
+    JobUnknown {
+        /// The job run.
+        job: String,
+    },
     /// This worker holds no output of that attempt.
     #[error("no output {name} of job {job} on this worker")]
     NotHeld {
@@ -60,6 +66,7 @@ impl From<HeldError> for tonic::Status {
         match e {
             HeldError::BadJobId(_) => tonic::Status::invalid_argument(msg),
             HeldError::NotHeld { .. } => tonic::Status::not_found(msg),
+            HeldError::JobUnknown { .. } => tonic::Status::not_found(msg),
             HeldError::OutOfRange { .. } => tonic::Status::out_of_range(msg),
             HeldError::Io { .. } => tonic::Status::internal(msg),
         }
@@ -153,6 +160,9 @@ impl Store {
         let not_held = || HeldError::NotHeld { job: id.to_string(), name: name.clone() };
         let file = match File::open(&path) {
             Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !self.dir.join(id.as_str()).is_dir() => {
+                return Err(HeldError::JobUnknown { job: id.to_string() });
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_held()),
             Err(error) => return Err(HeldError::Io { path, error }),
         };
@@ -216,12 +226,16 @@ mod tests {
         std::fs::write(job_dir.join(storage::map_file_name(3, 17)), vec![7u8; 100]).unwrap();
         let held = store.open_range(job.as_str(), 3, 17, 10, 90).unwrap();
         assert_eq!((held.offset, held.bytes, held.file.metadata().unwrap().len()), (10, 90, 100));
-        let other = JobId::random();
-        for (job, map, attempt) in [(other.as_str(), 3, 17), (job.as_str(), 4, 17), (job.as_str(), 3, 16)] {
-            let err = store.open_range(job, map, attempt, 0, 1).unwrap_err();
+        for (map, attempt) in [(4, 17), (3, 16)] {
+            let err = store.open_range(job.as_str(), map, attempt, 0, 1).unwrap_err();
             assert!(matches!(err, HeldError::NotHeld { .. }), "{err}");
             assert_eq!(tonic::Status::from(err).code(), tonic::Code::NotFound);
         }
+        // A job it holds nothing of (a worker restarted since): said so.
+        let err = store.open_range(JobId::random().as_str(), 3, 17, 0, 1).unwrap_err();
+        assert!(matches!(err, HeldError::JobUnknown { .. }), "{err}");
+        assert!(err.to_string().contains("may have restarted"), "{err}");
+        assert_eq!(tonic::Status::from(err).code(), tonic::Code::NotFound);
         for (offset, bytes) in [(0, 101), (100, 1), (u64::MAX, 2)] {
             let err = store.open_range(job.as_str(), 3, 17, offset, bytes).unwrap_err();
             assert!(matches!(err, HeldError::OutOfRange { len: 100, .. }), "{err}");

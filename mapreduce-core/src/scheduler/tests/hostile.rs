@@ -118,7 +118,7 @@ fn drive_a_little(mut sched: Scheduler, fates: &[u8]) {
                             map: r.map,
                             attempt: r.attempt,
                             why: "gone".into(),
-                            holder_unreachable: false,
+                            holder_gone: false,
                         }
                     }
                     _ => {

@@ -285,7 +285,7 @@ fn lost_input(spec: &TaskSpec, which: u8, never: AttemptId) -> Option<Failure> {
         map,
         attempt,
         why: "checksum mismatch in block at byte 4".into(),
-        holder_unreachable: false,
+        holder_gone: false,
     })
 }
 

@@ -199,7 +199,7 @@ fn a_reduce_that_cannot_reach_a_holder_loses_every_output_it_holds_at_once() {
     let h = 1 - r1.worker.0 as usize;
     let named = held[h][1];
     let lost = sim.inputs_of(r1.attempt)[named as usize];
-    sim.unreachable_input(r1.attempt, named, lost);
+    sim.gone_input(r1.attempt, named, lost);
     // Both of the holder's outputs run again, not only the one the reduce named.
     assert_eq!(sim.sched.status().maps_done, 2);
     let rerun = sim.running().into_iter().find(|t| t.kind == TaskKind::Map).expect("a map runs again at once");
@@ -218,6 +218,6 @@ fn a_reduce_that_cannot_reach_a_holder_loses_every_output_it_holds_at_once() {
     let rerun = sim.run_of(map(0)).attempt;
     sim.succeed(rerun);
     let again = sim.run_of(reduce(0)).attempt;
-    sim.unreachable_input(again, 0, old0);
+    sim.gone_input(again, 0, old0);
     assert_eq!(sim.sched.status().maps_done, 2, "a report about a forgotten output loses nothing");
 }

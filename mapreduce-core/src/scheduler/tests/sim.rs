@@ -375,14 +375,14 @@ impl Sim {
     /// `map`.
     pub(super) fn lose_input(&mut self, attempt: AttemptId, map: u32, lost: AttemptId) {
         let why = "checksum mismatch in block at byte 4".into();
-        self.fail_input(attempt, Failure::MapOutputLost { map, attempt: lost, why, holder_unreachable: false });
+        self.fail_input(attempt, Failure::MapOutputLost { map, attempt: lost, why, holder_gone: false });
     }
 
     /// Running reduce `attempt` could not reach the worker that holds attempt `lost` of
     /// map `map`.
-    pub(super) fn unreachable_input(&mut self, attempt: AttemptId, map: u32, lost: AttemptId) {
+    pub(super) fn gone_input(&mut self, attempt: AttemptId, map: u32, lost: AttemptId) {
         let why = "fetch from 10.0.0.1:7000: tcp connect error: No route to host".into();
-        self.fail_input(attempt, Failure::MapOutputLost { map, attempt: lost, why, holder_unreachable: true });
+        self.fail_input(attempt, Failure::MapOutputLost { map, attempt: lost, why, holder_gone: true });
     }
 
     fn fail_input(&mut self, attempt: AttemptId, reason: Failure) {
