@@ -127,7 +127,9 @@ pub mod security {
 
 /// Running workers: [`worker::serve`], or [`worker::Worker`] for more control.
 pub mod worker {
-    pub use mapreduce_runtime::worker::{DEFAULT_DRAIN_TIMEOUT, Registry, Worker, WorkerService, serve};
+    pub use mapreduce_runtime::worker::{
+        DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_SORT_BUFFER, Registry, Worker, WorkerService, serve,
+    };
 }
 
 /// Types that the API above carries but that few programs name: the error of an invalid

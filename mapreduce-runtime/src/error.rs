@@ -328,6 +328,18 @@ pub enum TaskError {
     /// The worker has no job of this name.
     #[error("job {0:?} is not registered on this worker")]
     UnknownJob(String),
+    /// The job asks more of something than this worker allows.
+    #[error("the job asks for a {what} of {asked} bytes, more than this worker's limit of {limit} ({knob})")]
+    OverLimit {
+        /// What: `sort buffer`.
+        what: &'static str,
+        /// How much the job asked.
+        asked: u64,
+        /// The worker's limit.
+        limit: u64,
+        /// The setting that sets the limit.
+        knob: &'static str,
+    },
     /// The job's fields do not decode as the registered type.
     #[error("cannot decode the fields of job {job:?}: {error}")]
     BadPayload {
@@ -432,6 +444,9 @@ pub(crate) const HOLDER_GONE: &str = "mapreduce-holder-gone";
 pub(crate) const HOLDER_GONE_KIND: std::io::ErrorKind = std::io::ErrorKind::NotConnected;
 /// The metadata key of a `FAILED_PRECONDITION` status from a worker that cannot see an input.
 pub(crate) const INPUT_UNSEEN: &str = "mapreduce-input-unseen";
+/// The metadata key of a `FAILED_PRECONDITION` status from a worker that cannot run the
+/// job at all (it lacks the job type, or the job asks more than it allows).
+pub(crate) const REFUSED: &str = "mapreduce-refused";
 /// The metadata key of an `UNAVAILABLE` status from a worker that drains.
 pub(crate) const DRAINING: &str = "mapreduce-draining";
 
@@ -462,7 +477,12 @@ impl From<TaskError> for tonic::Status {
                 status.metadata_mut().insert(DRAINING, tonic::metadata::MetadataValue::from_static("1"));
                 status
             }
-            TaskError::UnknownJob(_) => tonic::Status::not_found(msg),
+            // Permanent on this worker, whatever the task: the master stops the job at once.
+            TaskError::UnknownJob(_) | TaskError::OverLimit { .. } => {
+                let mut status = tonic::Status::failed_precondition(msg);
+                status.metadata_mut().insert(REFUSED, tonic::metadata::MetadataValue::from_static("1"));
+                status
+            }
             TaskError::BadPayload { .. } => tonic::Status::failed_precondition(msg),
             _ => tonic::Status::aborted(msg),
         }

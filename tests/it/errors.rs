@@ -135,24 +135,40 @@ async fn a_reduce_error_names_the_reduce_task_and_the_message() {
     assert!(msg.contains("reduce-00000") && msg.contains("cannot reduce \"banana\""), "{msg}");
 }
 
+/// A worker that cannot run the job at all refuses it, and the job fails at its first
+/// attempt (no retries, no probation), naming the job, the worker and why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_unknown_to_remote_workers_fails_with_its_name() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        mapreduce::worker::Worker::new(mapreduce::Registry::new())
-            .with_root(std::env::temp_dir())
-            .serve_with_shutdown(listener, async { stopped.await.unwrap_or(()) }),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("in.txt"), "a\n").unwrap();
-    let config = SchedulerConfig { max_attempts: 2, ..SchedulerConfig::default() };
-    let cluster = Cluster::connect([addr.to_string()]).unwrap().with_scheduler_config(config);
-    let err = cluster.run(JobSpec::new(WordCount, [dir.path()], dir.path().join("out"))).await.unwrap_err();
-    assert!(err.to_string().contains("job \"wordcount\" is not registered"), "{err}");
-    drop(stop);
-    server.await.unwrap().unwrap();
+async fn a_job_a_remote_worker_cannot_run_fails_at_once_naming_job_and_worker() {
+    for (registry, sort_buffer, want) in [
+        (mapreduce::Registry::new(), 1 << 20, "job \"wordcount\" is not registered on this worker"),
+        (
+            mapreduce::Registry::new().register::<WordCount>(),
+            2 << 20,
+            "sort buffer of 2097152 bytes, more than this worker's limit of 1048576 (Worker::with_max_sort_buffer)",
+        ),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            mapreduce::worker::Worker::new(registry)
+                .with_root(std::env::temp_dir())
+                .with_max_sort_buffer(1 << 20)
+                .serve_with_shutdown(listener, async { stopped.await.unwrap_or(()) }),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("in.txt"), "a\n").unwrap();
+        let cluster = Cluster::connect([addr.to_string()]).unwrap();
+        let spec = JobSpec::new(WordCount, [dir.path()], dir.path().join("out")).sort_buffer_bytes(sort_buffer);
+        let err = cluster.run(spec).await.unwrap_err();
+        let RunError::Job(mapreduce::JobError::Refused { last, .. }) = &err else { panic!("{err}") };
+        assert_eq!(last.attempt.0, 0, "the first attempt ends the job: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains("map-00000") && msg.contains("worker-0") && msg.contains(want), "{msg}");
+        assert!(msg.len() < 300, "short: {msg}");
+        drop(stop);
+        server.await.unwrap().unwrap();
+    }
 }
 
 #[tokio::test]

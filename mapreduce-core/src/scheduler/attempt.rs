@@ -160,6 +160,13 @@ impl Scheduler {
         };
         let (task, w) = (a.task, a.worker);
         tracing::warn!(%task, %attempt, worker = %w, %reason, "attempt failed");
+        if let Failure::Refused(_) = reason {
+            self.report.attempts.failed += 1;
+            self.workers.get_mut(w).stats.failed += 1;
+            self.answered(w);
+            self.finish(Err(JobError::Refused { task, last: AttemptFailure { attempt, worker: w, reason } }));
+            return;
+        }
         let charge = self.charge_of(task, &reason);
         let worker = self.workers.get_mut(w);
         match &reason {
@@ -182,6 +189,7 @@ impl Scheduler {
                 self.report.attempts.busy += 1;
                 self.answered(w);
             }
+            Failure::Refused(_) => unreachable!("handled above"),
             Failure::Draining(_) => self.answered(w),
         }
         // Where the worker goes next.
@@ -239,7 +247,7 @@ impl Scheduler {
         match reason {
             Failure::TimedOut | Failure::Task(_) => Charge::Budget,
             Failure::Unreachable(_) => Charge::Loss,
-            Failure::Busy(_) | Failure::Draining(_) => Charge::Free,
+            Failure::Busy(_) | Failure::Draining(_) | Failure::Refused(_) => Charge::Free,
             Failure::MapOutputLost { map, attempt, .. } => {
                 let accepted = self.tasks.maps.output(*map).is_some_and(|m| m.attempt == *attempt);
                 let known = accepted || self.lost_outputs.contains(&(*map, *attempt));

@@ -107,6 +107,15 @@ pub enum JobError {
         /// The last failure.
         last: AttemptFailure,
     },
+    /// A worker cannot run the job as asked ([`Failure::Refused`]): it lacks the job type,
+    /// or the job asks more than the worker allows. The job stops at its first refusal.
+    #[error("{task} could not run: {last}")]
+    Refused {
+        /// The task whose attempt was refused.
+        task: TaskId,
+        /// The refusal.
+        last: AttemptFailure,
+    },
     /// Every worker was unreachable for `no_worker_timeout`.
     #[error("no worker has been reachable for {waited:?} (every worker unreachable){}", last_error(.last))]
     NoWorkers {
@@ -147,7 +156,11 @@ impl fmt::Display for WorkerFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.reason {
             Failure::TimedOut => write!(f, "{} did not answer in time", self.worker),
-            Failure::Unreachable(why) | Failure::Task(why) | Failure::Busy(why) | Failure::Draining(why) => {
+            Failure::Unreachable(why)
+            | Failure::Task(why)
+            | Failure::Busy(why)
+            | Failure::Draining(why)
+            | Failure::Refused(why) => {
                 write!(f, "{}: {why}", self.worker)
             }
             reason @ Failure::MapOutputLost { .. } => write!(f, "{}: {reason}", self.worker),

@@ -216,6 +216,13 @@ pub enum Failure {
         /// Otherwise (its bytes were corrupt, a range was short) only this one is.
         holder_gone: bool,
     },
+    /// The worker cannot run this job as asked, whatever the task: it lacks the job type,
+    /// or the job asks more than the worker allows (a sort buffer past its limit). Not
+    /// worth another attempt: the job fails at once ([`JobError::Refused`]), naming the
+    /// worker and why (the worker's message).
+    ///
+    /// [`JobError::Refused`]: super::JobError::Refused
+    Refused(String),
     /// The worker refused the task: it runs as many tasks as it may at once
     /// (`RESOURCE_EXHAUSTED`). Not a failure of the task nor of the worker.
     Busy(String),
@@ -236,6 +243,7 @@ impl fmt::Display for Failure {
                 write!(f, "lost output of {task} {attempt}: {why}")
             }
             Failure::Busy(why) => write!(f, "worker busy: {why}"),
+            Failure::Refused(why) => write!(f, "the worker cannot run this job: {why}"),
             Failure::Draining(why) => write!(f, "worker draining: {why}"),
         }
     }

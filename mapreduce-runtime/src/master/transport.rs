@@ -18,7 +18,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::convert;
-use crate::error::{ClusterError, DRAINING, HOLDER_GONE, INPUT_UNSEEN, LOST_ATTEMPT, LOST_MAP};
+use crate::error::{ClusterError, DRAINING, HOLDER_GONE, INPUT_UNSEEN, LOST_ATTEMPT, LOST_MAP, REFUSED};
 use crate::security::{Bearer, Security};
 use crate::shuffle::WorkerLocation;
 use crate::storage;
@@ -416,6 +416,9 @@ pub(crate) fn failure_from_status(status: &tonic::Status) -> Failure {
     if status.code() == Code::Unavailable && status.metadata().contains_key(DRAINING) {
         return Failure::Draining(why());
     }
+    if status.code() == Code::FailedPrecondition && status.metadata().contains_key(REFUSED) {
+        return Failure::Refused(why());
+    }
     match status.code() {
         Code::Unauthenticated => Failure::Task(format!("the worker refused this master: {}", status.message())),
         Code::Unavailable | Code::Unknown | Code::Cancelled => Failure::Unreachable(why()),
@@ -570,6 +573,11 @@ mod tests {
         ] {
             assert_eq!(failure_from_status(&Status::new(code, "m")), want, "{code:?}");
         }
+        let unknown: Status = crate::error::TaskError::UnknownJob("grep".into()).into();
+        assert_eq!(
+            failure_from_status(&unknown),
+            Failure::Refused("job \"grep\" is not registered on this worker".into())
+        );
         let draining: Status = crate::error::TaskError::Draining.into();
         assert!(matches!(failure_from_status(&draining), Failure::Draining(_)), "{draining:?}");
         let lost: Status = crate::error::TaskError::MapOutputLost {

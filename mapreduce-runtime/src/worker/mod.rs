@@ -106,7 +106,12 @@ pub struct WorkerService {
     slots: Arc<Slots>,
     /// Whether the worker drains: it refuses new tasks and answers Waits at once.
     drain: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The most sort buffer a map task may have ([`Worker::with_max_sort_buffer`]).
+    max_sort_buffer: u64,
 }
+
+/// The default of [`Worker::with_max_sort_buffer`]: 2 GiB a task.
+pub const DEFAULT_MAX_SORT_BUFFER: u64 = 2 << 30;
 
 /// The tasks a worker runs at once, and its limit.
 #[derive(Debug)]
@@ -160,6 +165,14 @@ impl WorkerService {
             registry.jobs.get(spec.name.as_str()).copied()
         };
         let decoder = decoder.ok_or_else(|| TaskError::UnknownJob(spec.name.clone()))?;
+        if spec.sort_buffer_bytes > self.max_sort_buffer {
+            return Err(TaskError::OverLimit {
+                what: "sort buffer",
+                asked: spec.sort_buffer_bytes,
+                limit: self.max_sort_buffer,
+                knob: "Worker::with_max_sort_buffer",
+            });
+        }
         let compression = convert::compression_from_pb(spec.compression)
             .ok_or_else(|| TaskError::InvalidRequest(format!("unknown compression {}", spec.compression)))?;
         if !(MIN_MAX_LINE_BYTES..=MAX_MAX_LINE_BYTES).contains(&spec.max_line_bytes) {

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 
-use super::{Registry, SharedRegistry, Slots, WorkerService};
+use super::{DEFAULT_MAX_SORT_BUFFER, Registry, SharedRegistry, Slots, WorkerService};
 use crate::confine::Files;
 use crate::error::ServeError;
 use crate::master::transport::{Scheme, channel, status_message};
@@ -74,6 +74,7 @@ impl Worker {
             store: None,
             slots: Arc::new(Slots { running: AtomicUsize::new(0), limit: usize::MAX }),
             drain: Arc::new(tokio::sync::watch::Sender::new(false)),
+            max_sort_buffer: DEFAULT_MAX_SORT_BUFFER,
         };
         Worker {
             service,
@@ -145,6 +146,15 @@ impl Worker {
     /// its callers (protected mode off): anyone who reaches it can run tasks.
     pub fn insecure(mut self) -> Self {
         self.security = self.security.insecure();
+        self
+    }
+
+    /// Gives a map task at most `bytes` of sort buffer (default
+    /// [`DEFAULT_MAX_SORT_BUFFER`], 2 GiB, Hadoop's limit of `mapreduce.task.io.sort.mb`):
+    /// a job that asks more is refused, and fails at once with a message that names this
+    /// limit, instead of taking the worker's memory `max_tasks` times over.
+    pub fn with_max_sort_buffer(mut self, bytes: u64) -> Self {
+        self.service.max_sort_buffer = bytes;
         self
     }
 

@@ -409,6 +409,7 @@ impl Model {
             Err(e @ JobError::TaskFailed { .. }) => {
                 assert_eq!(expect.job_fails.take().as_ref(), Some(e), "a job failure no task earned");
             }
+            Err(e @ JobError::Refused { .. }) => panic!("the model's workers run every job: {e}"),
             Err(JobError::NoWorkers { waited, last }) => {
                 assert!(!self.reliable, "NoWorkers though worker-0 always answers");
                 assert_eq!(*waited, self.config.no_worker_timeout);

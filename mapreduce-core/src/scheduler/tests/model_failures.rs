@@ -22,6 +22,7 @@ impl Model {
             Failure::TimedOut | Failure::Task(_) => Charge::Budget,
             Failure::Unreachable(_) => Charge::Loss,
             Failure::Busy(_) | Failure::Draining(_) => Charge::Free,
+            Failure::Refused(_) => unreachable!("the model's workers run every job"),
             Failure::MapOutputLost { map: m, attempt, .. } => {
                 let now = self.accepted_by.get(&map(*m)) == Some(attempt);
                 let known = now || self.forgotten.contains(&(*m, *attempt));
@@ -70,6 +71,8 @@ impl Model {
             }
             // Draining is a scenario of `rules_membership`, not one the model generates.
             Failure::Draining(_) => unreachable!("the model's workers do not drain"),
+            // Refusal is a scenario of `rules_failures`, not one the model generates.
+            Failure::Refused(_) => unreachable!("the model's workers run every job"),
         }
         if charge == Charge::Budget {
             let c = &self.config;

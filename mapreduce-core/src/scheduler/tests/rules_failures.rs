@@ -332,3 +332,21 @@ fn job_errors_print_each_cause_once_naming_the_task_or_the_worker() {
         assert_eq!(error.to_string(), message);
     }
 }
+
+#[test]
+fn a_worker_that_cannot_run_the_job_fails_it_at_once_naming_the_worker() {
+    let mut sim = Sim::new(4, 1, 2, quiet());
+    sim.run_until_idle();
+    let refused = sim.run_of(map(1));
+    let why = "job \"grep\" is not registered on this worker";
+    sim.feed(Event::Failed { attempt: refused.attempt, reason: Failure::Refused(why.into()) });
+    sim.run_until_idle();
+    let want = JobError::Refused {
+        task: map(1),
+        last: AttemptFailure { attempt: refused.attempt, worker: refused.worker, reason: Failure::Refused(why.into()) },
+    };
+    assert_eq!(sim.error(), want);
+    let text = want.to_string();
+    assert!(text.contains("map-00001") && text.contains(&refused.worker.to_string()) && text.contains(why), "{text}");
+    assert_eq!(sim.launches(map(1)), 1, "no second attempt");
+}
