@@ -187,10 +187,44 @@ async fn main() -> ExitCode {
         .init();
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("wordcount: error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<Interrupted>() {
+            Some(Interrupted(signal)) => {
+                eprintln!("wordcount: {}", e);
+                // As a shell reports a process killed by the signal.
+                ExitCode::from(128 + *signal as u8)
+            }
+            None => {
+                eprintln!("wordcount: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// The job was stopped by SIGINT (2) or SIGTERM (15).
+#[derive(Debug)]
+struct Interrupted(i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = if self.0 == 2 { "SIGINT" } else { "SIGTERM" };
+        write!(f, "interrupted by {name}: the job is stopped and its partial output removed")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Runs `job` until it ends or SIGINT or SIGTERM comes: then the job's future is dropped,
+/// which abandons its attempts and removes `_temporary` (and the output directory if the
+/// job made it), so a rerun on the same directory works.
+async fn until_signal<T>(job: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    tokio::select! {
+        done = job => Ok(done),
+        _ = int.recv() => Err(Interrupted(2).into()),
+        _ = term.recv() => Err(Interrupted(15).into()),
     }
 }
 
@@ -259,7 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let cluster = Cluster::local(workers).await?.with_worker_shuffle(shape.worker_shuffle);
             let spec = shape.spec(inputs, &output);
-            finish(cluster.run(spec).await?, &output, report.as_deref())
+            finish(until_signal(cluster.run(spec)).await??, &output, report.as_deref())
         }
         Command::Master {
             workers,
@@ -293,7 +327,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("wordcount: master listening on {addr}");
             }
             let spec = shape.spec(inputs, &output);
-            finish(cluster.run(spec).await?, &output, report.as_deref())
+            finish(until_signal(cluster.run(spec)).await??, &output, report.as_deref())
         }
     }
 }

@@ -341,3 +341,46 @@ fn example_workers_join_a_listening_master_and_drain_on_sigterm() {
         assert!(status.success(), "a drained worker exits 0: {status}");
     }
 }
+
+/// SIGINT on the example's master stops its job: exit status 130, one line that says so,
+/// no `_temporary` left, and a rerun on the same output directory works.
+#[test]
+fn an_interrupted_master_leaves_nothing_and_the_rerun_works() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("corpus.txt");
+    generate_corpus(&input, 256 << 10, 5_000, 9).unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    // A master that waits for workers to join: the job runs (and holds the directory)
+    // until it is interrupted.
+    let mut master = Command::new(example_binary());
+    master
+        .args(["master", "--listen", "127.0.0.1:0", "--input", input.to_str().unwrap(), "--output"])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut master = master.spawn().unwrap();
+    let lines = BufReader::new(master.stdout.take().unwrap()).lines();
+    lines.map(Result::unwrap).find(|l| l.contains("master listening on ")).expect("the master listens");
+    let claimed = Instant::now();
+    while !out.join("_temporary").exists() {
+        assert!(claimed.elapsed() < Duration::from_secs(10), "the job never claimed its output directory");
+        thread::sleep(Duration::from_millis(10));
+    }
+    signal(master.id(), "-INT");
+    let output = master.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{:?}", output.status.signal());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.lines().any(|l| l.starts_with("wordcount: interrupted by SIGINT")), "{stderr}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing left in the output directory");
+
+    let worker = WorkerProcess::example("127.0.0.1:0");
+    let status = Command::new(example_binary())
+        .args(["master", "--worker", &worker.addr, "--input", input.to_str().unwrap(), "--output"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the rerun: {status}");
+    assert_wordcount_output(&out, 4, &[input]);
+}
