@@ -25,6 +25,10 @@
 //! wrote it (`--shared-shuffle`: in the job's directory, which every worker must see); a
 //! worker that cannot see an input or the output directory gets the shard streamed by
 //! the master, which pulls its reduce output. So no filesystem need be shared.
+//!
+//! `run` and `master` show the job's progress on stderr (bars on a terminal, else a line
+//! at each phase change and every 5 s), and stop the job on SIGINT or SIGTERM: its partial
+//! output is removed and the exit status is 130 or 143.
 
 #![allow(clippy::print_stdout)] // a command-line program: printing is its job
 
@@ -37,10 +41,14 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use mapreduce::security::{Security, SecurityError, Tls, Token};
 use mapreduce::worker::Worker;
-use mapreduce::{Cluster, Compression, DEFAULT_SHARD_SIZE, JobReport, JobSpec, Registry, SchedulerConfig, ServeError};
+use mapreduce::{
+    Cluster, Compression, DEFAULT_SHARD_SIZE, JobReport, JobSpec, JobStatus, Phase, Registry, SchedulerConfig,
+    ServeError,
+};
 use mapreduce_examples::corpus::generate_corpus;
 use mapreduce_examples::reference::read_output;
 use mapreduce_examples::wordcount::WordCount;
+use tokio::sync::watch;
 
 #[derive(Parser)]
 #[command(name = "wordcount", about = "Counts words with mapreduce-rs", version)]
@@ -214,6 +222,92 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+/// Shows `progress` on stderr until `run` ends: on a terminal, a bar per phase
+/// (indicatif); otherwise a plain line at each phase change and every 5 s, `map D/T,
+/// reduce D/T`, with the attempts running, failed and backed up.
+async fn with_progress<T>(
+    progress: watch::Receiver<Option<JobStatus>>,
+    run: impl std::future::Future<Output = T>,
+) -> T {
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let shown = show_progress(progress, stopped);
+    let done = run.await;
+    let _ = stop.send(());
+    let _ = shown.await;
+    done
+}
+
+/// The task of [`with_progress`]: it shows the last state once more when `stop` fires.
+fn show_progress(
+    mut progress: watch::Receiver<Option<JobStatus>>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let started = std::time::Instant::now();
+    tokio::spawn(async move {
+        let bars = terminal.then(|| {
+            let multi = indicatif::MultiProgress::new();
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix:>6} [{bar:40}] {pos}/{len} {msg} ({elapsed}, ETA {eta})",
+            )
+            .expect("a valid template")
+            .progress_chars("=> ");
+            let bar = |name: &str| {
+                let bar = multi.add(indicatif::ProgressBar::new(0).with_style(style.clone()));
+                bar.set_prefix(name.to_string());
+                bar
+            };
+            (bar("map"), bar("reduce"))
+        });
+        // The last line printed, and when.
+        let mut last: Option<(JobStatus, std::time::Instant)> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut stopping = false;
+        while !stopping {
+            tokio::select! {
+                changed = progress.changed() => if changed.is_err() { return },
+                _ = tick.tick() => {}
+                _ = &mut stop => stopping = true,
+            }
+            let Some(s) = progress.borrow_and_update().clone() else { continue };
+            let msg = format!("running {}, failed {}, backups {}", s.running, s.failed, s.backups);
+            match &bars {
+                Some((map, reduce)) => {
+                    map.set_length(u64::from(s.maps_total));
+                    map.set_position(u64::from(s.maps_done));
+                    reduce.set_length(u64::from(s.reduces_total));
+                    reduce.set_position(u64::from(s.reduces_done));
+                    let (now, other) = if s.phase == Phase::Map { (map, reduce) } else { (reduce, map) };
+                    now.set_message(msg);
+                    other.set_message("");
+                    if stopping {
+                        map.finish();
+                        reduce.finish();
+                    }
+                }
+                None => {
+                    let due = match &last {
+                        None => true,
+                        Some((shown, _)) if stopping => *shown != s,
+                        Some((shown, at)) => shown.phase != s.phase || at.elapsed() >= Duration::from_secs(5),
+                    };
+                    if due {
+                        eprintln!(
+                            "wordcount: map {}/{}, reduce {}/{} ({msg}) after {:.1} s",
+                            s.maps_done,
+                            s.maps_total,
+                            s.reduces_done,
+                            s.reduces_total,
+                            started.elapsed().as_secs_f64()
+                        );
+                        last = Some((s, std::time::Instant::now()));
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// Runs `job` until it ends or SIGINT or SIGTERM comes: then the job's future is dropped,
 /// which abandons its attempts and removes `_temporary` (and the output directory if the
 /// job made it), so a rerun on the same directory works.
@@ -293,7 +387,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let cluster = Cluster::local(workers).await?.with_worker_shuffle(shape.worker_shuffle);
             let spec = shape.spec(inputs, &output);
-            finish(until_signal(cluster.run(spec)).await??, &output, report.as_deref())
+            let done = with_progress(cluster.progress(), until_signal(cluster.run(spec))).await;
+            finish(done??, &output, report.as_deref())
         }
         Command::Master {
             workers,
@@ -327,7 +422,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("wordcount: master listening on {addr}");
             }
             let spec = shape.spec(inputs, &output);
-            finish(until_signal(cluster.run(spec)).await??, &output, report.as_deref())
+            let done = with_progress(cluster.progress(), until_signal(cluster.run(spec))).await;
+            finish(done??, &output, report.as_deref())
         }
     }
 }

@@ -109,7 +109,9 @@
 //! # Ok(()) }
 //! ```
 
-pub use mapreduce_core::scheduler::{AttemptCounts, JobError, JobReport, SchedulerConfig, WorkerReport};
+pub use mapreduce_core::scheduler::{
+    AttemptCounts, JobError, JobReport, JobStatus, Phase, SchedulerConfig, WorkerReport,
+};
 pub use mapreduce_core::{
     BoxError, Compression, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, Emitter, Job, JobSpec, Key, Mapper, Output,
     Reducer, SpecError, Value, stable_partition,

@@ -236,14 +236,43 @@ async fn a_straggler_is_overtaken_by_backup_attempts() {
     assert!(slow_on < slow_off, "the straggler's accepted tasks: {slow_on} with backups, {slow_off} without");
 }
 
+/// What a broken worker runs under the word count's name: every map and reduce fails.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Broken;
+
+impl mapreduce::Mapper for Broken {
+    type Key = mapreduce_examples::wordcount::Word;
+    type Value = u64;
+
+    fn map(&self, _: &str, _: &mut mapreduce::Emitter<'_, Self::Key, u64>) -> Result<(), mapreduce::BoxError> {
+        Err("this worker's disk is on fire".into())
+    }
+}
+
+impl mapreduce::Reducer for Broken {
+    fn reduce(
+        &self,
+        _: &Self::Key,
+        _: &mut dyn Iterator<Item = u64>,
+        _: &mut mapreduce::Output<'_>,
+    ) -> Result<(), mapreduce::BoxError> {
+        Err("this worker's disk is on fire".into())
+    }
+}
+
+impl mapreduce::Job for Broken {
+    const NAME: &'static str = WordCount::NAME;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_fails_every_task_cannot_fail_the_job() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("corpus.txt");
     generate_corpus(&input, 256 << 10, 2_000, 13).unwrap();
-    // Worker 0 lacks the job type: every task it gets fails at once.
-    let (bad, _stop_bad) = serve(Worker::new(Registry::new())).await;
+    // Worker 0's "wordcount" is broken: every task it gets fails at once. (A worker that
+    // lacks the job type altogether fails the job at once: `errors.rs`.)
+    let (bad, _stop_bad) = serve(Worker::new(Registry::new().register::<Broken>())).await;
     let (good, _stop_good) = serve(Worker::new(Registry::new().register::<WordCount>())).await;
     let cluster = Cluster::connect([bad.to_string(), good.to_string()]).unwrap().with_scheduler_config(fast_config());
     let out = dir.path().join("out");

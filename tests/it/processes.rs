@@ -373,6 +373,9 @@ fn an_interrupted_master_leaves_nothing_and_the_rerun_works() {
     assert_eq!(output.status.code(), Some(130), "{:?}", output.status.signal());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.lines().any(|l| l.starts_with("wordcount: interrupted by SIGINT")), "{stderr}");
+    // Not a terminal: progress as plain lines, without colour codes.
+    assert!(stderr.lines().any(|l| l.starts_with("wordcount: map 0/1, reduce 0/4")), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing left in the output directory");
 
     let worker = WorkerProcess::example("127.0.0.1:0");

@@ -281,6 +281,9 @@ impl Scheduler {
             reduces_done: self.tasks.reduces.done(),
             reduces_total: self.tasks.reduces.len(),
             running: self.attempts.len() as u32,
+            failed: self.report.attempts.failed + self.report.attempts.timed_out + self.report.attempts.lost,
+            backups: self.report.attempts.speculative,
+            map_outputs_lost: self.report.map_outputs_lost,
         }
     }
 
@@ -409,7 +412,7 @@ impl Scheduler {
 
     /// Every reduce is DONE: the job succeeded.
     fn succeed(&mut self, now: Instant) {
-        let mut report = std::mem::take(&mut self.report);
+        let mut report = self.report.clone();
         report.outputs = self.tasks.reduces.outputs().cloned().collect();
         let sum =
             |(b, s): (u64, u64), &(bytes, skipped): &(u64, u64)| (b.saturating_add(bytes), s.saturating_add(skipped));

@@ -195,4 +195,10 @@ pub struct JobStatus {
     pub reduces_total: u32,
     /// Attempts running now.
     pub running: u32,
+    /// Attempts that have failed so far: by error, deadline or a lost connection.
+    pub failed: u64,
+    /// Backup attempts launched so far.
+    pub backups: u64,
+    /// Map outputs lost so far (their maps ran again).
+    pub map_outputs_lost: u64,
 }

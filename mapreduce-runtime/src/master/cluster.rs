@@ -4,7 +4,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use mapreduce_core::scheduler::{JobPlan, WorkerId};
+use mapreduce_core::scheduler::{JobPlan, JobStatus, WorkerId};
 use mapreduce_core::shard::plan_shards;
 use mapreduce_core::{Job, JobReport, JobSpec, Scheduler, SchedulerConfig};
 use mapreduce_rpc::pb;
@@ -46,6 +46,8 @@ pub struct Cluster {
     worker_shuffle: bool,
     /// Where the master listens for workers that join ([`Cluster::listen`]).
     listening: Option<Listening>,
+    /// The running job's progress ([`Cluster::progress`]).
+    progress: tokio::sync::watch::Sender<Option<JobStatus>>,
 }
 
 /// A master's `Join` server: its address, the workers offered, and the sender whose drop
@@ -93,6 +95,7 @@ impl Cluster {
             local: Some((registry, stops)),
             worker_shuffle: false,
             listening: None,
+            progress: tokio::sync::watch::Sender::new(None),
         })
     }
 
@@ -117,6 +120,7 @@ impl Cluster {
             // made, as in Google MR and Hadoop.
             worker_shuffle: true,
             listening: None,
+            progress: tokio::sync::watch::Sender::new(None),
         })
     }
 
@@ -231,6 +235,25 @@ impl Cluster {
         &self.config
     }
 
+    /// The progress of the job [`Cluster::run`] is running (the last one's, once it has
+    /// ended; `None` before the first): phase, tasks done of total, attempts running,
+    /// failed and backups so far. It changes as the scheduler hears from workers; watch it
+    /// from another task (`changed().await`) to show progress.
+    ///
+    /// ```no_run
+    /// # async fn show(cluster: &mapreduce_runtime::Cluster) {
+    /// let mut progress = cluster.progress();
+    /// while progress.changed().await.is_ok() {
+    ///     if let Some(s) = progress.borrow_and_update().clone() {
+    ///         eprintln!("map {}/{}, reduce {}/{}", s.maps_done, s.maps_total, s.reduces_done, s.reduces_total);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn progress(&self) -> tokio::sync::watch::Receiver<Option<JobStatus>> {
+        self.progress.subscribe()
+    }
+
     /// The addresses of the workers given, in [`WorkerId`] order (not those that joined:
     /// a job's report lists every worker that took part).
     pub fn addrs(&self) -> Vec<&str> {
@@ -308,7 +331,7 @@ impl Cluster {
         let mut transport = Grpc::new(self.workers.clone(), job, output.work_str(), self.worker_shuffle, file_bytes);
         let held_reduces = transport.held_reduces.clone();
         let joined = self.listening.as_ref().map(|l| &*l.joined);
-        let result = drive(scheduler, &mut transport, joined).await.map_err(RunError::from);
+        let result = drive(scheduler, &mut transport, joined, &self.progress).await.map_err(RunError::from);
         // Every worker that took part, in WorkerId order (those that joined last).
         let workers = transport.workers;
         if self.worker_shuffle || held_reduces.load(std::sync::atomic::Ordering::Relaxed) {

@@ -12,7 +12,7 @@ use std::pin::Pin;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use mapreduce_core::scheduler::{Action, Event, Failure, WorkerId};
+use mapreduce_core::scheduler::{Action, Event, Failure, JobStatus, WorkerId};
 use mapreduce_core::{JobError, JobReport, Scheduler};
 use tokio::sync::oneshot;
 
@@ -28,6 +28,7 @@ pub(crate) async fn drive(
     mut scheduler: Scheduler,
     transport: &mut dyn Transport,
     joined: Option<&Joined>,
+    progress: &tokio::sync::watch::Sender<Option<JobStatus>>,
 ) -> Result<JobReport, JobError> {
     let mut calls: FuturesUnordered<Call> = FuturesUnordered::new();
     // Per worker, what wakes its Wait in flight: dropping the sender drops the call.
@@ -78,9 +79,13 @@ pub(crate) async fn drive(
                     wakers.remove(&worker);
                 }
                 Action::Discard(output) => transport.discard(output),
-                Action::Finished(result) => return result,
+                Action::Finished(result) => {
+                    publish(&scheduler, progress);
+                    return result;
+                }
             }
         }
+        publish(&scheduler, progress);
         let wake = scheduler.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             Some(event) = calls.next() => {
@@ -97,6 +102,16 @@ pub(crate) async fn drive(
             }
         }
     }
+}
+
+/// Sends the scheduler's status to whoever watches the progress, if it changed.
+fn publish(scheduler: &Scheduler, progress: &tokio::sync::watch::Sender<Option<JobStatus>>) {
+    progress.send_if_modified(|last| {
+        let now = Some(scheduler.status());
+        let changed = *last != now;
+        *last = now;
+        changed
+    });
 }
 
 /// Adds to the job the workers that joined since `seen`, but those it has already.
@@ -136,6 +151,11 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
+
+    /// A progress channel nobody watches.
+    fn watch() -> tokio::sync::watch::Sender<Option<JobStatus>> {
+        tokio::sync::watch::Sender::new(None)
+    }
     use crate::master::transport::Reply;
 
     /// What a fake worker does with a call.
@@ -272,7 +292,7 @@ mod tests {
             SchedulerConfig { task_timeout: Duration::from_secs(10), speculation: false, ..Default::default() };
         let mut fake = Fake::new(1, vec![Behaviour::Hang, Behaviour::After(100 * MS)]);
         let started = Instant::now();
-        let report = drive(scheduler(1, 1, 2, config), &mut fake, None).await.unwrap();
+        let report = drive(scheduler(1, 1, 2, config), &mut fake, None, &watch()).await.unwrap();
         // Worker 0 takes the map first and hangs: its deadline passes after 10 s, simulated.
         assert!(started.elapsed() >= Duration::from_secs(10), "{:?}", started.elapsed());
         assert!(started.elapsed() < Duration::from_secs(11), "{:?}", started.elapsed());
@@ -288,7 +308,7 @@ mod tests {
         let config = SchedulerConfig { idle_wait: Duration::from_secs(50), speculation: false, ..Default::default() };
         let mut fake = Fake::new(2, vec![Behaviour::After(100 * MS), Behaviour::After(100 * MS)]);
         let started = Instant::now();
-        let report = drive(scheduler(1, 2, 2, config), &mut fake, None).await.unwrap();
+        let report = drive(scheduler(1, 2, 2, config), &mut fake, None, &watch()).await.unwrap();
         assert!(started.elapsed() < Duration::from_secs(1), "woken, not after its wait: {:?}", started.elapsed());
         assert_eq!((fake.started(1, "wait"), fake.started(1, "reduce")), (1, 1), "one woken wait, then a reduce");
         assert!(fake.waits_dropped.load(Ordering::Relaxed) >= 1);
@@ -310,7 +330,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
             late.send_modify(|list| list.push(endpoint("127.0.0.1:2")));
         });
-        let report = drive(scheduler(20, 1, 1, config), &mut fake, Some(&joined)).await.unwrap();
+        let report = drive(scheduler(20, 1, 1, config), &mut fake, Some(&joined), &watch()).await.unwrap();
         assert_eq!(report.workers.len(), 3);
         assert_eq!(fake.started(0, "map"), 1, "the slow worker takes one map");
         assert!(fake.started(1, "map") >= 10, "{}", fake.started(1, "map"));
@@ -321,7 +341,7 @@ mod tests {
     async fn a_task_that_keeps_failing_fails_the_job_naming_it() {
         let config = SchedulerConfig { probation_after: 0, ..Default::default() };
         let mut fake = Fake::new(1, vec![Behaviour::Fail]);
-        let err = drive(scheduler(2, 1, 1, config), &mut fake, None).await.unwrap_err();
+        let err = drive(scheduler(2, 1, 1, config), &mut fake, None, &watch()).await.unwrap_err();
         let JobError::TaskFailed { task, attempts, .. } = &err else { panic!("{err}") };
         assert_eq!((task.kind, *attempts), (TaskKind::Map, 4));
         assert!(err.to_string().contains("boom"), "{err}");
@@ -350,7 +370,7 @@ mod tests {
         }
         let config = SchedulerConfig { no_worker_timeout: Duration::from_secs(30), ..Default::default() };
         let started = Instant::now();
-        let err = drive(scheduler(1, 1, 1, config), &mut Silent, None).await.unwrap_err();
+        let err = drive(scheduler(1, 1, 1, config), &mut Silent, None, &watch()).await.unwrap_err();
         assert!(matches!(err, JobError::NoWorkers { .. }), "{err}");
         let took = started.elapsed();
         assert!(took >= Duration::from_secs(30) && took < Duration::from_secs(40), "{took:?}");

@@ -171,19 +171,27 @@ fn status_follows_tasks_from_todo_to_processing_to_done() {
         reduces_done,
         reduces_total: 1,
         running,
+        failed: 0,
+        backups: 0,
+        map_outputs_lost: 0,
     };
     assert_eq!(sim.sched.status(), status(Phase::Map, 0, 0, 0));
     sim.run_until_idle();
     assert_eq!(sim.sched.status(), status(Phase::Map, 0, 0, 1));
+    // A failed attempt is counted; the map runs again.
+    let first = sim.run_of(map(0)).attempt;
+    sim.fail(first, "disk full");
+    assert_eq!(sim.sched.status(), JobStatus { failed: 1, ..status(Phase::Map, 0, 0, 1) });
     sim.succeed_task(map(0));
-    assert_eq!(sim.sched.status(), status(Phase::Map, 1, 0, 1));
+    assert_eq!(sim.sched.status(), JobStatus { failed: 1, ..status(Phase::Map, 1, 0, 1) });
     sim.succeed_task(map(1));
-    assert_eq!(sim.sched.status(), status(Phase::Reduce, 2, 0, 1));
+    assert_eq!(sim.sched.status(), JobStatus { failed: 1, ..status(Phase::Reduce, 2, 0, 1) });
     sim.succeed_task(reduce(0));
-    assert_eq!(sim.sched.status(), status(Phase::Done, 2, 1, 0));
+    assert_eq!(sim.sched.status(), JobStatus { failed: 1, ..status(Phase::Done, 2, 1, 0) });
     assert_eq!(
         sim.calls_to(w(0)),
         [
+            (Duration::ZERO, Call::Run(map(0))),
             (Duration::ZERO, Call::Run(map(0))),
             (Duration::ZERO, Call::Run(map(1))),
             (Duration::ZERO, Call::Run(reduce(0)))
