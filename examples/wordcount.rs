@@ -2,13 +2,13 @@
 //!
 //! ```text
 //! wordcount run    [--input PATH]... [--output DIR] [--workers N] [--reducers R]
-//!                  [--shard-size BYTES] [--worker-shuffle | --shared-shuffle] [--report FILE]
+//!                  [--shard-size SIZE] [--worker-shuffle | --shared-shuffle] [--report FILE]
 //! wordcount worker --listen ADDR [--root DIR]... [--work-dir DIR] [--join MASTER_ADDR]
-//!                  [--drain-timeout SECS] [--token-file FILE] [--insecure]
+//!                  [--drain-timeout DURATION] [--token-file FILE] [--insecure]
 //!                  [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
 //! wordcount master [--worker ADDR]... [--listen ADDR] --input PATH... --output DIR
-//!                  [--reducers R] [--shard-size BYTES] [--worker-shuffle | --shared-shuffle]
-//!                  [--task-timeout SECS]
+//!                  [--reducers R] [--shard-size SIZE] [--worker-shuffle | --shared-shuffle]
+//!                  [--task-timeout DURATION]
 //!                  [--report FILE]
 //!                  [--token-file FILE] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
 //! ```
@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mapreduce::security::{Security, SecurityError, Tls, Token};
 use mapreduce::worker::Worker;
@@ -94,9 +94,10 @@ enum Command {
         /// every few seconds until it drains.
         #[arg(long, value_name = "MASTER_ADDR")]
         join: Option<String>,
-        /// On SIGTERM, the longest to keep serving map output for jobs still running.
-        #[arg(long, default_value_t = 600.0, value_name = "SECS")]
-        drain_timeout: f64,
+        /// On SIGTERM, the longest to keep serving map output for jobs still running
+        /// (seconds, or with a unit: 10m).
+        #[arg(long, default_value = "600", value_name = "DURATION", value_parser = parse_duration)]
+        drain_timeout: Duration,
         /// A file holding the token every call must carry (surrounding whitespace ignored).
         #[arg(long)]
         token_file: Option<PathBuf>,
@@ -131,12 +132,13 @@ enum Command {
         output: PathBuf,
         #[command(flatten)]
         shape: Shape,
-        /// Deadline of one task attempt, in seconds (doubled per worker after a miss).
-        #[arg(long, default_value_t = 60.0)]
-        task_timeout: f64,
-        /// Give up when no worker has answered for this many seconds.
-        #[arg(long, default_value_t = 60.0)]
-        no_worker_timeout: f64,
+        /// Deadline of one task attempt (seconds, or with a unit: 90s, 2m), doubled per
+        /// worker after a miss.
+        #[arg(long, default_value = "60", value_name = "DURATION", value_parser = parse_duration)]
+        task_timeout: Duration,
+        /// Give up when no worker has answered for this long (seconds, or with a unit).
+        #[arg(long, default_value = "60", value_name = "DURATION", value_parser = parse_duration)]
+        no_worker_timeout: Duration,
         /// Write the job report as JSON to this file.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -160,8 +162,8 @@ struct Shape {
     /// Number of reduce tasks (output files).
     #[arg(long, default_value_t = 4)]
     reducers: u32,
-    /// Target bytes of input per map task.
-    #[arg(long, default_value_t = DEFAULT_SHARD_SIZE)]
+    /// Target input per map task: bytes, or with a unit (64MiB, 1GB).
+    #[arg(long, default_value_t = DEFAULT_SHARD_SIZE, value_name = "SIZE", value_parser = parse_size)]
     shard_size: u64,
     /// How intermediate files store their blocks: none or lz4.
     #[arg(long, default_value_t = Compression::default())]
@@ -349,7 +351,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(master) = join {
                 worker = worker.with_join(master);
             }
-            worker = worker.with_drain_timeout(seconds("--drain-timeout", drain_timeout)?);
+            worker = worker.with_drain_timeout(drain_timeout);
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             let addr = listener.local_addr()?;
@@ -404,8 +406,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_cert,
             tls_key,
         } => {
-            let task_timeout = seconds("--task-timeout", task_timeout)?;
-            let no_worker_timeout = seconds("--no-worker-timeout", no_worker_timeout)?;
             let security = security(token_file.as_deref(), tls_cert.as_deref(), tls_key.as_deref(), tls_ca.as_deref())?;
             let mut cluster = Cluster::connect(&workers)?
                 .with_security(security)?
@@ -454,10 +454,29 @@ fn security(
     Ok(security)
 }
 
-fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
-    match Duration::try_from_secs_f64(secs) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => bail!("{flag} must be a positive number of seconds that fits a duration, got {secs:?}"),
+/// A duration: a number of seconds (`30`, `0.5`) or one with units (`90s`, `2m`,
+/// `1h 30m`, humantime's syntax); positive.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = match text.trim().parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is not a number of seconds"))?,
+        Err(_) => humantime::parse_duration(text.trim())
+            .map_err(|e| format!("{text:?}: {e} (seconds, or a duration such as 90s or 2m)"))?,
+    };
+    if duration.is_zero() {
+        return Err(format!("{text:?}: must be more than zero"));
+    }
+    Ok(duration)
+}
+
+/// A size: a number of bytes (`1048576`) or one with a unit (`64MiB`, `1GB`, `512 KiB`).
+fn parse_size(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(bytes) => Ok(bytes),
+        Err(_) => text
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|size| size.as_u64())
+            .map_err(|e| format!("{text:?}: {e} (bytes, or a size such as 64MiB or 1GB)")),
     }
 }
 

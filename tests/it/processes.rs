@@ -151,7 +151,7 @@ fn worker_and_master_processes_count_words() {
     }
     let status = master
         .args(["--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()])
-        .args(["--reducers", "3", "--shard-size", "100000", "--task-timeout", "30"])
+        .args(["--reducers", "3", "--shard-size", "100kB", "--task-timeout", "30s"])
         .args(["--report", report.to_str().unwrap()])
         .status()
         .unwrap();
