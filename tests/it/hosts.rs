@@ -22,13 +22,11 @@ use std::time::{Duration, Instant};
 
 use mapreduce::security::Token;
 use mapreduce::worker::{Registry, Worker};
-use mapreduce::{
-    BoxError, Cluster, Emitter, Job, JobReport, JobSpec, Mapper, Output, Reducer, RunError, SchedulerConfig,
-};
+use mapreduce::{Cluster, Job, JobReport, JobSpec, RunError, SchedulerConfig};
 use mapreduce_examples::corpus::generate_corpus;
-use mapreduce_examples::wordcount::{Word, WordCount};
-use serde::{Deserialize, Serialize};
+use mapreduce_examples::wordcount::WordCount;
 
+use crate::processes::SlowWordCount;
 use crate::support::assert_wordcount_output;
 
 /// What a host's worker prints before the address it listens on.
@@ -46,48 +44,10 @@ const SLOW_SHARD: u64 = 16 << 10;
 const SLOW_INPUT: u64 = 48 * SLOW_SHARD;
 const SLOW_MAPS: u32 = 48;
 
-/// Word count that sleeps `block_delay_ms` before each block of lines and `key_delay_us`
-/// before each key it reduces: a map task of one block takes at least 50 ms and a reduce
-/// of a few thousand keys seconds, in any build profile.
-#[derive(Serialize, Deserialize)]
-struct HostWordCount {
-    block_delay_ms: u64,
-    key_delay_us: u64,
-}
-
-impl Mapper for HostWordCount {
-    type Key = Word;
-    type Value = u64;
-
-    fn map(&self, line: &str, emit: &mut Emitter<'_, Word, u64>) -> Result<(), BoxError> {
-        WordCount.map(line, emit)
-    }
-
-    fn map_lines(&self, lines: &str, emit: &mut Emitter<'_, Word, u64>) -> Result<(), BoxError> {
-        thread::sleep(Duration::from_millis(self.block_delay_ms));
-        WordCount.map_lines(lines, emit)
-    }
-}
-
-impl Reducer for HostWordCount {
-    fn reduce(&self, word: &Word, counts: &mut dyn Iterator<Item = u64>, out: &mut Output<'_>) -> Result<(), BoxError> {
-        thread::sleep(Duration::from_micros(self.key_delay_us));
-        WordCount.reduce(word, counts, out)
-    }
-
-    fn combine(&self, word: &Word, acc: &mut u64, count: u64) -> Option<u64> {
-        WordCount.combine(word, acc, count)
-    }
-}
-
-impl Job for HostWordCount {
-    const NAME: &'static str = "host-wordcount";
-}
-
 /// The slow word count of a [`SLOW_INPUT`] corpus: 48 maps of 50 ms at least, 4 reduces of
 /// half a second (a few thousand keys).
-fn slow_spec(input: &Path, out: &Path) -> JobSpec<HostWordCount> {
-    let job = HostWordCount { block_delay_ms: 50, key_delay_us: 500 };
+fn slow_spec(input: &Path, out: &Path) -> JobSpec<SlowWordCount> {
+    let job = SlowWordCount { block_delay_ms: 50, key_delay_us: 500 };
     JobSpec::new(job, [input], out).reducers(4).shard_size(SLOW_SHARD)
 }
 
@@ -104,7 +64,7 @@ fn host_worker() {
     let token = Token::new(std::env::var(TOKEN).unwrap()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let registry = Registry::new().register::<HostWordCount>().register::<WordCount>();
+        let registry = Registry::new().register::<SlowWordCount>().register::<WordCount>();
         let mut worker =
             Worker::new(registry).with_token(token).with_root(&dir).with_work_dir(dir.join("work")).with_max_tasks(1);
         if let Ok(master) = std::env::var(JOIN) {
@@ -360,6 +320,18 @@ impl Drop for Net {
     }
 }
 
+/// Three hosts dialled by the master, running the slow word count of a fresh corpus
+/// (`seed`): the network, the input, the output directory and the job.
+fn three_hosts_slow_job(mut net: Net, seed: u64) -> (Net, PathBuf, PathBuf, JoinHandle<Result<JobReport, RunError>>) {
+    let input = corpus(&net, "corpus.txt", SLOW_INPUT, 5_000, seed);
+    let out = net.data().join("out");
+    for _ in 0..3 {
+        net.start_host(None);
+    }
+    let (_, job) = net.start_master(net.addrs(), false, slow_spec(&input, &out));
+    (net, input, out, job)
+}
+
 /// Waits for `job`, at most two minutes.
 fn finish(job: JoinHandle<Result<JobReport, RunError>>) -> JobReport {
     let start = Instant::now();
@@ -400,15 +372,10 @@ fn the_word_count_on_three_hosts_equals_the_sequential_count() {
 
 #[test]
 fn a_host_killed_after_its_maps_finished_is_survived_by_running_them_again() {
-    let Some(mut net) = Net::new(1, "a_host_killed_after_its_maps_finished_is_survived_by_running_them_again") else {
+    let Some(net) = Net::new(1, "a_host_killed_after_its_maps_finished_is_survived_by_running_them_again") else {
         return;
     };
-    let input = corpus(&net, "corpus.txt", SLOW_INPUT, 5_000, 3);
-    let out = net.data().join("out");
-    for _ in 0..3 {
-        net.start_host(None);
-    }
-    let (_, job) = net.start_master(net.addrs(), false, slow_spec(&input, &out));
+    let (mut net, input, out, job) = three_hosts_slow_job(net, 3);
     // Every map has finished (its output committed on some host): the reduces need them all.
     net.wait_until("the map phase to end", |net| {
         (0..3).flat_map(|i| net.map_outputs(i)).collect::<BTreeSet<_>>().len() == SLOW_MAPS as usize
@@ -428,13 +395,8 @@ fn a_host_killed_after_its_maps_finished_is_survived_by_running_them_again() {
 
 #[test]
 fn a_host_whose_link_is_cut_mid_job_is_survived() {
-    let Some(mut net) = Net::new(2, "a_host_whose_link_is_cut_mid_job_is_survived") else { return };
-    let input = corpus(&net, "corpus.txt", SLOW_INPUT, 5_000, 4);
-    let out = net.data().join("out");
-    for _ in 0..3 {
-        net.start_host(None);
-    }
-    let (_, job) = net.start_master(net.addrs(), false, slow_spec(&input, &out));
+    let Some(net) = Net::new(2, "a_host_whose_link_is_cut_mid_job_is_survived") else { return };
+    let (net, input, out, job) = three_hosts_slow_job(net, 4);
     net.wait_until("host 0 to hold map output", |net| net.map_outputs(0).len() >= 3);
     // Its port on the bridge goes down: packets to and from it vanish, no one is told.
     ip(&["link", "set", &net.hosts[0].port, "down"]).unwrap();
@@ -473,15 +435,10 @@ fn a_host_that_joins_mid_job_gets_tasks() {
 
 #[test]
 fn a_host_drained_mid_job_leaves_when_its_output_is_no_longer_needed() {
-    let Some(mut net) = Net::new(4, "a_host_drained_mid_job_leaves_when_its_output_is_no_longer_needed") else {
+    let Some(net) = Net::new(4, "a_host_drained_mid_job_leaves_when_its_output_is_no_longer_needed") else {
         return;
     };
-    let input = corpus(&net, "corpus.txt", SLOW_INPUT, 5_000, 6);
-    let out = net.data().join("out");
-    for _ in 0..3 {
-        net.start_host(None);
-    }
-    let (_, job) = net.start_master(net.addrs(), false, slow_spec(&input, &out));
+    let (mut net, input, out, job) = three_hosts_slow_job(net, 6);
     net.wait_until("host 1 to hold map output", |net| net.map_outputs(1).len() >= 2);
     let status = Command::new("kill").args(["-TERM", &net.hosts[1].child.id().to_string()]).status().unwrap();
     assert!(status.success());

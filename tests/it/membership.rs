@@ -72,7 +72,9 @@ fn corpus(dir: &Path, bytes: u64) -> (PathBuf, PathBuf) {
 
 /// The slow word count of `input`: 16 KiB shards of 50 ms each at least.
 fn spec(input: &Path, out: &Path) -> JobSpec<SlowWordCount> {
-    JobSpec::new(SlowWordCount { block_delay_ms: 50 }, [input], out).reducers(2).shard_size(16 << 10)
+    JobSpec::new(SlowWordCount { block_delay_ms: 50, ..Default::default() }, [input], out)
+        .reducers(2)
+        .shard_size(16 << 10)
 }
 
 fn addrs(report: &JobReport) -> Vec<String> {

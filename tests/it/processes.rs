@@ -33,11 +33,13 @@ const WORKER_LISTEN: &str = "MAPREDUCE_IT_WORKER_LISTEN";
 /// `w` workers at least `n / w` times it.
 const BLOCK_DELAY: Duration = Duration::from_millis(50);
 
-/// Word count that sleeps `block_delay_ms` before mapping each block of lines: slow on
-/// purpose, by the same amount in a debug and a release build.
-#[derive(Serialize, Deserialize)]
+/// Word count that sleeps `block_delay_ms` before mapping each block of lines and
+/// `key_delay_us` before each key it reduces: slow on purpose, by the same amount in a
+/// debug and a release build.
+#[derive(Serialize, Deserialize, Default)]
 pub(crate) struct SlowWordCount {
     pub(crate) block_delay_ms: u64,
+    pub(crate) key_delay_us: u64,
 }
 
 impl Mapper for SlowWordCount {
@@ -56,6 +58,9 @@ impl Mapper for SlowWordCount {
 
 impl Reducer for SlowWordCount {
     fn reduce(&self, word: &Word, counts: &mut dyn Iterator<Item = u64>, out: &mut Output<'_>) -> Result<(), BoxError> {
+        if self.key_delay_us > 0 {
+            thread::sleep(Duration::from_micros(self.key_delay_us));
+        }
         WordCount.reduce(word, counts, out)
     }
 
@@ -201,7 +206,7 @@ fn start_job(
     reducers: u32,
     no_worker_timeout: Duration,
 ) -> JoinHandle<Result<JobReport, RunError>> {
-    let job = SlowWordCount { block_delay_ms: BLOCK_DELAY.as_millis() as u64 };
+    let job = SlowWordCount { block_delay_ms: BLOCK_DELAY.as_millis() as u64, ..Default::default() };
     let spec = JobSpec::new(job, [input], out).reducers(reducers).shard_size(32 << 10);
     let workers = workers.to_vec();
     thread::spawn(move || {
