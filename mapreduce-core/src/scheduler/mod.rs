@@ -41,7 +41,11 @@
 //!   the map accepted before and forgot already changes nothing more; a report naming an
 //!   output the map never accepted (or from a map attempt) is the attempt's own failure,
 //!   charged as an error. A map whose output is lost `4 × max_attempts` times fails the
-//!   job naming the map, so a job always ends.
+//!   job naming the map, so a job always ends. When map outputs stay on their workers and
+//!   the report says the holder is gone (`holder_gone`: unreachable, or without the
+//!   output because it restarted), every output that holder holds is lost at once.
+//! - A worker that cannot run the job at all ([`Failure::Refused`]: it lacks the job type,
+//!   or the job asks past its limits) ends the job at once ([`JobError::Refused`]).
 //! - Each worker's deadline is `task_timeout × 2^k` after `k` deadlines missed in a row,
 //!   capped at `max_task_timeout`; a success resets `k`. After a missed deadline the
 //!   worker is probed with a zero Wait before it gets work again.
