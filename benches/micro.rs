@@ -177,8 +177,14 @@ fn run_job(mut sched: Scheduler, start: Instant) -> (Scheduler, u64) {
                             }],
                             input_records: 8,
                             skipped_records: 0,
+                            counters: Default::default(),
                         },
-                        TaskKind::Reduce => TaskOutput::Reduce { path: String::new(), records: 8, bytes: 64 },
+                        TaskKind::Reduce => TaskOutput::Reduce {
+                            path: String::new(),
+                            records: 8,
+                            bytes: 64,
+                            counters: Default::default(),
+                        },
                     };
                     replies.push(Event::Succeeded { attempt, output });
                 }

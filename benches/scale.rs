@@ -153,6 +153,7 @@ fn main() -> anyhow::Result<()> {
                                 .collect(),
                             input_records: 8,
                             skipped_records: 0,
+                            counters: Default::default(),
                         },
                         TaskKind::Reduce => {
                             if !reduce_phase {
@@ -167,7 +168,12 @@ fn main() -> anyhow::Result<()> {
                             {
                                 largest = (inputs.len(), request_bytes(inputs));
                             }
-                            TaskOutput::Reduce { path: String::new(), records: 8, bytes: 64 }
+                            TaskOutput::Reduce {
+                                path: String::new(),
+                                records: 8,
+                                bytes: 64,
+                                counters: Default::default(),
+                            }
                         }
                     };
                     replies.push(Event::Succeeded { attempt, output });

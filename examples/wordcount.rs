@@ -500,5 +500,14 @@ fn finish(report: JobReport, output: &Path, report_file: Option<&Path>) -> anyho
         output.display()
     );
     println!("wordcount: most frequent: {}", top.join(", "));
+    // The job summary, as Hadoop prints its counters at the end of a job.
+    let width = report.counters.keys().map(String::len).max().unwrap_or(0);
+    eprintln!(
+        "wordcount: counters ({} attempts failed, {} map outputs lost):",
+        report.attempts.failed, report.map_outputs_lost
+    );
+    for (name, n) in &report.counters {
+        eprintln!("    {name:<width$} {n:>14}");
+    }
     Ok(())
 }

@@ -143,6 +143,12 @@ impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
         Emitter { sink: Sink::Buffer(buffer, combine, Batch { text, flush: Some(flush) }) }
     }
 
+    /// Adds `n` to the counter `name` of this task (see [`crate::counters`]): the job's
+    /// report sums it over the accepted attempt of every task, whatever the retries.
+    pub fn count(&mut self, name: &str, n: u64) {
+        crate::counters::add(name, n);
+    }
+
     /// Emits one intermediate pair.
     #[inline]
     pub fn emit(&mut self, key: K, value: V) {
@@ -221,6 +227,12 @@ impl<'a> Output<'a> {
     /// The number of records written so far.
     pub fn records(&self) -> u64 {
         self.records
+    }
+
+    /// Adds `n` to the counter `name` of this task (see [`crate::counters`]): the job's
+    /// report sums it over the accepted attempt of every task, whatever the retries.
+    pub fn count(&mut self, name: &str, n: u64) {
+        crate::counters::add(name, n);
     }
 }
 

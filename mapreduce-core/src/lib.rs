@@ -46,11 +46,13 @@
 //! # Ok::<(), BoxError>(())
 //! ```
 
+pub mod counters;
 pub mod job;
 pub mod scheduler;
 pub mod shard;
 pub mod shuffle;
 
+pub use counters::Counters;
 pub use job::{
     BoxError, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, Emitter, Job, JobSpec, Key, Mapper, Output, Reducer, SpecError,
     Value, stable_hash, stable_partition,

@@ -284,3 +284,110 @@ async fn a_worker_that_fails_every_task_cannot_fail_the_job() {
     assert!(report.workers[0].failed > 0, "{:?}", report.workers);
     assert_eq!(report.workers[1].accepted, tasks);
 }
+
+/// A word count that counts, with counters of its own, the lines it maps and the words
+/// it writes that are longer than five letters.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Counting;
+
+impl mapreduce::Mapper for Counting {
+    type Key = mapreduce_examples::wordcount::Word;
+    type Value = u64;
+
+    fn map(&self, line: &str, emit: &mut mapreduce::Emitter<'_, Self::Key, u64>) -> Result<(), mapreduce::BoxError> {
+        emit.count("lines", 1);
+        WordCount.map(line, emit)
+    }
+}
+
+impl mapreduce::Reducer for Counting {
+    fn reduce(
+        &self,
+        word: &Self::Key,
+        counts: &mut dyn Iterator<Item = u64>,
+        out: &mut mapreduce::Output<'_>,
+    ) -> Result<(), mapreduce::BoxError> {
+        if word.as_str().chars().count() > 5 {
+            out.count("long_words", 1);
+        }
+        WordCount.reduce(word, counts, out)
+    }
+
+    fn combine(&self, word: &Self::Key, acc: &mut u64, count: u64) -> Option<u64> {
+        WordCount.combine(word, acc, count)
+    }
+}
+
+impl mapreduce::Job for Counting {
+    const NAME: &'static str = "counting";
+}
+
+/// Runs every task's first attempt for real, then answers it failed: its counts must not
+/// reach the job's counters.
+struct RunThenFail {
+    seen: Mutex<std::collections::HashSet<(bool, u64)>>,
+}
+
+impl RunThenFail {
+    fn first(&self, map: bool, task: u64) -> bool {
+        self.seen.lock().unwrap().insert((map, task))
+    }
+}
+
+#[tonic::async_trait]
+impl Hooks for RunThenFail {
+    async fn map(
+        &self,
+        inner: &WorkerService,
+        request: Request<pb::MapRequest>,
+    ) -> Result<Response<pb::MapResponse>, Status> {
+        let first = self.first(true, request.get_ref().task);
+        let answer = inner.map(request).await?;
+        if first { Err(Status::aborted("injected: failed after running")) } else { Ok(answer) }
+    }
+
+    async fn reduce(
+        &self,
+        inner: &WorkerService,
+        request: Request<pb::ReduceRequest>,
+    ) -> Result<Response<pb::ReduceResponse>, Status> {
+        let first = self.first(false, request.get_ref().task);
+        let answer = inner.reduce(request).await?;
+        if first { Err(Status::aborted("injected: failed after running")) } else { Ok(answer) }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_count_the_accepted_attempt_of_each_task_only() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("corpus.txt");
+    generate_corpus(&input, 256 << 10, 2_000, 17).unwrap();
+    let hooks = RunThenFail { seen: Mutex::default() };
+    let service = Worker::new(Registry::new().register::<Counting>()).with_root(dir.path()).into_service().unwrap();
+    let (addr, _stop) = serve_hooked(service, hooks).await;
+    let cluster = Cluster::connect([addr.to_string()]).unwrap().with_scheduler_config(fast_config());
+    let out = dir.path().join("out");
+    let spec = JobSpec::new(Counting, [&input], &out).reducers(2).shard_size(32 << 10);
+    let report = cluster.run(spec).await.unwrap();
+    let counts = assert_wordcount_output(&out, 2, std::slice::from_ref(&input));
+    let tasks = u64::from(report.map_tasks + report.reduce_tasks);
+    assert_eq!(report.attempts.failed, tasks, "every task ran twice: {:?}", report.attempts);
+
+    let text = std::fs::read_to_string(&input).unwrap();
+    let c = &report.counters;
+    let lines = text.lines().count() as u64;
+    assert_eq!(c["lines"], lines, "{c:?}");
+    assert_eq!(c["map_input_records"], lines);
+    assert_eq!(c["map_input_bytes"], text.len() as u64);
+    assert_eq!(c["map_output_records"], counts.values().sum::<u64>());
+    assert_eq!(c["combine_input_records"], c["map_output_records"]);
+    assert!(c["combine_output_records"] < c["combine_input_records"], "the combiner combined: {c:?}");
+    assert_eq!(c["reduce_input_records"], c["combine_output_records"]);
+    assert_eq!(c["reduce_input_groups"], counts.len() as u64);
+    assert_eq!(c["reduce_output_records"], counts.len() as u64);
+    assert_eq!(c["reduce_output_records"], report.output_records);
+    assert_eq!(c["long_words"], counts.keys().filter(|w| w.chars().count() > 5).count() as u64);
+    assert_eq!(c["map_output_bytes"], report.intermediate_bytes);
+    assert_eq!(c["reduce_shuffle_bytes"], report.intermediate_bytes);
+}

@@ -161,7 +161,7 @@ fn worker_and_master_processes_count_words() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert_wordcount_output(&out, 3, &[input]);
+    assert_wordcount_output(&out, 3, std::slice::from_ref(&input));
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(report["map_tasks"], 11);
     assert_eq!(report["reduce_tasks"], 3);
@@ -171,6 +171,9 @@ fn worker_and_master_processes_count_words() {
     for key in ["elapsed_ms", "input_bytes", "intermediate_bytes", "output_records", "map_outputs_lost"] {
         assert!(report[key].is_u64(), "{key} in {report}");
     }
+    // Counters, with Hadoop's names.
+    assert_eq!(report["counters"]["map_input_bytes"], std::fs::metadata(&input).unwrap().len());
+    assert_eq!(report["counters"]["reduce_output_records"], report["output_records"]);
     // Every worker that took part, by the address the master dialled.
     let addrs: Vec<&str> = report["workers"].as_array().unwrap().iter().map(|w| w["addr"].as_str().unwrap()).collect();
     assert_eq!(addrs, workers.iter().map(|w| w.addr.as_str()).collect::<Vec<_>>(), "{report}");

@@ -126,9 +126,10 @@ impl Scheduler {
             self.speculation.finished(now.saturating_duration_since(stopped.started));
         }
         match (task.kind, output) {
-            (TaskKind::Map, TaskOutput::Map { location, ranges, skipped_records, .. }) => {
+            (TaskKind::Map, TaskOutput::Map { location, ranges, skipped_records, counters, .. }) => {
                 let bytes = ranges.iter().map(|r| r.bytes).fold(0, u64::saturating_add);
                 self.map_sizes[task.index as usize] = (bytes, skipped_records);
+                self.task_counters[task.index as usize] = counters;
                 let holder = self.outputs_on_workers.then_some(a.worker);
                 if let Some(h) = holder {
                     self.workers.get_mut(h).held.push(task.index);
@@ -143,8 +144,9 @@ impl Scheduler {
                     self.lose_outputs_of(a.worker, "the worker left");
                 }
             }
-            (TaskKind::Reduce, TaskOutput::Reduce { path, records, .. }) => {
+            (TaskKind::Reduce, TaskOutput::Reduce { path, records, counters, .. }) => {
                 self.report.output_records += records;
+                self.task_counters[self.tasks.maps.len() as usize + task.index as usize] = counters;
                 if self.change_task(task, |t| t.reduces.accept(task.index, path)) {
                     self.succeed(now);
                 }

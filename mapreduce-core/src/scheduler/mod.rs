@@ -126,6 +126,7 @@ pub use types::{
     TaskSpec, WaitId, WorkerId,
 };
 
+use crate::counters::Counters;
 use crate::job::MAX_REDUCERS;
 use crate::shard::Shard;
 use attempt::Attempt;
@@ -151,6 +152,9 @@ pub struct Scheduler {
     lost_outputs: FxHashSet<(u32, AttemptId)>,
     /// Bytes and skipped records of each map task's last accepted output, for the report.
     map_sizes: Vec<(u64, u64)>,
+    /// The counters of each task's last accepted attempt, maps then reduces: summed when
+    /// the job succeeds (a lost map's re-run replaces its counters, never adds to them).
+    task_counters: Vec<Counters>,
     speculation: Speculation,
     timers: Timers,
     /// The next attempt id.
@@ -201,6 +205,7 @@ impl Scheduler {
             outputs_on_workers: plan.outputs_on_workers,
             lost_outputs: FxHashSet::default(),
             map_sizes: vec![(0, 0); maps as usize],
+            task_counters: vec![Counters::new(); maps as usize + plan.reducers as usize],
             speculation: Speculation::default(),
             timers: Timers::default(),
             next_attempt: 0,
@@ -421,6 +426,9 @@ impl Scheduler {
         let sum =
             |(b, s): (u64, u64), &(bytes, skipped): &(u64, u64)| (b.saturating_add(bytes), s.saturating_add(skipped));
         (report.intermediate_bytes, report.skipped_records) = self.map_sizes.iter().fold((0, 0), sum);
+        for counters in &self.task_counters {
+            crate::counters::merge(&mut report.counters, counters);
+        }
         report.workers_on_probation = self.workers.iter().filter(|(_, w)| w.probations > 0).count() as u32;
         report.workers = self.workers.iter().map(|(_, w)| w.stats.clone()).collect();
         report.elapsed_ms = now.saturating_duration_since(self.started.unwrap_or(now)).as_millis() as u64;

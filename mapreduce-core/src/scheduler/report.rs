@@ -38,6 +38,10 @@ pub struct JobReport {
     pub workers_on_probation: u32,
     /// What each worker did, in worker order.
     pub workers: Vec<WorkerReport>,
+    /// Counters summed over the accepted attempt of every task (built-in, with Hadoop's
+    /// names, and the user's: see [`crate::counters`]), by name.
+    #[serde(default)]
+    pub counters: crate::counters::Counters,
     /// The accepted reduce outputs, by partition; the runtime commits them as
     /// `part-NNNNN` (and then lists the committed names here).
     pub outputs: Vec<String>,

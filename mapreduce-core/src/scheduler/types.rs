@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{JobError, JobReport};
+use crate::counters::Counters;
 use crate::shard::Shard;
 
 /// A task: the `index`th map or reduce task of the job.
@@ -139,6 +140,8 @@ pub enum TaskOutput {
         input_records: u64,
         /// Input records it skipped (lines over the job's maximum length).
         skipped_records: u64,
+        /// The attempt's counters, built-in and the user's.
+        counters: Counters,
     },
     /// A reduce attempt's output file (not yet committed).
     Reduce {
@@ -148,6 +151,8 @@ pub enum TaskOutput {
         records: u64,
         /// Its size.
         bytes: u64,
+        /// The attempt's counters, built-in and the user's.
+        counters: Counters,
     },
 }
 

@@ -76,6 +76,8 @@ pub struct MapSide<J: Mapper, S: Scratch, W: Write> {
     scratch: S,
     output: Runs<W>,
     spilled: Spilled<S::File>,
+    /// Records written to spill files so far.
+    spill_records: u64,
 }
 
 impl<J: Reducer, S: Scratch, W: Write> MapSide<J, S, W> {
@@ -87,6 +89,7 @@ impl<J: Reducer, S: Scratch, W: Write> MapSide<J, S, W> {
             scratch,
             output: Runs { out: output, ranges: Vec::new(), offset: 0 },
             spilled: Spilled::Nothing,
+            spill_records: 0,
         }
     }
 
@@ -151,6 +154,11 @@ impl<J: Reducer, S: Scratch, W: Write> MapSide<J, S, W> {
         self.buffer.records_in()
     }
 
+    /// Records written to spill files so far (not counting the output's own).
+    pub fn spill_records(&self) -> u64 {
+        self.spill_records
+    }
+
     /// Drains the buffer as one more run of the output.
     fn write_run(&mut self, job: &J, cancelled: &AtomicBool) -> Result<(), ShuffleError> {
         let started = std::time::Instant::now();
@@ -185,6 +193,7 @@ impl<J: Reducer, S: Scratch, W: Write> MapSide<J, S, W> {
             Ok(())
         })?;
         let file = file.into_inner().map_err(|e| scratch_err(e.into_error()))?;
+        self.spill_records += ranges.iter().map(|r| r.2).sum::<u64>();
         tracing::debug!(spill_bytes = ranges.iter().map(|r| r.1).sum::<u64>(), "spilled sort buffer");
         Ok(Spill { file, ranges: ranges.into_iter().map(|(offset, bytes, _)| (offset, bytes)).collect() })
     }

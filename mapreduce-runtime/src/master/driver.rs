@@ -241,11 +241,13 @@ mod tests {
                         .collect(),
                     input_records: 1,
                     skipped_records: 0,
+                    counters: Default::default(),
                 },
                 TaskSpec::Reduce { partition, inputs } => TaskOutput::Reduce {
                     path: format!("r{partition}-{attempt}"),
                     records: inputs.len() as u64,
                     bytes: 1,
+                    counters: Default::default(),
                 },
             };
             Box::pin(async move {

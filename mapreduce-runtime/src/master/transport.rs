@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mapreduce_core::Counters;
 use mapreduce_core::scheduler::{AttemptId, Failure, Location, MapOutputRange, TaskId, TaskOutput, TaskSpec, WorkerId};
 use mapreduce_rpc::pb;
 use mapreduce_rpc::pb::worker_client::WorkerClient;
@@ -240,9 +241,10 @@ impl Transport for Grpc {
                             bytes: r.bytes,
                             reduce: true,
                         };
+                        let counters = counters_from_pb(r.counters)?;
                         pull_output(&mut client, fetch, expected.clone()).await?;
                         let path = expected.to_string_lossy().into_owned();
-                        return Ok(TaskOutput::Reduce { path, records: r.records, bytes: r.bytes });
+                        return Ok(TaskOutput::Reduce { path, records: r.records, bytes: r.bytes, counters });
                     }
                     if Path::new(&r.path) != expected {
                         return Err(Failure::Task(format!(
@@ -250,7 +252,8 @@ impl Transport for Grpc {
                             r.path
                         )));
                     }
-                    Ok(TaskOutput::Reduce { path: r.path, records: r.records, bytes: r.bytes })
+                    let counters = counters_from_pb(r.counters)?;
+                    Ok(TaskOutput::Reduce { path: r.path, records: r.records, bytes: r.bytes, counters })
                 }
             }
         })
@@ -501,7 +504,16 @@ pub(crate) fn map_output(
         ranges,
         input_records: resp.input_records,
         skipped_records: resp.skipped_records,
+        counters: counters_from_pb(resp.counters.clone())?,
     })
+}
+
+/// A worker's counters, within the limits of `mapreduce_core::counters` (a reply is not
+/// trusted: the report must not grow without bound).
+fn counters_from_pb(counters: std::collections::HashMap<String, u64>) -> Result<Counters, Failure> {
+    let counters: Counters = counters.into_iter().collect();
+    mapreduce_core::counters::check(&counters).map_err(|e| Failure::Task(format!("worker answered {e}")))?;
+    Ok(counters)
 }
 
 #[cfg(test)]
@@ -515,6 +527,7 @@ mod tests {
             stream_records: vec![1; bytes.len()],
             input_records: 5,
             skipped_records: 0,
+            counters: Default::default(),
         }
     }
 

@@ -142,6 +142,7 @@ proptest! {
             skipped_records: 0,
             stream_bytes: bytes.clone(),
             stream_records: records,
+            counters: Default::default(),
         };
         if let Ok(mapreduce_core::scheduler::TaskOutput::Map { ranges, .. }) = map_output(reply, reducers.max(1), Expected::InWorkDir("/w"), 0, AttemptId(0)) {
             // Accepted only as whole runs, back to back, of the expected file.

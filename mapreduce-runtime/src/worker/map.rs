@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use mapreduce_core::counters::{self, Counters, builtin};
 use mapreduce_core::shard::{Block, LineReader, LineTooLong, Segment};
 use mapreduce_core::shuffle::ShuffleError;
 use mapreduce_core::shuffle::map_side::{MapSettings, MapSide, StreamRange};
@@ -137,6 +138,8 @@ pub(crate) struct MapResult {
     pub(crate) input_records: u64,
     /// Lines skipped for being longer than the limit.
     pub(crate) skipped_records: u64,
+    /// The attempt's counters, built-in and the user's.
+    pub(crate) counters: Counters,
 }
 
 /// Fails with [`TaskError::Cancelled`] once the master abandoned the attempt.
@@ -148,6 +151,7 @@ pub(crate) fn ensure_not_cancelled(cancelled: &AtomicBool) -> Result<(), TaskErr
 /// record stream per partition (see `mapreduce_core::shuffle::map_side`).
 pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskError> {
     let name = format!("map-{:05}", t.task);
+    counters::start_task();
     let work = WorkDir::open(if t.own_work_dir { &Files::Unconfined } else { &t.files }, &t.work_dir)?;
     let output = AtomicFile::create(&work, &storage::map_file_name(t.task, t.attempt))?;
     let output_path = output.path().to_path_buf();
@@ -215,9 +219,23 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
         let path = t.segments.last().map_or_else(Default::default, |s| PathBuf::from(&s.path));
         streamed.finish().map_err(|error| TaskError::Input { path, error })?;
     }
+    let (records_in, spill_records) = (side.records_in(), side.spill_records());
     let (output, streams) = side.finish(job, &t.cancelled).map_err(shuffle_err)?;
     let (path, _) = output.persist()?;
-    Ok(MapResult { location: path.to_string_lossy().into_owned(), streams, input_records, skipped_records })
+    let mut counters = counters::end_task().map_err(|message| TaskError::User { at: name.clone(), message })?;
+    let written: u64 = streams.iter().map(|s| s.records).sum();
+    for (counter, n) in [
+        (builtin::MAP_INPUT_RECORDS, input_records),
+        (builtin::MAP_INPUT_BYTES, t.segments.iter().map(|s| s.end - s.start).sum()),
+        (builtin::MAP_OUTPUT_RECORDS, records_in),
+        (builtin::MAP_OUTPUT_BYTES, streams.iter().map(|s| s.bytes).sum()),
+        (builtin::COMBINE_INPUT_RECORDS, records_in),
+        (builtin::COMBINE_OUTPUT_RECORDS, written),
+        (builtin::SPILLED_RECORDS, spill_records + written),
+    ] {
+        counters.insert(counter.to_string(), n);
+    }
+    Ok(MapResult { location: path.to_string_lossy().into_owned(), streams, input_records, skipped_records, counters })
 }
 
 /// A failure of the data path, naming the file it concerns: the attempt's output, or its

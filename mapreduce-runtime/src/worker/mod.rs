@@ -312,6 +312,7 @@ impl WorkerService {
             stream_records,
             input_records: result.input_records,
             skipped_records: result.skipped_records,
+            counters: result.counters.into_iter().collect(),
         };
         let bytes = prost::Message::encoded_len(&reply);
         if bytes > MAX_REPLY {
@@ -514,7 +515,13 @@ impl pb::worker_server::Worker for WorkerService {
         tracing::debug!(partition, attempt = req.attempt, ms = started.elapsed().as_millis() as u64, "reduce done");
         // A held output is named by its file: the master fetches it by the ids it gave.
         let path = if held { storage::reduce_file_name(partition, req.attempt) } else { result.path };
-        Ok(Response::new(pb::ReduceResponse { path, records: result.records, bytes: result.bytes, held }))
+        Ok(Response::new(pb::ReduceResponse {
+            path,
+            records: result.records,
+            bytes: result.bytes,
+            held,
+            counters: result.counters.into_iter().collect(),
+        }))
     }
 }
 

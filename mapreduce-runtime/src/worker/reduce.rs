@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use mapreduce_core::counters::{self, Counters, builtin};
 use mapreduce_core::scheduler::ReduceInput;
 use mapreduce_core::shuffle::ShuffleError;
 use mapreduce_core::shuffle::record::FormatError;
@@ -46,6 +47,24 @@ pub(crate) struct ReduceResult {
     pub(crate) path: String,
     pub(crate) records: u64,
     pub(crate) bytes: u64,
+    /// The attempt's counters, built-in and the user's.
+    pub(crate) counters: Counters,
+}
+
+/// The values of one key, counted as the reduce reads them.
+struct Counted<'a, 'b, V> {
+    values: &'a mut (dyn Iterator<Item = V> + 'b),
+    read: &'a mut u64,
+}
+
+impl<V> Iterator for Counted<'_, '_, V> {
+    type Item = V;
+
+    fn next(&mut self) -> Option<V> {
+        let v = self.values.next()?;
+        *self.read += 1;
+        Some(v)
+    }
 }
 
 /// Runs one reduce attempt: a streaming merge of the partition's map outputs (in passes
@@ -57,6 +76,7 @@ pub(crate) fn run_reduce<J: Job>(
     source: &dyn ShuffleSource,
 ) -> Result<ReduceResult, TaskError> {
     let name = format!("reduce-{:05}", t.partition);
+    counters::start_task();
     let work = WorkDir::open(if t.own_work_dir { &Files::Unconfined } else { &t.files }, &t.work_dir)?;
     let mut writer = AtomicFile::create(&work, &storage::reduce_file_name(t.partition, t.attempt))?;
     let output_path = writer.path().to_path_buf();
@@ -80,14 +100,14 @@ pub(crate) fn run_reduce<J: Job>(
     .map_err(shuffle_err)?;
     let mut merge = ReduceMerge::<J::Key, J::Value>::open(level, &mut open).map_err(shuffle_err)?;
     let mut out = Output::new(&mut writer);
-    let mut keys = 0u64;
+    let (mut keys, mut values_read) = (0u64, 0u64);
     let result = catch_unwind(AssertUnwindSafe(|| {
         merge.for_each_group(|key, values| {
             if t.cancelled.load(Ordering::Relaxed) {
                 return Err(BoxError::from(TaskError::Cancelled));
             }
             keys += 1;
-            job.reduce(key, values, &mut out)
+            job.reduce(key, &mut Counted { values, read: &mut values_read }, &mut out)
         })
     }));
     let at = || format!("{name}, key #{keys}");
@@ -101,7 +121,17 @@ pub(crate) fn run_reduce<J: Job>(
     let records = out.records();
     writer.flush().map_err(super::files::write_error(&output_path))?;
     let (path, bytes) = writer.persist()?;
-    Ok(ReduceResult { path: path.to_string_lossy().into_owned(), records, bytes })
+    let mut counters = counters::end_task().map_err(|message| TaskError::User { at: name.clone(), message })?;
+    for (counter, n) in [
+        (builtin::REDUCE_INPUT_GROUPS, keys),
+        (builtin::REDUCE_INPUT_RECORDS, values_read),
+        (builtin::REDUCE_SHUFFLE_BYTES, t.inputs.iter().map(|i| i.range.bytes).sum()),
+        (builtin::REDUCE_OUTPUT_RECORDS, records),
+        (builtin::REDUCE_OUTPUT_BYTES, bytes),
+    ] {
+        counters.insert(counter.to_string(), n);
+    }
+    Ok(ReduceResult { path: path.to_string_lossy().into_owned(), records, bytes, counters })
 }
 
 /// A map output that could not be read (missing, short, corrupt): lost, so its map must

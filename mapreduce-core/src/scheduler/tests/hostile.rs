@@ -124,8 +124,8 @@ fn drive_a_little(mut sched: Scheduler, fates: &[u8]) {
                     _ => {
                         // Few ranges, whatever the number of reducers.
                         let output = match output_for(task, attempt, 1) {
-                            TaskOutput::Map { location, ranges, input_records, .. } => {
-                                TaskOutput::Map { location, ranges, input_records, skipped_records: u64::MAX }
+                            TaskOutput::Map { location, ranges, input_records, counters, .. } => {
+                                TaskOutput::Map { location, ranges, input_records, skipped_records: u64::MAX, counters }
                             }
                             reduce => reduce,
                         };

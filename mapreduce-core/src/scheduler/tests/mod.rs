@@ -25,6 +25,7 @@ mod sim;
 use std::time::Duration;
 
 use super::*;
+use crate::counters::Counters;
 use crate::shard::Segment;
 
 // ---------------------------------------------------------------------------------------
@@ -84,10 +85,15 @@ pub(super) fn output_for(task: TaskId, attempt: AttemptId, reducers: u32) -> Tas
             ranges: (0..reducers).map(|partition| range(task.index, attempt, partition)).collect(),
             input_records: 7,
             skipped_records: attempt.0 % 3,
+            // Every attempt counts one "attempts" and its task's index as "index".
+            counters: Counters::from([("attempts".into(), 1), ("index".into(), u64::from(task.index))]),
         },
-        TaskKind::Reduce => {
-            TaskOutput::Reduce { path: format!("{name}/out"), records: 5 + u64::from(task.index), bytes: 50 }
-        }
+        TaskKind::Reduce => TaskOutput::Reduce {
+            path: format!("{name}/out"),
+            records: 5 + u64::from(task.index),
+            bytes: 50,
+            counters: Counters::from([("attempts".into(), 1)]),
+        },
     }
 }
 

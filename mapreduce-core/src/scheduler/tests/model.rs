@@ -60,6 +60,9 @@ pub(super) struct Model {
     pub(super) forgotten: HashSet<(u32, AttemptId)>,
     /// Bytes and skipped records of each map's last accepted output.
     pub(super) map_sizes: BTreeMap<TaskId, (u64, u64)>,
+    /// The counters of each task's last accepted output (a lost one's stay until a
+    /// re-run replaces them).
+    pub(super) task_counters: BTreeMap<TaskId, Counters>,
     /// Times each map's accepted output was lost.
     pub(super) outputs_lost: HashMap<TaskId, u32>,
     /// Whether every map was DONE once: the REDUCE phase.
@@ -100,6 +103,7 @@ impl Model {
             forgotten: HashSet::new(),
             outputs_lost: HashMap::new(),
             map_sizes: BTreeMap::new(),
+            task_counters: BTreeMap::new(),
             reduce_phase: s.shards == 0,
             durations: Vec::new(),
             failures: HashMap::new(),
@@ -382,6 +386,8 @@ impl Model {
                 self.workers[run.worker.0 as usize].stats.accepted += 1;
                 self.accepted.insert(run.task, output.clone());
                 self.accepted_by.insert(run.task, *attempt);
+                let (TaskOutput::Map { counters, .. } | TaskOutput::Reduce { counters, .. }) = output;
+                self.task_counters.insert(run.task, counters.clone());
                 if let TaskOutput::Map { ranges, skipped_records, .. } = output {
                     let bytes = ranges.iter().map(|r| r.bytes).sum();
                     self.map_sizes.insert(run.task, (bytes, *skipped_records));
@@ -437,12 +443,15 @@ impl Model {
         }
         let intermediate_bytes = self.map_sizes.values().map(|s| s.0).sum();
         let skipped = self.map_sizes.values().map(|s| s.1).sum();
-        let (mut output_records, mut outputs) = (0, Vec::new());
+        let (mut output_records, mut outputs, mut counters) = (0, Vec::new(), Counters::new());
         for output in self.accepted.values() {
             if let TaskOutput::Reduce { path, records, .. } = output {
                 output_records += records;
                 outputs.push(path.clone());
             }
+        }
+        for c in self.task_counters.values() {
+            crate::counters::merge(&mut counters, c);
         }
         JobReport {
             map_tasks: self.maps(),
@@ -457,6 +466,7 @@ impl Model {
             probations: self.probations,
             workers_on_probation: self.workers.iter().filter(|m| m.probations > 0).count() as u32,
             workers: self.workers.iter().map(|m| m.stats.clone()).collect(),
+            counters,
             outputs,
         }
     }

@@ -115,6 +115,8 @@ fn a_job_runs_every_map_then_every_reduce_and_reports_the_accepted_outputs() {
             WorkerReport { launched: 3, accepted: 3, ..WorkerReport::default() },
             WorkerReport { launched: 2, accepted: 2, ..WorkerReport::default() },
         ],
+        // One per accepted attempt, whatever ran; the maps' indices summed.
+        counters: Counters::from([("attempts".into(), 5), ("index".into(), 1 + 2)]),
         outputs: vec!["reduce-00000/attempt-3/out".into(), "reduce-00001/attempt-4/out".into()],
     };
     assert_eq!(sim.report(), want);
@@ -139,6 +141,7 @@ fn a_reduce_gets_every_run_of_its_partition_from_every_map() {
             .collect(),
         input_records: 3,
         skipped_records: 0,
+        counters: Counters::new(),
     };
     for (task, n) in [(map(0), 3), (map(1), 1)] {
         let attempt = sim.run_of(task).attempt;
@@ -306,7 +309,7 @@ fn events_about_attempts_never_launched_change_nothing_but_discard_their_files()
     assert!(sim.step().is_empty());
     assert!(sim.finished.is_none(), "a stray failure used the budget");
 
-    let ghost = TaskOutput::Reduce { path: "ghost".into(), records: 1, bytes: 1 };
+    let ghost = TaskOutput::Reduce { path: "ghost".into(), records: 1, bytes: 1, counters: Counters::new() };
     sim.feed(Event::Succeeded { attempt: AttemptId(99), output: ghost.clone() });
     let actions = sim.step();
     assert!(matches!(actions.as_slice(), [Action::Discard(o)] if *o == ghost), "{actions:?}");

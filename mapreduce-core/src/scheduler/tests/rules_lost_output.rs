@@ -207,7 +207,7 @@ fn succeed_sparse(sim: &mut Sim, m: u32, partitions: &[u32]) -> AttemptId {
     let attempt = sim.run_of(map(m)).attempt;
     let ranges = partitions.iter().map(|&p| range(m, attempt, p)).collect();
     let location = Location::new(format!("{}/{attempt}", map(m)));
-    let output = TaskOutput::Map { location, ranges, input_records: 1, skipped_records: 0 };
+    let output = TaskOutput::Map { location, ranges, input_records: 1, skipped_records: 0, counters: Counters::new() };
     sim.feed(Event::Succeeded { attempt, output });
     sim.run_until_idle();
     attempt
