@@ -53,6 +53,7 @@ use mapreduce_core::Compression;
 use mapreduce_core::shard::{MAX_PATH_BYTES, MAX_SHARD_SEGMENTS, Segment};
 use mapreduce_rpc::pb;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::confine::Files;
 use crate::convert;
@@ -293,14 +294,21 @@ impl WorkerService {
             skip_long_lines,
             input,
         };
-        tracing::debug!(task, attempt = req.attempt, "map");
+        // Every log line of the attempt, on the blocking thread too, names job and task.
+        let span = tracing::info_span!("map", job = %job.name, task, attempt = req.attempt);
+        span.in_scope(|| tracing::debug!("map"));
         let started = std::time::Instant::now();
-        let result = blocking(move || {
-            let _slot = slot;
-            job.decode()?.map(&t)
+        let result = blocking({
+            let span = span.clone();
+            move || {
+                let _in = span.entered();
+                let _slot = slot;
+                job.decode()?.map(&t)
+            }
         })
+        .instrument(span.clone())
         .await
-        .inspect_err(|e| tracing::warn!(task, error = %e, "map failed"))?;
+        .inspect_err(|e| span.in_scope(|| tracing::warn!(error = %e, "map failed")))?;
         tracing::debug!(task, attempt = req.attempt, ms = started.elapsed().as_millis() as u64, "map done");
         let (stream_bytes, stream_records) = convert::streams_to_pb(&result.streams);
         let path = result.location;
@@ -503,15 +511,21 @@ impl pb::worker_server::Worker for WorkerService {
             cancelled,
             files: self.files.clone(),
         };
-        tracing::debug!(partition, attempt = req.attempt, "reduce");
+        let span = tracing::info_span!("reduce", job = %job.name, partition, attempt = req.attempt);
+        span.in_scope(|| tracing::debug!("reduce"));
         let started = std::time::Instant::now();
         let shuffle = self.shuffle.clone();
-        let result = blocking(move || {
-            let _slot = slot;
-            job.decode()?.reduce(&t, &*shuffle)
+        let result = blocking({
+            let span = span.clone();
+            move || {
+                let _in = span.entered();
+                let _slot = slot;
+                job.decode()?.reduce(&t, &*shuffle)
+            }
         })
+        .instrument(span.clone())
         .await
-        .inspect_err(|e| tracing::warn!(partition, error = %e, "reduce failed"))?;
+        .inspect_err(|e| span.in_scope(|| tracing::warn!(error = %e, "reduce failed")))?;
         tracing::debug!(partition, attempt = req.attempt, ms = started.elapsed().as_millis() as u64, "reduce done");
         // A held output is named by its file: the master fetches it by the ids it gave.
         let path = if held { storage::reduce_file_name(partition, req.attempt) } else { result.path };
