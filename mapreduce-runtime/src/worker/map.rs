@@ -221,12 +221,16 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
     }
     let (records_in, spill_records) = (side.records_in(), side.spill_records());
     let (output, streams) = side.finish(job, &t.cancelled).map_err(shuffle_err)?;
-    let (path, _) = output.persist()?;
+    // Checked before the output is committed: an attempt past the limits leaves nothing.
     let mut counters = counters::end_task().map_err(|message| TaskError::User { at: name.clone(), message })?;
+    let (path, _) = output.persist()?;
     let written: u64 = streams.iter().map(|s| s.records).sum();
     for (counter, n) in [
         (builtin::MAP_INPUT_RECORDS, input_records),
-        (builtin::MAP_INPUT_BYTES, t.segments.iter().map(|s| s.end - s.start).sum()),
+        (
+            builtin::MAP_INPUT_BYTES,
+            t.segments.iter().map(|s| s.end.saturating_sub(s.start)).fold(0, u64::saturating_add),
+        ),
         (builtin::MAP_OUTPUT_RECORDS, records_in),
         (builtin::MAP_OUTPUT_BYTES, streams.iter().map(|s| s.bytes).sum()),
         (builtin::COMBINE_INPUT_RECORDS, records_in),

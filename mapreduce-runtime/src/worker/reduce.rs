@@ -119,13 +119,14 @@ pub(crate) fn run_reduce<J: Job>(
         Err(payload) => return Err(TaskError::Panic { at: at(), message: panic_message(&*payload) }),
     }
     let records = out.records();
+    // Checked before the output is committed: an attempt past the limits leaves nothing.
+    let mut counters = counters::end_task().map_err(|message| TaskError::User { at: name.clone(), message })?;
     writer.flush().map_err(super::files::write_error(&output_path))?;
     let (path, bytes) = writer.persist()?;
-    let mut counters = counters::end_task().map_err(|message| TaskError::User { at: name.clone(), message })?;
     for (counter, n) in [
         (builtin::REDUCE_INPUT_GROUPS, keys),
         (builtin::REDUCE_INPUT_RECORDS, values_read),
-        (builtin::REDUCE_SHUFFLE_BYTES, t.inputs.iter().map(|i| i.range.bytes).sum()),
+        (builtin::REDUCE_SHUFFLE_BYTES, t.inputs.iter().map(|i| i.range.bytes).fold(0, u64::saturating_add)),
         (builtin::REDUCE_OUTPUT_RECORDS, records),
         (builtin::REDUCE_OUTPUT_BYTES, bytes),
     ] {
