@@ -13,7 +13,8 @@ use tokio::sync::oneshot;
 
 use super::driver::drive;
 use super::join::{JoinService, Joined, MAX_JOIN_ADDR};
-use super::transport::{Grpc, MAX_MESSAGE, Scheme, WorkerEndpoint, status_message};
+use super::replies::status_message;
+use super::transport::{Grpc, MAX_MESSAGE, Scheme, WorkerEndpoint};
 use crate::convert;
 use crate::error::{ClusterError, RunError};
 use crate::security::{self, Security, Token};

@@ -21,7 +21,8 @@ use tokio::sync::mpsc;
 
 use super::ShuffleSource;
 use super::store::{HeldRange, Store};
-use crate::master::transport::{Client, Scheme, WorkerEndpoint, status_message};
+use crate::master::replies::status_message;
+use crate::master::transport::{Client, Scheme, WorkerEndpoint};
 use crate::security::Security;
 
 /// The size of a fetched chunk (the last of a range may be shorter).

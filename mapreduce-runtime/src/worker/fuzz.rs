@@ -13,7 +13,7 @@ use tonic::Request;
 use super::testing::Count;
 use super::{Registry, Worker};
 use crate::convert;
-use crate::master::transport::{Expected, map_output};
+use crate::master::replies::{Expected, map_output};
 
 /// The path a hostile request names: `choice` picks one of the kinds below, `root`
 /// being the worker's root; the last kind is `any`, any text at all.
