@@ -219,10 +219,10 @@ impl Cluster {
     /// Keeps map output on the worker that wrote it (`true`, the default of
     /// [`Cluster::connect`]), in the worker's own work directory (`Worker::with_work_dir`),
     /// instead of in the job's work directory on a shared filesystem (`false`, the default
-    /// of [`Cluster::local`], whose workers share this process's). Each reduce then fetches its ranges from
-    /// the workers that hold them over gRPC (the `Fetch` call, with the same token and
-    /// TLS), or reads them from disk when it holds them itself; a fetch that fails makes
-    /// the map run again. When the job ends, every worker is told to remove the job's map
+    /// of [`Cluster::local`], whose workers share this process's). Each reduce then
+    /// fetches its ranges from the workers that hold them over gRPC (the `Fetch` call,
+    /// with the same token and TLS), or reads them from disk when it holds them itself; a
+    /// fetch that fails makes the map run again. When the job ends, every worker is told to remove the job's map
     /// output (`EndJob`). A worker that cannot see an input gets its shards streamed by
     /// the master, and one that cannot see the output directory keeps its reduce output
     /// for the master to pull and commit: no filesystem need be shared.
