@@ -113,8 +113,8 @@ pub use mapreduce_core::scheduler::{
     AttemptCounts, JobError, JobReport, JobStatus, Phase, SchedulerConfig, WorkerReport,
 };
 pub use mapreduce_core::{
-    BoxError, Compression, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, Emitter, Job, JobSpec, Key, Mapper, Output,
-    Reducer, SpecError, Value, stable_partition,
+    BoxError, Compression, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, Emitter, InputFormat, InvalidUtf8, Job, JobSpec,
+    Key, Mapper, Output, OutputFormat, Position, Record, Reducer, SpecError, Value, counters, stable_partition,
 };
 pub use mapreduce_runtime::{Cluster, ClusterError, Registry, RunError, ServeError};
 

@@ -26,6 +26,8 @@ pub mod builtin {
     pub const MAP_INPUT_RECORDS: &str = "map_input_records";
     /// Input bytes a map read.
     pub const MAP_INPUT_BYTES: &str = "map_input_bytes";
+    /// Input lines skipped: longer than the limit, or not UTF-8 (as the job said).
+    pub const MAP_SKIPPED_RECORDS: &str = "map_skipped_records";
     /// Records a map emitted.
     pub const MAP_OUTPUT_RECORDS: &str = "map_output_records";
     /// Bytes of map output written (after combining, compressed as stored).

@@ -5,7 +5,7 @@ use std::borrow::Borrow;
 use std::fmt::{self, Display};
 use std::hash::Hash;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -34,8 +34,40 @@ pub trait Mapper {
     type Value: Value;
 
     /// Maps one input line (without its line terminator; bytes that are not UTF-8 are
-    /// replaced with U+FFFD). An error fails the task attempt, naming the line's shard.
-    fn map(&self, line: &str, emit: &mut Emitter<'_, Self::Key, Self::Value>) -> Result<(), BoxError>;
+    /// replaced with U+FFFD). [`Emitter::position`] says where the line lies: its file,
+    /// byte offset and line number. An error fails the task attempt, naming the line as
+    /// `path:line`.
+    ///
+    /// The default fails: a job that reads only typed records
+    /// ([`InputFormat::Records`]) implements [`Mapper::map_record`] instead.
+    fn map(&self, line: &str, emit: &mut Emitter<'_, Self::Key, Self::Value>) -> Result<(), BoxError> {
+        let _ = (line, emit);
+        Err("this job reads text but implements no Mapper::map".into())
+    }
+
+    /// Maps one typed record of a record file ([`InputFormat::Records`]: the output of a
+    /// job with [`OutputFormat::Records`]). Decode it with [`Record::decode`] into the
+    /// type the earlier job wrote, `(K, V)` for its reduce's [`Output::record`].
+    ///
+    /// The default fails: a job that reads text implements [`Mapper::map`] instead.
+    fn map_record(&self, record: Record<'_>, emit: &mut Emitter<'_, Self::Key, Self::Value>) -> Result<(), BoxError> {
+        let _ = (record, emit);
+        Err("this job reads typed records but implements no Mapper::map_record".into())
+    }
+
+    /// Called once per map attempt before its first record. The job value is the
+    /// attempt's own (each attempt decodes its own copy from the job's fields), so state
+    /// kept in it (in a `Mutex` or an atomic, `#[serde(skip)]`) is per task.
+    fn map_setup(&self) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Called once per map attempt after its last record: may emit what the task kept
+    /// (a per-task top N, say). The default emits nothing.
+    fn map_finish(&self, emit: &mut Emitter<'_, Self::Key, Self::Value>) -> Result<(), BoxError> {
+        let _ = emit;
+        Ok(())
+    }
 
     /// Maps a block of whole lines at once (Spark's `mapPartitions`, at a smaller scale):
     /// `lines` holds one or more lines, each ending in `\n` or `\r\n` but perhaps the
@@ -46,10 +78,15 @@ pub trait Mapper {
     /// for the same lines. A worker hands out blocks of about 64 KiB and checks the sort
     /// buffer's budget after each. When it fails, the worker maps the block's lines one by
     /// one (dropping what they emit) to find the line that fails and name it.
+    ///
+    /// [`Emitter::position`] is the block's first line; the default moves it on to each
+    /// line before calling `map` (an override that calls `map` itself does the same with
+    /// [`Emitter::advance`]).
     fn map_lines(&self, lines: &str, emit: &mut Emitter<'_, Self::Key, Self::Value>) -> Result<(), BoxError> {
-        for line in lines.split_inclusive('\n') {
-            let line = line.strip_suffix('\n').map_or(line, |l| l.strip_suffix('\r').unwrap_or(l));
+        for raw in lines.split_inclusive('\n') {
+            let line = raw.strip_suffix('\n').map_or(raw, |l| l.strip_suffix('\r').unwrap_or(l));
             self.map(line, emit)?;
+            emit.advance(raw.len());
         }
         Ok(())
     }
@@ -84,6 +121,54 @@ pub trait Reducer: Mapper {
     fn partition(&self, key: &Self::Key, reducers: u32) -> u32 {
         stable_partition(key, reducers)
     }
+
+    /// The grouping comparator (secondary sort): whether `a` and `b`, two keys next to
+    /// each other in sort order, go to the same call of [`Reducer::reduce`]. The default
+    /// groups equal keys only.
+    ///
+    /// To see a key's values in an order of your choosing, put the sort field in the key
+    /// (`(user, time)`) and in the value, group by the first part, and partition by it
+    /// too: `reduce` is then called once per user, with the first key of the group and
+    /// every value of the group in key order, so sorted by time. It must agree with the
+    /// key order: keys that group together are adjacent.
+    ///
+    /// ```
+    /// # use mapreduce_core::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Sessions;
+    /// # impl Mapper for Sessions { type Key = (String, u64); type Value = u64;
+    /// #   fn map(&self, _: &str, _: &mut Emitter<'_, (String, u64), u64>) -> Result<(), BoxError> { Ok(()) } }
+    /// impl Reducer for Sessions {
+    ///     fn reduce(&self, key: &(String, u64), times: &mut dyn Iterator<Item = u64>, out: &mut Output<'_>)
+    ///         -> Result<(), BoxError> {
+    ///         // One call per user, its times in increasing order.
+    ///         let times: Vec<String> = times.map(|t| t.to_string()).collect();
+    ///         out.emit(&key.0, times.join(","))?;
+    ///         Ok(())
+    ///     }
+    ///     fn group_eq(&self, a: &(String, u64), b: &(String, u64)) -> bool {
+    ///         a.0 == b.0
+    ///     }
+    ///     fn partition(&self, key: &(String, u64), reducers: u32) -> u32 {
+    ///         stable_partition(&key.0, reducers)
+    ///     }
+    /// }
+    /// ```
+    fn group_eq(&self, a: &Self::Key, b: &Self::Key) -> bool {
+        a == b
+    }
+
+    /// Called once per reduce attempt before its first key (see [`Mapper::map_setup`] for
+    /// where per-task state lives).
+    fn reduce_setup(&self) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Called once per reduce attempt after its last key: writes what the task kept
+    /// across keys. The default writes nothing.
+    fn reduce_finish(&self, out: &mut Output<'_>) -> Result<(), BoxError> {
+        let _ = out;
+        Ok(())
+    }
 }
 
 /// A whole job type: a serde value (its fields are the job's parameters, shipped to the
@@ -93,13 +178,68 @@ pub trait Job: Reducer + Serialize + DeserializeOwned + Send + Sync + 'static {
     const NAME: &'static str;
 }
 
-/// Where a map function sends its pairs.
+/// Where a map input record lies: its file, the byte offset where it starts, and its
+/// 1-based line number when that is cheap to know.
+///
+/// A line's number is known when its shard starts at the start of its file: always for a
+/// file of at most one shard, and for every file with [`JobSpec::split_files`] off
+/// (compressed files are never split). A shard that starts inside a file would have to
+/// read the whole file before it to count lines, so there the number is `None`, as in
+/// Hadoop, whose text input gives the byte offset only. Offsets are those of the file,
+/// whatever bytes were replaced with U+FFFD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position<'a> {
+    path: &'a str,
+    offset: u64,
+    line: Option<u64>,
+}
+
+impl<'a> Position<'a> {
+    /// The position of byte `offset` of the file `path`, on line `line` (1-based) if known.
+    pub fn new(path: &'a str, offset: u64, line: Option<u64>) -> Self {
+        Position { path, offset, line }
+    }
+
+    /// The input file, as the job listed it (absolute).
+    pub fn path(&self) -> &'a Path {
+        Path::new(self.path)
+    }
+
+    /// The input file's path as a string (a listed path is always UTF-8).
+    pub fn path_str(&self) -> &'a str {
+        self.path
+    }
+
+    /// The byte offset in the file where the record starts.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The record's 1-based line number, when known (see the type's docs).
+    pub fn line(&self) -> Option<u64> {
+        self.line
+    }
+}
+
+impl Display for Position<'_> {
+    /// `path:line` when the line is known, else `path, byte offset`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}", self.path),
+            None => write!(f, "{}, byte {}", self.path, self.offset),
+        }
+    }
+}
+
+/// Where a map function sends its pairs, and where it learns what it maps
+/// ([`Emitter::position`]).
 ///
 /// Prefer [`Emitter::emit_str`] for string keys, and [`Emitter::emit_borrowed`] when
 /// another key is at hand as a borrowed form: a key already in the map task's buffer then
 /// costs no allocation.
 pub struct Emitter<'a, K, V> {
     sink: Sink<'a, K, V>,
+    position: Position<'a>,
 }
 
 /// Looks up the string keys queued in a map task's buffer (see [`Emitter::buffered_in`]).
@@ -121,13 +261,36 @@ enum Sink<'a, K, V> {
 impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
     /// An emitter that hands every pair to `sink`.
     pub fn new(sink: &'a mut dyn FnMut(K, V)) -> Self {
-        Emitter { sink: Sink::Fn(sink) }
+        Emitter { sink: Sink::Fn(sink), position: Position::new("", 0, None) }
+    }
+
+    /// This emitter, with its input at `position`.
+    pub fn at(mut self, position: Position<'a>) -> Self {
+        self.position = position;
+        self
+    }
+
+    /// Where the record being mapped lies: in [`Mapper::map`], the line's file, offset
+    /// and line number; in [`Mapper::map_lines`], those of the block's first line.
+    pub fn position(&self) -> Position<'a> {
+        self.position
+    }
+
+    /// Moves [`Emitter::position`] past a line of `bytes` bytes (its terminator
+    /// included), to the next line: what the default [`Mapper::map_lines`] does after
+    /// each line.
+    pub fn advance(&mut self, bytes: usize) {
+        self.position.offset += bytes as u64;
+        self.position.line = self.position.line.map(|l| l + 1);
     }
 
     /// An emitter that inserts into a map task's buffer, combining with `combine`.
     #[cfg(test)]
     pub(crate) fn buffered(buffer: &'a mut MapBuffer<K, V>, combine: Combine<'a, K, V>) -> Self {
-        Emitter { sink: Sink::Buffer(buffer, combine, Batch { text: "", flush: None }) }
+        Emitter {
+            sink: Sink::Buffer(buffer, combine, Batch { text: "", flush: None }),
+            position: Position::new("", 0, None),
+        }
     }
 
     /// [`Self::buffered`] for map input cut from `text` (a block of lines), and with
@@ -139,8 +302,9 @@ impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
         combine: Combine<'a, K, V>,
         flush: FlushFn<'a, K, V>,
         text: &'a str,
+        position: Position<'a>,
     ) -> Self {
-        Emitter { sink: Sink::Buffer(buffer, combine, Batch { text, flush: Some(flush) }) }
+        Emitter { sink: Sink::Buffer(buffer, combine, Batch { text, flush: Some(flush) }), position }
     }
 
     /// Adds `n` to the counter `name` of this task (see [`crate::counters`]): the job's
@@ -197,29 +361,81 @@ impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
     }
 }
 
-/// Where a reduce function writes its results: lines of text in the partition's output file.
+/// Where a reduce function writes its results (and a map-only job's map output goes):
+/// lines of text, or typed records, in the task's output file, as the job's
+/// [`OutputFormat`] says.
 pub struct Output<'a> {
-    writer: &'a mut dyn Write,
+    sink: OutputSink<'a>,
     records: u64,
 }
 
+/// Where an [`Output`] writes.
+enum OutputSink<'a> {
+    Text(&'a mut dyn Write),
+    Records(&'a mut dyn RecordSink),
+}
+
+/// The record file an [`Output`] of [`OutputFormat::Records`] writes: one postcard value
+/// per record.
+pub trait RecordSink {
+    /// Appends one record, already encoded with postcard.
+    fn write_encoded(&mut self, record: &[u8]) -> std::io::Result<()>;
+}
+
 impl<'a> Output<'a> {
-    /// An output that writes into `writer`.
+    /// An output that writes text lines into `writer` ([`OutputFormat::Text`]).
     pub fn new(writer: &'a mut dyn Write) -> Self {
-        Output { writer, records: 0 }
+        Output { sink: OutputSink::Text(writer), records: 0 }
     }
 
-    /// Writes one record as the line `key<TAB>value`.
+    /// An output that writes typed records into `sink` ([`OutputFormat::Records`]).
+    pub fn records_into(sink: &'a mut dyn RecordSink) -> Self {
+        Output { sink: OutputSink::Records(sink), records: 0 }
+    }
+
+    fn text(&mut self) -> std::io::Result<&mut dyn Write> {
+        match &mut self.sink {
+            OutputSink::Text(w) => Ok(&mut **w),
+            OutputSink::Records(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "this job writes typed records (OutputFormat::Records): write them with Output::record",
+            )),
+        }
+    }
+
+    /// Writes one record as the line `key<TAB>value` (text output).
     pub fn emit(&mut self, key: impl Display, value: impl Display) -> std::io::Result<()> {
-        writeln!(self.writer, "{key}\t{value}")?;
+        writeln!(self.text()?, "{key}\t{value}")?;
         self.records += 1;
         Ok(())
     }
 
-    /// Writes one record as the given line; a newline is appended.
+    /// Writes one record as the given line; a newline is appended (text output).
     pub fn write_line(&mut self, line: &str) -> std::io::Result<()> {
-        self.writer.write_all(line.as_bytes())?;
-        self.writer.write_all(b"\n")?;
+        let w = self.text()?;
+        w.write_all(line.as_bytes())?;
+        w.write_all(b"\n")?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Writes one typed record, to be read by a next job with [`InputFormat::Records`]
+    /// and [`Record::decode`]; with text output, writes it as a line of tab-separated
+    /// text ([`crate::text`]).
+    pub fn record<T: Serialize + ?Sized>(&mut self, record: &T) -> std::io::Result<()> {
+        let bad = |e: &dyn Display| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
+        match &mut self.sink {
+            OutputSink::Records(sink) => {
+                let bytes = postcard::to_allocvec(record).map_err(|e| bad(&e))?;
+                sink.write_encoded(&bytes)?;
+            }
+            OutputSink::Text(w) => {
+                let mut line = Vec::new();
+                crate::text::write_text(record, &mut line).map_err(|e| bad(&e))?;
+                line.push(b'\n');
+                w.write_all(&line)?;
+            }
+        }
         self.records += 1;
         Ok(())
     }
@@ -240,6 +456,68 @@ impl fmt::Debug for Output<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Output").field("records", &self.records).finish()
     }
+}
+
+/// One record of a typed record file, as [`Mapper::map_record`] gets it: decode it into
+/// the type that was written.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    /// A record of the postcard bytes `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Record { bytes }
+    }
+
+    /// Decodes the record as a `T`: the type the earlier job wrote (`(K, V)` for a pair).
+    /// A record of another type is an error, never a wrong value, unless the two types
+    /// encode alike.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, BoxError> {
+        postcard::from_bytes(self.bytes)
+            .map_err(|e| format!("record does not decode as {}: {e}", std::any::type_name::<T>()).into())
+    }
+
+    /// The record's postcard bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
+/// How a job reads its inputs: [`JobSpec::input_format`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum InputFormat {
+    /// Lines of text, to [`Mapper::map`] (the default). Files ending in `.gz` or `.zst`
+    /// are decompressed (gzip, zstd) and never split: one task reads each.
+    #[default]
+    Text,
+    /// Typed record files written by a job with [`OutputFormat::Records`], each record to
+    /// [`Mapper::map_record`]. Files are not split.
+    Records,
+}
+
+/// How a job writes its output: [`JobSpec::output_format`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum OutputFormat {
+    /// Lines of text (the default): [`Output::emit`]'s `key<TAB>value`, or any line.
+    #[default]
+    Text,
+    /// Typed record files ([`Output::record`]) that a next job reads with
+    /// [`InputFormat::Records`], with no text round trip.
+    Records,
+}
+
+/// What a map does with input bytes that are not UTF-8: [`JobSpec::invalid_utf8`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum InvalidUtf8 {
+    /// Replace them with U+FFFD (the default, like `String::from_utf8_lossy`).
+    #[default]
+    Replace,
+    /// Fail the task, naming the line as `path:line`.
+    Fail,
+    /// Skip the line and count it (`map_skipped_records`).
+    Skip,
 }
 
 /// 64-bit FNV-1a over `bytes`: a fixed, documented function, so partitions never depend on
@@ -312,7 +590,10 @@ pub struct JobSpec<J> {
     pub inputs: Vec<PathBuf>,
     /// The output directory. It must not exist or be empty.
     pub output: PathBuf,
-    /// Number of reduce tasks, and so of output files `part-00000`...: at least 1.
+    /// Number of reduce tasks, and so of output files `part-00000`...; 0 for a map-only
+    /// job, whose map output is the job's output: one file per map task, `part-m-00000`...,
+    /// each pair written as it was emitted (no sort, no combiner), committed exactly once
+    /// like reduce output.
     pub reducers: u32,
     /// Target size of an input shard in bytes (one map task each): at least 1.
     pub shard_size: u64,
@@ -330,6 +611,16 @@ pub struct JobSpec<J> {
     /// Skip (and count) lines longer than `max_line_bytes` instead of failing: off by
     /// default.
     pub skip_long_lines: bool,
+    /// Whether a file may be cut into several shards (on by default). Off, each file is
+    /// read whole by one task (small files still share a shard), so every line's number is
+    /// known ([`Position::line`]). Compressed files and record files are never cut.
+    pub split_files: bool,
+    /// How the inputs are read: text lines by default.
+    pub input_format: InputFormat,
+    /// How the output is written: text by default.
+    pub output_format: OutputFormat,
+    /// What to do with input bytes that are not UTF-8: replace them by default.
+    pub invalid_utf8: InvalidUtf8,
 }
 
 impl<J: Job> JobSpec<J> {
@@ -345,10 +636,39 @@ impl<J: Job> JobSpec<J> {
             compression: Compression::default(),
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             skip_long_lines: false,
+            split_files: true,
+            input_format: InputFormat::Text,
+            output_format: OutputFormat::Text,
+            invalid_utf8: InvalidUtf8::Replace,
         }
     }
 
-    /// Sets the number of reducers.
+    /// Sets whether input files may be cut into several shards (see
+    /// [`JobSpec::split_files`]).
+    pub fn split_files(mut self, split: bool) -> Self {
+        self.split_files = split;
+        self
+    }
+
+    /// Sets how the inputs are read.
+    pub fn input_format(mut self, format: InputFormat) -> Self {
+        self.input_format = format;
+        self
+    }
+
+    /// Sets how the output is written.
+    pub fn output_format(mut self, format: OutputFormat) -> Self {
+        self.output_format = format;
+        self
+    }
+
+    /// Sets what a map does with bytes that are not UTF-8.
+    pub fn invalid_utf8(mut self, policy: InvalidUtf8) -> Self {
+        self.invalid_utf8 = policy;
+        self
+    }
+
+    /// Sets the number of reducers (0: a map-only job).
     pub fn reducers(mut self, reducers: u32) -> Self {
         self.reducers = reducers;
         self
@@ -385,14 +705,11 @@ impl<J: Job> JobSpec<J> {
         self
     }
 
-    /// Checks the parts that need no I/O: at least one input, a reducer, a positive shard
+    /// Checks the parts that need no I/O: at least one input, a positive shard
     /// size, a sort buffer of at least 64 KiB and a line limit in range.
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.inputs.is_empty() {
             return Err(SpecError::NoInput);
-        }
-        if self.reducers == 0 {
-            return Err(SpecError::ZeroReducers);
         }
         if self.reducers > MAX_REDUCERS {
             return Err(SpecError::TooManyReducers(self.reducers));
@@ -435,9 +752,6 @@ pub enum SpecError {
     /// No input path was given.
     #[error("job has no input path")]
     NoInput,
-    /// `reducers` is zero.
-    #[error("job needs at least one reducer, got 0")]
-    ZeroReducers,
     /// `shard_size` is zero.
     #[error("shard size must be at least 1 byte, got 0")]
     ZeroShardSize,
@@ -511,7 +825,7 @@ mod tests {
             (spec().sort_buffer_bytes(MAX_SORT_BUFFER + 1), Err(SpecError::SortBufferTooLarge(MAX_SORT_BUFFER + 1))),
             (spec().sort_buffer_bytes(u64::MAX), Err(SpecError::SortBufferTooLarge(u64::MAX))),
             // The lower bounds still hold.
-            (spec().reducers(0), Err(SpecError::ZeroReducers)),
+            (spec().reducers(0), Ok(())),
             (spec().sort_buffer_bytes(MIN_SORT_BUFFER - 1), Err(SpecError::SortBufferTooSmall(MIN_SORT_BUFFER - 1))),
             (spec().max_line_bytes(MIN_MAX_LINE_BYTES), Ok(())),
             (spec().max_line_bytes(MAX_MAX_LINE_BYTES), Ok(())),
@@ -561,7 +875,7 @@ mod tests {
             Emitter::buffered(&mut buffer, &add).emit_str(w, 1);
         }
         for w in &words {
-            Emitter::buffered_in(&mut buffer, &add, &flush, &text).emit_str(w, 2);
+            Emitter::buffered_in(&mut buffer, &add, &flush, &text, Position::new("", 0, None)).emit_str(w, 2);
         }
         assert!(flushes.get() >= 1, "a full batch goes to the worker's flush");
         let got = buffer.drain_sorted(add, |_| 0);

@@ -8,6 +8,7 @@
 //!   k-way merge with its merge passes.
 //! - [`scheduler`]: the sans-IO scheduler: task states, attempts, deadlines, retries and
 //!   speculation, driven with an explicit clock.
+//! - [`text`]: any serde key and value as a line of tab-separated text, for map-only output.
 //!
 //! It is not the runtime: it opens no file and no socket (readers and writers are passed
 //! in), spawns nothing, and never reads the clock. `mapreduce-runtime` drives it.
@@ -51,11 +52,12 @@ pub mod job;
 pub mod scheduler;
 pub mod shard;
 pub mod shuffle;
+pub mod text;
 
 pub use counters::Counters;
 pub use job::{
-    BoxError, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, Emitter, Job, JobSpec, Key, Mapper, Output, Reducer, SpecError,
-    Value, stable_hash, stable_partition,
+    BoxError, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, Emitter, InputFormat, InvalidUtf8, Job, JobSpec, Key, Mapper,
+    Output, OutputFormat, Position, Record, RecordSink, Reducer, SpecError, Value, stable_hash, stable_partition,
 };
 pub use scheduler::{JobError, JobReport, Scheduler, SchedulerConfig};
 pub use shuffle::record::Compression;

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use mapreduce_core::Compression;
 use mapreduce_core::scheduler::{AttemptId, Location, MapOutputRange, ReduceInput};
 use mapreduce_core::shuffle::map_side::StreamRange;
+use mapreduce_core::{Compression, InputFormat, InvalidUtf8, OutputFormat};
 use mapreduce_rpc::pb;
 
 pub(crate) fn compression_to_pb(c: Compression) -> pb::Compression {
@@ -21,6 +21,56 @@ pub(crate) fn compression_from_pb(c: i32) -> Option<Compression> {
         pb::Compression::Unspecified => None,
         pb::Compression::None => Some(Compression::None),
         pb::Compression::Lz4 => Some(Compression::Lz4),
+    }
+}
+
+pub(crate) fn input_format_to_pb(f: InputFormat) -> pb::InputFormat {
+    match f {
+        InputFormat::Text => pb::InputFormat::Text,
+        InputFormat::Records => pb::InputFormat::Records,
+    }
+}
+
+/// `None` for a value this build does not know, or none at all.
+pub(crate) fn input_format_from_pb(f: i32) -> Option<InputFormat> {
+    match pb::InputFormat::try_from(f).ok()? {
+        pb::InputFormat::Unspecified => None,
+        pb::InputFormat::Text => Some(InputFormat::Text),
+        pb::InputFormat::Records => Some(InputFormat::Records),
+    }
+}
+
+pub(crate) fn output_format_to_pb(f: OutputFormat) -> pb::OutputFormat {
+    match f {
+        OutputFormat::Text => pb::OutputFormat::Text,
+        OutputFormat::Records => pb::OutputFormat::Records,
+    }
+}
+
+/// `None` for a value this build does not know, or none at all.
+pub(crate) fn output_format_from_pb(f: i32) -> Option<OutputFormat> {
+    match pb::OutputFormat::try_from(f).ok()? {
+        pb::OutputFormat::Unspecified => None,
+        pb::OutputFormat::Text => Some(OutputFormat::Text),
+        pb::OutputFormat::Records => Some(OutputFormat::Records),
+    }
+}
+
+pub(crate) fn invalid_utf8_to_pb(p: InvalidUtf8) -> pb::InvalidUtf8 {
+    match p {
+        InvalidUtf8::Replace => pb::InvalidUtf8::Replace,
+        InvalidUtf8::Fail => pb::InvalidUtf8::Fail,
+        InvalidUtf8::Skip => pb::InvalidUtf8::Skip,
+    }
+}
+
+/// `None` for a value this build does not know, or none at all.
+pub(crate) fn invalid_utf8_from_pb(p: i32) -> Option<InvalidUtf8> {
+    match pb::InvalidUtf8::try_from(p).ok()? {
+        pb::InvalidUtf8::Unspecified => None,
+        pb::InvalidUtf8::Replace => Some(InvalidUtf8::Replace),
+        pb::InvalidUtf8::Fail => Some(InvalidUtf8::Fail),
+        pb::InvalidUtf8::Skip => Some(InvalidUtf8::Skip),
     }
 }
 

@@ -282,14 +282,26 @@ pub enum TaskError {
         end: u64,
     },
     /// An input line is longer than the job's `max_line_bytes` (and skipping is off).
-    #[error("line at {}:{offset} is longer than the limit of {limit} bytes (max_line_bytes)", path.display())]
+    #[error("line {at} is longer than the limit of {limit} bytes (max_line_bytes)")]
     LineTooLong {
-        /// The file.
-        path: PathBuf,
-        /// Where the line starts.
-        offset: u64,
+        /// The line: `path:line`, or `path, byte offset` where its number is not known.
+        at: String,
         /// The limit.
         limit: usize,
+    },
+    /// An input line is not UTF-8, and the job says to fail (`invalid_utf8`).
+    #[error("line {at} is not valid UTF-8 (the job's invalid_utf8 is Fail)")]
+    InvalidUtf8 {
+        /// The line: `path:line`, or `path, byte offset`.
+        at: String,
+    },
+    /// An input of a job that reads record files is not one, or is corrupt.
+    #[error("cannot read record input {}: {error}", path.display())]
+    RecordInput {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        error: FormatError,
     },
     /// The worker runs as many tasks as it may; the master should come back later.
     #[error("worker busy: {running} tasks running (limit {limit})")]

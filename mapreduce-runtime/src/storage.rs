@@ -7,6 +7,7 @@
 //! out/_temporary/<job>/m00003-a17    map task 3, attempt 17: runs of R sorted record streams
 //! out/_temporary/<job>/r00001-a42    reduce of partition 1, attempt 42 (text)
 //! out/part-00000 ... part-{R-1}      committed by the master, one per partition
+//! out/part-m-00000 ...               a map-only job's: one per map task
 //! out/_SUCCESS                       written last
 //! ```
 //! Workers write every file under a temporary name and rename it into place, so a name
@@ -30,6 +31,11 @@ pub const SUCCESS: &str = "_SUCCESS";
 /// The committed name of partition `r`'s output.
 pub fn part_name(partition: u32) -> String {
     format!("part-{partition:05}")
+}
+
+/// The output file of map task `map` of a map-only job: `part-m-00003`, Hadoop's name.
+pub fn map_part_name(map: u32) -> String {
+    format!("part-m-{map:05}")
 }
 
 /// The name of map task `task`'s output file (all partitions), written by `attempt`.
@@ -233,10 +239,11 @@ impl OutputDir {
     /// the work directory and writes `_SUCCESS` last. Returns the committed paths. If a
     /// rename fails, the parts already committed are moved back, so a failed commit leaves
     /// no `part-*` file.
-    pub fn commit(&self, outputs: &[String]) -> Result<Vec<String>, RunError> {
+    pub fn commit(&self, outputs: &[String], map_only: bool) -> Result<Vec<String>, RunError> {
         let mut committed: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(outputs.len());
         for (r, from) in outputs.iter().enumerate() {
-            let to = self.root.join(part_name(r as u32));
+            let name = if map_only { map_part_name(r as u32) } else { part_name(r as u32) };
+            let to = self.root.join(name);
             if let Err(source) = fs::rename(from, &to) {
                 for (from, to) in committed.iter().rev() {
                     let _ = fs::rename(to, from);
@@ -391,7 +398,7 @@ mod tests {
         let a = out.work.join(reduce_file_name(0, 1));
         fs::write(&a, "x\t1\n").unwrap();
         let missing = out.work.join(reduce_file_name(1, 2));
-        let err = out.commit(&[a.to_string_lossy().into(), missing.to_string_lossy().into()]).unwrap_err();
+        let err = out.commit(&[a.to_string_lossy().into(), missing.to_string_lossy().into()], false).unwrap_err();
         assert!(err.to_string().contains("r00001-a2"), "{err}");
         assert!(a.exists(), "part-00000 moved back");
         assert!(!out.root.join("part-00000").exists());
@@ -409,7 +416,7 @@ mod tests {
         let b = out.work.join(reduce_file_name(1, 4));
         fs::write(&a, "x\t1\n").unwrap();
         fs::write(&b, "").unwrap();
-        let committed = out.commit(&[a.to_string_lossy().into(), b.to_string_lossy().into()]).unwrap();
+        let committed = out.commit(&[a.to_string_lossy().into(), b.to_string_lossy().into()], false).unwrap();
         assert_eq!(committed.len(), 2);
         let mut names: Vec<String> =
             fs::read_dir(&out.root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();

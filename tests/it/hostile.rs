@@ -150,6 +150,9 @@ fn job(name: &str, reducers: u32) -> pb::Job {
         max_line_bytes: 1 << 20,
         skip_long_lines: false,
         job_id: String::new(),
+        input_format: pb::InputFormat::Text as i32,
+        output_format: pb::OutputFormat::Text as i32,
+        invalid_utf8: pb::InvalidUtf8::Replace as i32,
     }
 }
 
@@ -253,8 +256,17 @@ async fn absurd_sizes_are_refused_naming_the_limit() {
         req
     };
     let invalid = Code::InvalidArgument;
-    w.refused("0 reducers", with_job(&|j| j.reducers = 0), invalid, &["reducers must be in 1..=1048576"]).await;
-    w.refused("2^20 + 1 reducers", with_job(&|j| j.reducers = (1 << 20) + 1), invalid, &["got 1048577"]).await;
+    w.refused("no input format", with_job(&|j| j.input_format = 0), invalid, &["unknown input format 0"]).await;
+    w.refused("an unknown output format", with_job(&|j| j.output_format = 9), invalid, &["unknown output format 9"])
+        .await;
+    w.refused("no UTF-8 policy", with_job(&|j| j.invalid_utf8 = 0), invalid, &["unknown invalid_utf8 policy 0"]).await;
+    w.refused(
+        "2^20 + 1 reducers",
+        with_job(&|j| j.reducers = (1 << 20) + 1),
+        invalid,
+        &["reducers must be in 0..=1048576, got 1048577"],
+    )
+    .await;
     w.refused("a huge sort buffer", with_job(&|j| j.sort_buffer_bytes = u64::MAX), invalid, &["sort buffer"]).await;
     w.refused("no sort buffer", with_job(&|j| j.sort_buffer_bytes = 0), invalid, &["sort buffer"]).await;
     w.refused("an unset max line", with_job(&|j| j.max_line_bytes = 0), invalid, &["max line of 0 bytes"]).await;
@@ -325,7 +337,8 @@ async fn a_line_longer_than_max_line_bytes_fails_naming_file_and_offset_or_is_sk
     let len = fs::metadata(&long).unwrap().len();
     let mut req = w.map(&[(&long, 0, len)], &w.work);
     req.job.as_mut().unwrap().max_line_bytes = 1024;
-    let says = format!("line at {}:4 is longer than the limit of 1024 bytes (max_line_bytes)", long.display());
+    // Named by its line number, since the segment starts the file.
+    let says = format!("line {}:2 is longer than the limit of 1024 bytes (max_line_bytes)", long.display());
     w.refused("a long line", req.clone(), Code::Aborted, &[&says]).await;
     req.job.as_mut().unwrap().skip_long_lines = true;
     let reply = w.client.clone().map(req).await.expect("skipped").into_inner();
@@ -350,7 +363,7 @@ async fn an_8_gib_file_without_a_newline_fails_after_the_line_limit_without_an_a
     fs::File::create(&sparse).unwrap().set_len(size).unwrap();
     let mut req = w.map(&[(&sparse, 0, size)], &w.work);
     req.job.as_mut().unwrap().max_line_bytes = 1 << 20;
-    let says = format!("line at {}:0 is longer than the limit of 1048576 bytes", sparse.display());
+    let says = format!("line {}:1 is longer than the limit of 1048576 bytes", sparse.display());
     w.refused("an endless line", req.clone(), Code::Aborted, &[&says]).await;
     // A segment starting inside the line skips to the segment's end, not the file's.
     let mut later = w.map(&[(&sparse, 1 << 30, (1 << 30) + (64 << 20))], &w.work);

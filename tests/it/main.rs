@@ -4,6 +4,7 @@ mod claims;
 mod corruption;
 mod errors;
 mod faults;
+mod formats;
 mod hostile;
 mod hosts;
 mod membership;

@@ -136,8 +136,12 @@ impl Scheduler {
                 }
                 let output = MapOutput::new(attempt, location, &ranges, holder);
                 let done = self.change_task(task, |t| t.accept_map(task.index, output));
+                if self.tasks.reduces.len() == 0 {
+                    // A map-only job: the map's output is the job's.
+                    self.report.output_records += ranges.iter().map(|r| r.records).sum::<u64>();
+                }
                 if done && self.phase == Phase::Map {
-                    self.start_reduce();
+                    self.start_reduce(Some(now));
                 }
                 if self.workers.get(a.worker).left {
                     // It left with the call in flight: what it holds is gone.
@@ -148,7 +152,8 @@ impl Scheduler {
                 self.report.output_records += records;
                 self.task_counters[self.tasks.maps.len() as usize + task.index as usize] = counters;
                 if self.change_task(task, |t| t.reduces.accept(task.index, path)) {
-                    self.succeed(now);
+                    let outputs = self.tasks.reduces.outputs().cloned().collect();
+                    self.succeed(Some(now), outputs);
                 }
             }
             (_, output) => panic!("{attempt} of {task} answered with the output of another kind of task: {output:?}"),

@@ -74,9 +74,6 @@ pub enum ConfigError {
     /// `speculation_factor` is below 1 or not a number.
     #[error("speculation_factor must be at least 1")]
     BadSpeculationFactor,
-    /// The plan has no reducer.
-    #[error("a job needs at least one reducer")]
-    ZeroReducers,
     /// A duration exceeds [`MAX_DURATION`] (past it, deadlines would overflow).
     #[error("{0} exceeds a year")]
     DurationTooLong(&'static str),

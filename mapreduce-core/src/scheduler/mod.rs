@@ -176,9 +176,6 @@ impl Scheduler {
     /// call, then fails with [`JobError::NoWorkers`].
     pub fn new(plan: JobPlan, config: SchedulerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        if plan.reducers == 0 {
-            return Err(ConfigError::ZeroReducers);
-        }
         let too_many = |what, n: u64, max: u64| (n > max).then_some(ConfigError::TooMany { what, n, max });
         let maps = plan.shards.len() as u64;
         let limits = [
@@ -216,7 +213,7 @@ impl Scheduler {
             report,
         };
         if maps == 0 {
-            s.start_reduce();
+            s.start_reduce(None);
         }
         Ok(s)
     }
@@ -411,18 +408,25 @@ impl Scheduler {
         }
     }
 
-    /// The map phase is over: every reduce is TODO, timed afresh.
-    fn start_reduce(&mut self) {
+    /// The map phase is over: every reduce is TODO, timed afresh. A map-only job (no
+    /// reduce) succeeds here, at `now` (`None`: before it started).
+    fn start_reduce(&mut self, now: Option<Instant>) {
+        if self.tasks.reduces.len() == 0 {
+            let outputs = self.tasks.maps.outputs().map(|m| m.location.to_string()).collect();
+            self.succeed(now, outputs);
+            return;
+        }
         self.phase = Phase::Reduce;
         self.speculation.new_phase();
         self.tasks.queue_reduces();
         tracing::debug!(reduces = self.tasks.reduces.len(), "map phase done; reduce phase starts");
     }
 
-    /// Every reduce is DONE: the job succeeded.
-    fn succeed(&mut self, now: Instant) {
+    /// Every reduce is DONE (every map, for a map-only job): the job succeeded, with
+    /// `outputs` to commit.
+    fn succeed(&mut self, now: Option<Instant>, outputs: Vec<String>) {
         let mut report = self.report.clone();
-        report.outputs = self.tasks.reduces.outputs().cloned().collect();
+        report.outputs = outputs;
         let sum =
             |(b, s): (u64, u64), &(bytes, skipped): &(u64, u64)| (b.saturating_add(bytes), s.saturating_add(skipped));
         (report.intermediate_bytes, report.skipped_records) = self.map_sizes.iter().fold((0, 0), sum);
@@ -431,7 +435,10 @@ impl Scheduler {
         }
         report.workers_on_probation = self.workers.iter().filter(|(_, w)| w.probations > 0).count() as u32;
         report.workers = self.workers.iter().map(|(_, w)| w.stats.clone()).collect();
-        report.elapsed_ms = now.saturating_duration_since(self.started.unwrap_or(now)).as_millis() as u64;
+        report.elapsed_ms = match (now, self.started) {
+            (Some(now), Some(started)) => now.saturating_duration_since(started).as_millis() as u64,
+            _ => 0,
+        };
         self.finish(Ok(report));
     }
 

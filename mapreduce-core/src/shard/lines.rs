@@ -4,6 +4,8 @@
 use std::borrow::Cow;
 use std::io::{self, Read};
 
+use crate::job::InvalidUtf8;
+
 /// Default of the longest line a map reads ([`crate::JobSpec::max_line_bytes`]): 64 MiB.
 pub const DEFAULT_MAX_LINE: usize = 64 << 20;
 
@@ -58,6 +60,9 @@ pub struct LineReader<R> {
     skip_long: bool,
     /// Lines skipped for their length.
     skipped: u64,
+    /// What to do with lines that are not UTF-8, and how many were skipped.
+    utf8: InvalidUtf8,
+    skipped_utf8: u64,
 }
 
 /// Default size of the blocks a [`LineReader`] hands out.
@@ -90,6 +95,8 @@ impl<R: Read> LineReader<R> {
             max_line: DEFAULT_MAX_LINE,
             skip_long: false,
             skipped: 0,
+            utf8: InvalidUtf8::Replace,
+            skipped_utf8: 0,
         }
     }
 
@@ -177,7 +184,67 @@ impl<R: Read> LineReader<R> {
     }
 
     /// The next block of whole lines of the segment, or `None` at its end.
+    ///
+    /// A line that is not UTF-8 never sits inside a block: the block ends before it, and
+    /// the next call hands it out alone, its bad bytes replaced with U+FFFD
+    /// ([`InvalidUtf8::Replace`], so that offsets after it stay exact), fails with
+    /// [`BadUtf8`] ([`InvalidUtf8::Fail`]) or skips it ([`InvalidUtf8::Skip`], counted in
+    /// [`LineReader::skipped_utf8`]): the lines skipped always come before the block
+    /// handed out next.
     pub fn next_block(&mut self) -> io::Result<Option<Block<'_>>> {
+        let (start, cut, offset) = loop {
+            let Some((start, offset)) = self.next_cut()? else { return Ok(None) };
+            let cut = self.cursor;
+            let bytes = &self.buf[start..cut];
+            if simdutf8::basic::from_utf8(bytes).is_ok() {
+                break (start, cut, offset);
+            }
+            let valid = std::str::from_utf8(bytes).map_or_else(|e| e.valid_up_to(), |_| bytes.len());
+            let bad = bytes[..valid].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            if bad > 0 {
+                // The whole lines before the bad one make this block; the rest is read again.
+                self.cursor = start + bad;
+                self.pos = offset + bad as u64;
+                break (start, start + bad, offset);
+            }
+            let end = newline(bytes).map_or(bytes.len(), |i| i + 1);
+            self.cursor = start + end;
+            self.pos = offset + end as u64;
+            match self.utf8 {
+                // Alone in its block, so that the offsets of the lines after it are exact.
+                InvalidUtf8::Replace => break (start, start + end, offset),
+                InvalidUtf8::Fail => return Err(io::Error::new(io::ErrorKind::InvalidData, BadUtf8 { offset })),
+                InvalidUtf8::Skip => self.skipped_utf8 += 1,
+            }
+        };
+        let bytes = &self.buf[start..cut];
+        let text = match simdutf8::basic::from_utf8(bytes) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(bytes),
+        };
+        Ok(Some(Block { text, offset, skipped: self.skipped + self.skipped_utf8 }))
+    }
+
+    /// Lines skipped so far, for their length or their bytes.
+    pub fn skipped_all(&self) -> u64 {
+        self.skipped + self.skipped_utf8
+    }
+
+    /// Lines skipped so far for bytes that are not UTF-8 ([`InvalidUtf8::Skip`]).
+    pub fn skipped_utf8(&self) -> u64 {
+        self.skipped_utf8
+    }
+
+    /// Sets what to do with lines that are not UTF-8 (replace their bad bytes, the
+    /// default).
+    pub fn with_invalid_utf8(mut self, policy: InvalidUtf8) -> Self {
+        self.utf8 = policy;
+        self
+    }
+
+    /// Moves the cursor past the next block's whole lines; returns where they start in
+    /// `buf` and in the file, or `None` at the segment's end.
+    fn next_cut(&mut self) -> io::Result<Option<(usize, u64)>> {
         if !self.started {
             // Skip the rest of the line that the byte before `start` belongs to: if that
             // byte is a newline, this consumes exactly it and the segment starts a line.
@@ -231,12 +298,23 @@ impl<R: Read> LineReader<R> {
         let (start, offset) = (self.cursor, self.pos);
         self.cursor = cut;
         self.pos += (cut - start) as u64;
-        let bytes = &self.buf[start..cut];
-        let text = match simdutf8::basic::from_utf8(bytes) {
-            Ok(text) => Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(bytes),
-        };
-        Ok(Some(Block { text, offset }))
+        Ok(Some((start, offset)))
+    }
+}
+
+/// A line that is not UTF-8, with [`InvalidUtf8::Fail`]. The reader returns it inside an
+/// [`io::Error`] of kind `InvalidData`; find it with [`BadUtf8::find`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line at byte {offset} is not valid UTF-8")]
+pub struct BadUtf8 {
+    /// Where the line starts in the file.
+    pub offset: u64,
+}
+
+impl BadUtf8 {
+    /// The `BadUtf8` inside `error`, if that is what it is.
+    pub fn find(error: &io::Error) -> Option<&BadUtf8> {
+        error.get_ref().and_then(|e| e.downcast_ref::<BadUtf8>())
     }
 }
 
@@ -245,9 +323,21 @@ impl<R: Read> LineReader<R> {
 pub struct Block<'a> {
     text: Cow<'a, str>,
     offset: u64,
+    skipped: u64,
 }
 
 impl Block<'_> {
+    /// Where the block's first line starts in the file.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Lines of the segment the reader skipped before this block (all skipped lines come
+    /// before the block handed out next), so that line numbers count them.
+    pub fn skipped_before(&self) -> u64 {
+        self.skipped
+    }
+
     /// The block's text: whole lines, with their terminators.
     pub fn text(&self) -> &str {
         &self.text
@@ -305,6 +395,35 @@ mod tests {
             at += raw.len() as u64;
         }
         out
+    }
+
+    #[test]
+    fn lines_that_are_not_utf8_are_replaced_alone_skipped_or_an_error() {
+        let data = b"ok\nb\xffd\nfine\n\xfe\nlast";
+        let read = |policy, block| {
+            let mut r = LineReader::with_block_size(Cursor::new(&data[..]), 0, data.len() as u64, block)
+                .with_invalid_utf8(policy);
+            let mut out = Vec::new();
+            loop {
+                match r.next_block() {
+                    Ok(Some(b)) => out.extend(b.lines().map(|(at, l)| (b.skipped_before(), at, l.to_string()))),
+                    Ok(None) => return Ok((out, r.skipped_utf8())),
+                    Err(e) => return Err(BadUtf8::find(&e).cloned().expect("a BadUtf8")),
+                }
+            }
+        };
+        for block in [1, 3, 64] {
+            let (lines, skipped) = read(InvalidUtf8::Replace, block).unwrap();
+            let want = [(0, "ok"), (3, "b\u{fffd}d"), (7, "fine"), (12, "\u{fffd}"), (14, "last")];
+            let got: Vec<(u64, &str)> = lines.iter().map(|(_, at, l)| (*at, l.as_str())).collect();
+            assert_eq!(got, want, "exact offsets after replaced bytes, block {block}");
+            assert_eq!(skipped, 0);
+            let (lines, skipped) = read(InvalidUtf8::Skip, block).unwrap();
+            let got: Vec<(u64, u64, &str)> = lines.iter().map(|(s, at, l)| (*s, *at, l.as_str())).collect();
+            assert_eq!(got, [(0, 0, "ok"), (1, 7, "fine"), (2, 14, "last")], "block {block}");
+            assert_eq!(skipped, 2);
+            assert_eq!(read(InvalidUtf8::Fail, block).unwrap_err(), BadUtf8 { offset: 3 });
+        }
     }
 
     #[test]

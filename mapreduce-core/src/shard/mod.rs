@@ -84,6 +84,15 @@ const SLOP_TENTHS: u128 = 11;
 /// there, however short. Empty files contribute nothing; no shard is empty. Panics if
 /// `shard_size` is 0 (a validated `JobSpec` never has it).
 pub fn plan_shards(files: &[InputFile], shard_size: u64) -> Vec<Shard> {
+    plan_shards_with(files, shard_size, |_| true)
+}
+
+/// [`plan_shards`] where only the files for which `splittable` holds may be cut: any other
+/// file is read whole by one task (Hadoop's rule for compressed text, and ours for
+/// [`crate::JobSpec::split_files`] off). Whole files still share a shard while they fit
+/// in it, and one longer than `shard_size` makes a shard of its own, so many small files
+/// still make few tasks.
+pub fn plan_shards_with(files: &[InputFile], shard_size: u64, splittable: impl Fn(&InputFile) -> bool) -> Vec<Shard> {
     assert!(shard_size > 0, "shard size must be positive");
     // Bytes of the input not yet in a shard (u128: the lengths' sum may pass u64).
     let mut left: u128 = files.iter().map(|f| u128::from(f.len)).sum();
@@ -95,6 +104,20 @@ pub fn plan_shards(files: &[InputFile], shard_size: u64) -> Vec<Shard> {
     let mut current = Vec::new();
     let mut room = room_for(left);
     for file in files {
+        if file.len > 0 && !splittable(file) {
+            if file.len > room && !current.is_empty() {
+                shards.push(Shard { segments: std::mem::take(&mut current) });
+                room = room_for(left);
+            }
+            current.push(Segment { path: file.path.clone(), start: 0, end: file.len });
+            left -= u128::from(file.len);
+            room = room.saturating_sub(file.len);
+            if room == 0 || current.len() == MAX_SHARD_SEGMENTS {
+                shards.push(Shard { segments: std::mem::take(&mut current) });
+                room = room_for(left);
+            }
+            continue;
+        }
         let mut pos = 0;
         while pos < file.len {
             let take = room.min(file.len - pos);
@@ -116,7 +139,7 @@ pub fn plan_shards(files: &[InputFile], shard_size: u64) -> Vec<Shard> {
 
 mod lines;
 
-pub use lines::{Block, DEFAULT_MAX_LINE, LINE_BLOCK, LineReader, LineTooLong};
+pub use lines::{BadUtf8, Block, DEFAULT_MAX_LINE, LINE_BLOCK, LineReader, LineTooLong};
 
 #[cfg(test)]
 mod tests {
@@ -171,6 +194,29 @@ mod tests {
         assert_eq!(shards[1].segments[..1].len(), 1);
         let one = Shard { segments: vec![Segment { path: "a".into(), start: 3, end: 9 }] };
         assert_eq!(one.to_string(), "a[3..9)");
+    }
+
+    #[test]
+    fn files_that_may_not_be_split_are_read_whole_and_small_ones_share_a_shard() {
+        let files = [file("a", 40), file("b.gz", 250), file("c", 30), file("d.gz", 30), file("e.gz", 60), file("f", 0)];
+        let whole = |f: &InputFile| !f.path.ends_with(".gz");
+        let shards = plan_shards_with(&files, 100, whole);
+        let got: Vec<Vec<(&str, u64, u64)>> =
+            shards.iter().map(|s| s.segments.iter().map(|g| (g.path.as_str(), g.start, g.end)).collect()).collect();
+        assert_eq!(
+            got,
+            vec![
+                vec![("a", 0, 40)],
+                vec![("b.gz", 0, 250)],
+                vec![("c", 0, 30), ("d.gz", 0, 30)],
+                vec![("e.gz", 0, 60)],
+            ],
+            "a is cut nowhere: it fits; b is longer than a shard and whole; c and d share one"
+        );
+        // Nothing splittable: every file starts its segment at 0, and every byte is in once.
+        let none = plan_shards_with(&files, 64, |_| false);
+        assert!(none.iter().flat_map(|s| &s.segments).all(|g| g.start == 0));
+        assert_eq!(none.iter().map(Shard::len).sum::<u64>(), 410);
     }
 }
 

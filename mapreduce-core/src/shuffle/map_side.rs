@@ -20,7 +20,7 @@ use super::buffer::{Drained, MapBuffer};
 use super::merge::{Merge, MergeError};
 use super::record::{Compression, FormatError, RecordReader, RecordWriter};
 use super::{Scratch, ShuffleError, ensure_not_cancelled};
-use crate::job::{BoxError, Emitter, Mapper, Reducer};
+use crate::job::{BoxError, Emitter, Mapper, Position, Record, Reducer};
 
 /// Buffer of a reader of one spill's range while spills are merged.
 const SPILL_READ_BUFFER: usize = 64 << 10;
@@ -93,13 +93,29 @@ impl<J: Reducer, S: Scratch, W: Write> MapSide<J, S, W> {
         }
     }
 
-    /// Runs the job's [`Mapper::map_lines`] on `text` (whole lines), into the buffer.
-    /// This is user code: the caller guards it against panics.
-    pub fn map_block(&mut self, job: &J, text: &str) -> Result<(), BoxError> {
+    /// Runs the job's [`Mapper::map_lines`] on `text` (whole lines, the first at
+    /// `position`), into the buffer. This is user code: the caller guards it against
+    /// panics.
+    pub fn map_block(&mut self, job: &J, text: &str, position: Position<'_>) -> Result<(), BoxError> {
         let combine = |k: &J::Key, acc: &mut J::Value, v| job.combine(k, acc, v);
         // The job's combiner called directly for each record of a batch of string keys.
         let flush = |b: &mut MapBuffer<J::Key, J::Value>| b.flush(combine);
-        job.map_lines(text, &mut Emitter::buffered_in(&mut self.buffer, &combine, &flush, text))
+        job.map_lines(text, &mut Emitter::buffered_in(&mut self.buffer, &combine, &flush, text, position))
+    }
+
+    /// Runs the job's [`Mapper::map_record`] on one typed record at `position`, into the
+    /// buffer. User code, like [`MapSide::map_block`].
+    pub fn map_record(&mut self, job: &J, record: Record<'_>, position: Position<'_>) -> Result<(), BoxError> {
+        let combine = |k: &J::Key, acc: &mut J::Value, v| job.combine(k, acc, v);
+        let flush = |b: &mut MapBuffer<J::Key, J::Value>| b.flush(combine);
+        job.map_record(record, &mut Emitter::buffered_in(&mut self.buffer, &combine, &flush, "", position))
+    }
+
+    /// Runs the job's [`Mapper::map_finish`] after the last record. User code.
+    pub fn map_finish(&mut self, job: &J) -> Result<(), BoxError> {
+        let combine = |k: &J::Key, acc: &mut J::Value, v| job.combine(k, acc, v);
+        let flush = |b: &mut MapBuffer<J::Key, J::Value>| b.flush(combine);
+        job.map_finish(&mut Emitter::buffered_in(&mut self.buffer, &combine, &flush, "", Position::new("", 0, None)))
     }
 
     /// Spills the buffer, or writes it as a run of the output, once it has passed its
@@ -354,7 +370,7 @@ mod tests {
         let no = AtomicBool::new(false);
         let lines: Vec<&str> = text.split_inclusive('\n').collect();
         for block in lines.chunks(200) {
-            side.map_block(job, &block.concat()).unwrap();
+            side.map_block(job, &block.concat(), Position::new("", 0, None)).unwrap();
             side.after_block(job, &no).unwrap();
         }
         side.finish(job, &no).unwrap()
@@ -408,7 +424,7 @@ mod tests {
         let job = Count { combine: true };
         let settings = MapSettings { reducers: 2, sort_buffer: 1 << 20, compression: Compression::None };
         let mut side = MapSide::<Count, _, _>::new(settings, MemScratch, Vec::new());
-        side.map_block(&job, "a b c\n").unwrap();
+        side.map_block(&job, "a b c\n", Position::new("", 0, None)).unwrap();
         let err = side.finish(&job, &AtomicBool::new(true)).expect_err("cancelled");
         assert!(matches!(err, ShuffleError::Cancelled), "{err}");
     }
@@ -434,7 +450,7 @@ mod tests {
         }
         let settings = MapSettings { reducers: 2, sort_buffer: 1 << 20, compression: Compression::None };
         let mut side = MapSide::<Bad, _, _>::new(settings, MemScratch, Vec::new());
-        side.map_block(&Bad, "x\n").unwrap();
+        side.map_block(&Bad, "x\n", Position::new("", 0, None)).unwrap();
         let err = side.finish(&Bad, &AtomicBool::new(false)).expect_err("refused");
         assert_eq!(err.to_string(), "partitioner returned partition 2 for 2 reducers");
     }

@@ -110,10 +110,21 @@ where
     /// (returned as `Ok(Err(..))`) or of the merge.
     pub fn for_each_group<X>(
         &mut self,
+        f: impl FnMut(&K, &mut dyn Iterator<Item = V>) -> Result<(), X>,
+    ) -> Result<Result<(), X>, MergeError<E>> {
+        self.for_each_group_by(|a, b| a == b, f)
+    }
+
+    /// [`Merge::for_each_group`] with groups of keys for which `same(first, next)` holds
+    /// (a grouping comparator): `f` gets the group's first key and the values of all its
+    /// keys, in key order.
+    pub fn for_each_group_by<X>(
+        &mut self,
+        same: impl Fn(&K, &K) -> bool,
         mut f: impl FnMut(&K, &mut dyn Iterator<Item = V>) -> Result<(), X>,
     ) -> Result<Result<(), X>, MergeError<E>> {
         while let Some((key, first)) = self.next()? {
-            let mut values = GroupValues { merge: self, key: &key, first: Some(first), error: None };
+            let mut values = GroupValues { merge: self, key: &key, first: Some(first), error: None, same: &same };
             let result = f(&key, &mut values);
             // Skip what `f` left unread, so the next group starts at the next key.
             for _ in values.by_ref() {}
@@ -128,17 +139,19 @@ where
     }
 }
 
-struct GroupValues<'a, K, V, I, E> {
+struct GroupValues<'a, K, V, I, E, G> {
     merge: &'a mut Merge<K, V, I>,
     key: &'a K,
     first: Option<V>,
     error: Option<MergeError<E>>,
+    same: &'a G,
 }
 
-impl<K, V, E, I> Iterator for GroupValues<'_, K, V, I, E>
+impl<K, V, E, I, G> Iterator for GroupValues<'_, K, V, I, E, G>
 where
     K: Ord,
     I: Iterator<Item = Result<(K, V), E>>,
+    G: Fn(&K, &K) -> bool,
 {
     type Item = V;
 
@@ -146,7 +159,7 @@ where
         if let Some(v) = self.first.take() {
             return Some(v);
         }
-        if self.error.is_some() || self.merge.peek_key() != Some(self.key) {
+        if self.error.is_some() || !self.merge.peek_key().is_some_and(|next| (self.same)(self.key, next)) {
             return None;
         }
         match self.merge.next() {
@@ -186,6 +199,28 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(seen, vec![(1, vec![10]), (2, vec![20]), (3, vec![30, 31])]);
+    }
+
+    #[test]
+    fn a_grouping_comparator_groups_adjacent_keys_and_keeps_key_order_within() {
+        // Keys (user, time): grouped by user, values come in time order across sources.
+        let runs = [vec![((1, 5), 'b'), ((2, 1), 'x')], vec![((1, 2), 'a'), ((1, 9), 'c'), ((3, 0), 'z')]];
+        let mut m = Merge::new(sources_of(&runs)).unwrap();
+        let mut seen = Vec::new();
+        m.for_each_group_by(
+            |a: &(u32, u32), b: &(u32, u32)| a.0 == b.0,
+            |k, vs| {
+                seen.push((*k, vs.collect::<String>()));
+                Ok::<(), ()>(())
+            },
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(seen, vec![((1, 2), "abc".to_string()), ((2, 1), "x".into()), ((3, 0), "z".into())]);
+    }
+
+    fn sources_of<K: Clone, V: Clone>(runs: &[Vec<(K, V)>]) -> Vec<std::vec::IntoIter<Result<(K, V), String>>> {
+        runs.iter().map(|r| r.iter().cloned().map(Ok).collect::<Vec<_>>().into_iter()).collect()
     }
 
     #[test]

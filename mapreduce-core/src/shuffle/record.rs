@@ -198,6 +198,26 @@ impl<W: Write> RecordWriter<W> {
         Ok(())
     }
 
+    /// Appends one record already encoded with postcard (read back with
+    /// [`RecordReader::next_frame`]); refuses one larger than [`MAX_RECORD_BYTES`].
+    pub fn write_encoded(&mut self, record: &[u8]) -> Result<(), FormatError> {
+        if record.len() > MAX_RECORD_BYTES {
+            return Err(FormatError::RecordTooLarge {
+                record: self.records,
+                bytes: record.len(),
+                limit: MAX_RECORD_BYTES,
+            });
+        }
+        push_varint(&mut self.block, record.len() as u64);
+        self.block.extend_from_slice(record);
+        self.block_records += 1;
+        self.records += 1;
+        if self.block.len() >= BLOCK_TARGET {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+
     fn flush_block(&mut self) -> io::Result<()> {
         if self.block.is_empty() {
             return Ok(());
@@ -268,6 +288,8 @@ pub struct RecordReader<R, K, V> {
     offset: u64,
     records: u64,
     state: ReadState,
+    /// The last frame read, in `block`.
+    frame: std::ops::Range<usize>,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -291,6 +313,7 @@ impl<R: Read, K: DeserializeOwned, V: DeserializeOwned> RecordReader<R, K, V> {
             offset: 0,
             records: 0,
             state: ReadState::Start,
+            frame: 0..0,
             _types: PhantomData,
         }
     }
@@ -374,6 +397,41 @@ impl<R: Read, K: DeserializeOwned, V: DeserializeOwned> RecordReader<R, K, V> {
     }
 
     fn next_record(&mut self) -> Result<Option<(K, V)>, FormatError> {
+        let records = self.records;
+        match self.next_frame_inner()? {
+            None => Ok(None),
+            Some(frame) => {
+                Ok(Some(postcard::from_bytes(frame).map_err(|error| FormatError::Decode { record: records, error })?))
+            }
+        }
+    }
+
+    /// The next record's postcard bytes, undecoded (for a reader that decodes records into
+    /// types of its own choosing), or `None` after the last, checked against the trailer.
+    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FormatError> {
+        if self.state == ReadState::Done {
+            return Ok(None);
+        }
+        match self.next_frame_inner() {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                self.state = ReadState::Done;
+                return Ok(None);
+            }
+            Err(e) => {
+                self.state = ReadState::Done;
+                return Err(e);
+            }
+        }
+        Ok(Some(&self.block[self.frame.clone()]))
+    }
+
+    /// Records read so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    fn next_frame_inner(&mut self) -> Result<Option<&[u8]>, FormatError> {
         while self.block_left == 0 {
             if self.cursor != self.block.len() {
                 return Err(FormatError::Corrupt { offset: self.offset, what: "block has bytes past its records" });
@@ -387,12 +445,11 @@ impl<R: Read, K: DeserializeOwned, V: DeserializeOwned> RecordReader<R, K, V> {
         let start = self.cursor + used;
         let end = usize::try_from(len).ok().and_then(|l| start.checked_add(l)).filter(|&e| e <= self.block.len());
         let end = end.ok_or(FormatError::Corrupt { offset: self.offset, what: "frame overruns its block" })?;
-        let record = postcard::from_bytes(&self.block[start..end])
-            .map_err(|error| FormatError::Decode { record: self.records, error })?;
         self.cursor = end;
         self.block_left -= 1;
         self.records += 1;
-        Ok(Some(record))
+        self.frame = start..end;
+        Ok(Some(&self.block[start..end]))
     }
 }
 

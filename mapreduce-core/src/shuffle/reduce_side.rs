@@ -74,7 +74,17 @@ impl<K: Key, V: Value> ReduceMerge<K, V> {
         &mut self,
         f: impl FnMut(&K, &mut dyn Iterator<Item = V>) -> Result<(), X>,
     ) -> Result<Result<(), X>, ShuffleError> {
-        match self.merge.for_each_group(f) {
+        self.for_each_group_by(|a, b| a == b, f)
+    }
+
+    /// [`ReduceMerge::for_each_group`] with a grouping comparator (see
+    /// [`Merge::for_each_group_by`]).
+    pub fn for_each_group_by<X>(
+        &mut self,
+        same: impl Fn(&K, &K) -> bool,
+        f: impl FnMut(&K, &mut dyn Iterator<Item = V>) -> Result<(), X>,
+    ) -> Result<Result<(), X>, ShuffleError> {
+        match self.merge.for_each_group_by(same, f) {
             Ok(r) => Ok(r),
             Err(e) => Err(merge_error(&self.origins, e)),
         }

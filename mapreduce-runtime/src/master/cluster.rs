@@ -4,8 +4,9 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use mapreduce_core::InputFormat;
 use mapreduce_core::scheduler::{JobPlan, JobStatus, WorkerId};
-use mapreduce_core::shard::plan_shards;
+use mapreduce_core::shard::plan_shards_with;
 use mapreduce_core::{Job, JobReport, JobSpec, Scheduler, SchedulerConfig};
 use mapreduce_rpc::pb;
 use tokio::net::TcpListener;
@@ -279,11 +280,21 @@ impl Cluster {
         let inputs = spec.inputs.clone();
         let files =
             tokio::task::spawn_blocking(move || storage::list_inputs(&inputs)).await.expect("listing inputs")?;
-        let shards = plan_shards(&files, spec.shard_size);
+        // Compressed files and record files are read whole, and so is every file when
+        // the job says not to split them.
+        let splittable = |f: &mapreduce_core::shard::InputFile| {
+            spec.split_files
+                && spec.input_format == InputFormat::Text
+                && !(f.path.ends_with(".gz") || f.path.ends_with(".zst"))
+        };
+        let shards = plan_shards_with(&files, spec.shard_size, splittable);
+        let map_only = spec.reducers == 0;
+        // A map-only job's output goes to the output directory, never stays on workers.
+        let worker_shuffle = self.worker_shuffle && !map_only;
         // A reduce request names every map output once (its location) and each of its
         // streams of the partition (about 30 bytes): it must fit a message. Checked before
         // anything is claimed or dialled.
-        let location = if self.worker_shuffle {
+        let location = if worker_shuffle {
             // grpc://host:port/<32 hex digits>/<map>/<attempt>
             let joined = if self.listening.is_some() { MAX_JOIN_ADDR } else { 0 };
             self.workers.iter().map(|w| w.addr.len()).max().unwrap_or(0).max(joined) + 7 + 32 + 3
@@ -315,7 +326,7 @@ impl Cluster {
             shards,
             reducers: spec.reducers,
             workers: self.workers.len() as u32,
-            outputs_on_workers: self.worker_shuffle,
+            outputs_on_workers: worker_shuffle,
         };
         let scheduler = Scheduler::new(plan, self.config.clone())?;
         let job = Arc::new(pb::Job {
@@ -327,15 +338,18 @@ impl Cluster {
             max_line_bytes: spec.max_line_bytes,
             skip_long_lines: spec.skip_long_lines,
             job_id: output.job.to_string(),
+            input_format: convert::input_format_to_pb(spec.input_format) as i32,
+            output_format: convert::output_format_to_pb(spec.output_format) as i32,
+            invalid_utf8: convert::invalid_utf8_to_pb(spec.invalid_utf8) as i32,
         });
         let file_bytes = files.iter().map(|f| (f.path.clone(), f.len)).collect();
-        let mut transport = Grpc::new(self.workers.clone(), job, output.work_str(), self.worker_shuffle, file_bytes);
+        let mut transport = Grpc::new(self.workers.clone(), job, output.work_str(), worker_shuffle, file_bytes);
         let held_reduces = transport.held_reduces.clone();
         let joined = self.listening.as_ref().map(|l| &*l.joined);
         let result = drive(scheduler, &mut transport, joined, &self.progress).await.map_err(RunError::from);
         // Every worker that took part, in WorkerId order (those that joined last).
         let workers = transport.workers;
-        if self.worker_shuffle || held_reduces.load(std::sync::atomic::Ordering::Relaxed) {
+        if worker_shuffle || held_reduces.load(std::sync::atomic::Ordering::Relaxed) {
             end_job(&workers, &output.job).await;
         }
         let output = Arc::new(output);
@@ -343,7 +357,8 @@ impl Cluster {
             Ok(mut report) => {
                 let out = output.clone();
                 let outputs = std::mem::take(&mut report.outputs);
-                let committed = tokio::task::spawn_blocking(move || out.commit(&outputs)).await.expect("commit task");
+                let committed =
+                    tokio::task::spawn_blocking(move || out.commit(&outputs, map_only)).await.expect("commit task");
                 match committed {
                     Ok(paths) => report.outputs = paths,
                     Err(e) => {

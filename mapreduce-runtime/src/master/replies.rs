@@ -101,7 +101,9 @@ pub(crate) fn map_output(
         }
         Expected::Held(holder) => (name, WorkerLocation::new(&holder.addr, &holder.job, task, attempt.0).to_string()),
     };
-    let streams = convert::streams_from_pb(&resp.stream_bytes, &resp.stream_records, reducers)
+    // A map-only job's map writes one stream: the job's output.
+    let streams = convert::streams_from_pb(&resp.stream_bytes, &resp.stream_records, reducers.max(1))
+        .filter(|s| reducers > 0 || s.len() == 1)
         .filter(|_| Path::new(&resp.location) == Path::new(&expected));
     let Some(streams) = streams else {
         return Err(Failure::Task(format!(
@@ -150,6 +152,7 @@ mod tests {
             input_records: 5,
             skipped_records: 0,
             counters: Default::default(),
+            held: false,
         }
     }
 

@@ -196,7 +196,7 @@ impl Transport for Grpc {
                     };
                     let stream = streamed_to.lock().unwrap_or_else(|e| e.into_inner()).contains(&addr);
                     let reply = if stream { None } else { Some(client.map(req.clone()).await) };
-                    let reply = match reply {
+                    let mut reply = match reply {
                         Some(Err(status)) if status.metadata().contains_key(INPUT_UNSEEN) => {
                             tracing::info!(%addr, why = status.message(), "the master streams this worker its shards");
                             streamed_to.lock().unwrap_or_else(|e| e.into_inner()).insert(addr.clone());
@@ -205,6 +205,30 @@ impl Transport for Grpc {
                         Some(reply) => reply.map_err(|s| failure_from_status(&s))?.into_inner(),
                         None => stream_map(&mut client, req, max_line).await?,
                     };
+                    if reply.held {
+                        // A map-only job's output, kept by a worker that cannot see the work
+                        // directory: fetched into it now, as a held reduce output is.
+                        let name = storage::map_file_name(task.index, attempt.0);
+                        if reducers != 0 || reply.location != name || reply.stream_bytes.len() != 1 {
+                            return Err(Failure::Task(format!(
+                                "worker answered held map output {:?} of {} streams, expected {name:?} of a map-only job",
+                                reply.location,
+                                reply.stream_bytes.len()
+                            )));
+                        }
+                        held_reduces.store(true, std::sync::atomic::Ordering::Relaxed);
+                        let expected = Path::new(&*work_dir).join(&name);
+                        let fetch = pb::FetchRequest {
+                            job_id,
+                            map: task.index,
+                            attempt: attempt.0,
+                            offset: 0,
+                            bytes: reply.stream_bytes[0],
+                            reduce: false,
+                        };
+                        pull_output(&mut client, fetch, expected.clone()).await?;
+                        reply.location = expected.to_string_lossy().into_owned();
+                    }
                     let at = match &holder {
                         Some(holder) => Expected::Held(holder),
                         None => Expected::InWorkDir(&work_dir),

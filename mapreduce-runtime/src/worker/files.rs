@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cap_std::fs::{Dir, OpenOptions};
 use mapreduce_core::shuffle::Scratch;
+use mapreduce_core::shuffle::record::{FormatError, RecordWriter};
+use mapreduce_core::{Compression, Output, OutputFormat, RecordSink, text};
+use serde::Serialize;
 
 use crate::confine::Files;
 use crate::error::TaskError;
@@ -51,13 +54,25 @@ pub(crate) struct AtomicFile {
 static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
 
 impl AtomicFile {
-    /// A new temporary file in `dir`, to become `dir/name`.
+    /// A new temporary file in `dir`, to become `dir/name`: private to the worker's user
+    /// (mode 0600), as intermediate data is.
     pub(crate) fn create(dir: &WorkDir, name: &str) -> Result<AtomicFile, TaskError> {
+        Self::create_with_mode(dir, name, 0o600)
+    }
+
+    /// [`AtomicFile::create`] for a file of the job's output: mode 0666 less the umask,
+    /// like any file the user creates.
+    pub(crate) fn create_public(dir: &WorkDir, name: &str) -> Result<AtomicFile, TaskError> {
+        Self::create_with_mode(dir, name, 0o666)
+    }
+
+    fn create_with_mode(dir: &WorkDir, name: &str, mode: u32) -> Result<AtomicFile, TaskError> {
         let path = dir.path.join(name);
         let werr = |e| write_error(&path)(e);
         let handle = dir.dir.try_clone().map_err(werr)?;
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
+        cap_std::fs::OpenOptionsExt::mode(&mut options, mode);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         for _ in 0..16 {
             let n = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
@@ -112,6 +127,75 @@ impl Write for AtomicFile {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.as_mut().expect("not persisted").flush()
+    }
+}
+
+/// A file of the job's output as its format writes it: text lines, or a record file.
+pub(crate) enum JobOutput {
+    Text(AtomicFile, u64, Vec<u8>),
+    Records(RecordWriter<AtomicFile>),
+}
+
+impl JobOutput {
+    /// Starts `file` in `format`.
+    pub(crate) fn new(file: AtomicFile, format: OutputFormat) -> io::Result<Self> {
+        Ok(match format {
+            OutputFormat::Text => JobOutput::Text(file, 0, Vec::with_capacity(256)),
+            OutputFormat::Records => JobOutput::Records(RecordWriter::with_compression(file, Compression::Lz4)?),
+        })
+    }
+
+    /// Writes one pair: a line of text (`mapreduce_core::text`), or the record `(key, value)`.
+    pub(crate) fn pair<K: Serialize, V: Serialize>(&mut self, key: &K, value: &V) -> io::Result<()> {
+        match self {
+            JobOutput::Text(file, records, line) => {
+                line.clear();
+                text::write_pair(key, value, line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                file.write_all(line)?;
+                *records += 1;
+                Ok(())
+            }
+            JobOutput::Records(w) => w.write(key, value).map_err(format_to_io),
+        }
+    }
+
+    /// An [`Output`] for user code to write into.
+    pub(crate) fn output(&mut self) -> Output<'_> {
+        if matches!(self, JobOutput::Records(_)) {
+            return Output::records_into(self);
+        }
+        match self {
+            JobOutput::Text(file, ..) => Output::new(file),
+            JobOutput::Records(_) => unreachable!("handled above"),
+        }
+    }
+
+    /// Ends the file (a record file's trailer): the file, to persist, and its records.
+    pub(crate) fn finish(self) -> io::Result<(AtomicFile, u64)> {
+        match self {
+            JobOutput::Text(file, records, _) => Ok((file, records)),
+            JobOutput::Records(w) => {
+                let (file, records, _) = w.finish()?;
+                Ok((file, records))
+            }
+        }
+    }
+}
+
+impl RecordSink for JobOutput {
+    fn write_encoded(&mut self, record: &[u8]) -> io::Result<()> {
+        match self {
+            JobOutput::Records(w) => w.write_encoded(record).map_err(format_to_io),
+            JobOutput::Text(..) => Err(io::Error::other("a text output takes no records")),
+        }
+    }
+}
+
+/// A record format error as the I/O error of a write.
+fn format_to_io(e: FormatError) -> io::Error {
+    match e {
+        FormatError::Io(e) => e,
+        e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
     }
 }
 

@@ -53,6 +53,9 @@ fn job() -> impl Strategy<Value = Option<pb::Job>> {
             max_line_bytes,
             skip_long_lines: skip,
             job_id: String::new(),
+            input_format: 1,
+            output_format: 1,
+            invalid_utf8: 1,
         }),
     )
 }
@@ -143,6 +146,7 @@ proptest! {
             stream_bytes: bytes.clone(),
             stream_records: records,
             counters: Default::default(),
+            held: false,
         };
         if let Ok(mapreduce_core::scheduler::TaskOutput::Map { ranges, .. }) = map_output(reply, reducers.max(1), Expected::InWorkDir("/w"), 0, AttemptId(0)) {
             // Accepted only as whole runs, back to back, of the expected file.

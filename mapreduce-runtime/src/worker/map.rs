@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mapreduce_core::counters::{self, Counters, builtin};
-use mapreduce_core::shard::{Block, LineReader, LineTooLong, Segment};
+use mapreduce_core::shard::{BadUtf8, Block, LineReader, LineTooLong, Segment};
 use mapreduce_core::shuffle::ShuffleError;
 use mapreduce_core::shuffle::map_side::{MapSettings, MapSide, StreamRange};
-use mapreduce_core::{BoxError, Compression, Emitter, Job};
+use mapreduce_core::shuffle::record::RecordReader;
+use mapreduce_core::{BoxError, Compression, Emitter, InputFormat, InvalidUtf8, Job, OutputFormat, Position, Record};
 use mapreduce_rpc::pb;
 use tokio::sync::mpsc;
 
-use super::files::{AtomicFile, TempFiles, WorkDir};
+use super::files::{AtomicFile, JobOutput, TempFiles, WorkDir};
 use crate::confine::{Files, Refused};
 use crate::error::{TaskError, panic_message};
 use crate::storage;
@@ -45,6 +46,11 @@ pub(crate) struct MapTask {
     /// The longest line, and whether longer ones are skipped (and counted).
     pub(crate) max_line: usize,
     pub(crate) skip_long_lines: bool,
+    /// How the shard is read, what becomes of bytes that are not UTF-8, and (map-only)
+    /// how the output is written.
+    pub(crate) input_format: InputFormat,
+    pub(crate) invalid_utf8: InvalidUtf8,
+    pub(crate) output_format: OutputFormat,
     /// Where the shard's bytes come from.
     pub(crate) input: Input,
 }
@@ -148,17 +154,155 @@ pub(crate) fn ensure_not_cancelled(cancelled: &AtomicBool) -> Result<(), TaskErr
 }
 
 /// Runs one map attempt into its output file in the work directory: runs of one sorted
-/// record stream per partition (see `mapreduce_core::shuffle::map_side`).
+/// record stream per partition (see `mapreduce_core::shuffle::map_side`), or, in a
+/// map-only job, the job's output itself.
 pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskError> {
     let name = format!("map-{:05}", t.task);
     counters::start_task();
     let work = WorkDir::open(if t.own_work_dir { &Files::Unconfined } else { &t.files }, &t.work_dir)?;
+    guarded(&name, || job.map_setup())?;
+    if t.reducers == 0 {
+        return run_map_only(job, t, &name, &work);
+    }
     let output = AtomicFile::create(&work, &storage::map_file_name(t.task, t.attempt))?;
     let output_path = output.path().to_path_buf();
     let shuffle_err = |e| shuffle_error(e, &name, &output_path, &t.work_dir);
     let settings = MapSettings { reducers: t.reducers, sort_buffer: t.sort_buffer, compression: t.compression };
     let mut side = MapSide::<J, _, _>::new(settings, TempFiles(&work.dir), output);
-    let (mut input_records, mut skipped_records) = (0u64, 0u64);
+    let read = read_input(t, &mut |piece| {
+        match piece {
+            Piece::Lines(block, at) => {
+                let result = catch_unwind(AssertUnwindSafe(|| side.map_block(job, block.text(), at)));
+                if !matches!(result, Ok(Ok(()))) {
+                    return Err(block_failure(job, &name, block, at, result));
+                }
+            }
+            Piece::Record(record, at) => {
+                let result = catch_unwind(AssertUnwindSafe(|| side.map_record(job, record, at)));
+                user_failure(&format!("{name}, record at {at}"), result)?;
+            }
+        }
+        side.after_block(job, &t.cancelled).map_err(shuffle_err)
+    })?;
+    guarded(&name, || side.map_finish(job))?;
+    let (records_in, spill_records) = (side.records_in(), side.spill_records());
+    let (output, streams) = side.finish(job, &t.cancelled).map_err(shuffle_err)?;
+    // Checked before the output is committed: an attempt past the limits leaves nothing.
+    let mut counters = counters::end_task().map_err(|message| TaskError::User { at: name.clone(), message })?;
+    let (path, _) = output.persist()?;
+    let written: u64 = streams.iter().map(|s| s.records).sum();
+    for (counter, n) in [
+        (builtin::MAP_OUTPUT_RECORDS, records_in),
+        (builtin::MAP_OUTPUT_BYTES, streams.iter().map(|s| s.bytes).sum()),
+        (builtin::COMBINE_INPUT_RECORDS, records_in),
+        (builtin::COMBINE_OUTPUT_RECORDS, written),
+        (builtin::SPILLED_RECORDS, spill_records + written),
+    ] {
+        counters.insert(counter.to_string(), n);
+    }
+    read.count(t, &mut counters);
+    Ok(MapResult {
+        location: path.to_string_lossy().into_owned(),
+        streams,
+        input_records: read.records,
+        skipped_records: read.skipped + read.skipped_utf8,
+        counters,
+    })
+}
+
+/// A map-only attempt: every pair the map emits goes straight into the job's output
+/// format, in the order emitted, one file per attempt (committed as `part-m-NNNNN`).
+fn run_map_only<J: Job>(job: &J, t: &MapTask, name: &str, work: &WorkDir) -> Result<MapResult, TaskError> {
+    let file = AtomicFile::create_public(work, &storage::map_file_name(t.task, t.attempt))?;
+    let path = file.path().to_path_buf();
+    let werr = |e: io::Error| TaskError::Write { path: path.clone(), error: e };
+    let mut out = JobOutput::new(file, t.output_format).map_err(werr)?;
+    let failed: std::cell::RefCell<Option<io::Error>> = Default::default();
+    let mut sink = |key: J::Key, value: J::Value| {
+        let mut failed = failed.borrow_mut();
+        if failed.is_none() {
+            *failed = out.pair(&key, &value).err();
+        }
+    };
+    let read = read_input(t, &mut |piece| {
+        match piece {
+            Piece::Lines(block, at) => {
+                let result =
+                    catch_unwind(AssertUnwindSafe(|| job.map_lines(block.text(), &mut Emitter::new(&mut sink).at(at))));
+                if !matches!(result, Ok(Ok(()))) {
+                    return Err(block_failure(job, name, block, at, result));
+                }
+            }
+            Piece::Record(record, at) => {
+                let result =
+                    catch_unwind(AssertUnwindSafe(|| job.map_record(record, &mut Emitter::new(&mut sink).at(at))));
+                user_failure(&format!("{name}, record at {at}"), result)?;
+            }
+        }
+        failed.borrow_mut().take().map_or(Ok(()), |e| Err(werr(e)))
+    })?;
+    guarded(name, || job.map_finish(&mut Emitter::new(&mut sink)))?;
+    if let Some(e) = failed.into_inner() {
+        return Err(werr(e));
+    }
+    let (file, records) = out.finish().map_err(werr)?;
+    let mut counters = counters::end_task().map_err(|message| TaskError::User { at: name.to_string(), message })?;
+    let (path, bytes) = file.persist()?;
+    counters.insert(builtin::MAP_OUTPUT_RECORDS.to_string(), records);
+    counters.insert(builtin::MAP_OUTPUT_BYTES.to_string(), bytes);
+    read.count(t, &mut counters);
+    let streams = vec![StreamRange { partition: 0, offset: 0, bytes, records }];
+    Ok(MapResult {
+        location: path.to_string_lossy().into_owned(),
+        streams,
+        input_records: read.records,
+        skipped_records: read.skipped + read.skipped_utf8,
+        counters,
+    })
+}
+
+/// What a map reads next: a block of whole lines, or one typed record, and where it lies.
+enum Piece<'a> {
+    Lines(&'a Block<'a>, Position<'a>),
+    Record(Record<'a>, Position<'a>),
+}
+
+/// What an attempt read.
+struct ReadStats {
+    records: u64,
+    /// Lines skipped for their length.
+    skipped: u64,
+    /// Lines skipped for bytes that are not UTF-8.
+    skipped_utf8: u64,
+}
+
+impl ReadStats {
+    /// Puts the input's built-in counters in `counters`.
+    fn count(&self, t: &MapTask, counters: &mut Counters) {
+        let bytes = t.segments.iter().map(|s| s.end.saturating_sub(s.start)).fold(0, u64::saturating_add);
+        counters.insert(builtin::MAP_INPUT_RECORDS.to_string(), self.records);
+        counters.insert(builtin::MAP_INPUT_BYTES.to_string(), bytes);
+        if self.skipped + self.skipped_utf8 > 0 {
+            counters.insert(builtin::MAP_SKIPPED_RECORDS.to_string(), self.skipped + self.skipped_utf8);
+        }
+    }
+}
+
+/// Whether `path` names a compressed file, and which kind.
+fn codec(path: &str) -> Option<&'static str> {
+    if path.ends_with(".gz") {
+        Some("gzip")
+    } else if path.ends_with(".zst") {
+        Some("zstd")
+    } else {
+        None
+    }
+}
+
+/// Reads the attempt's shard, piece by piece, into `f`: lines of text (decompressed when
+/// the file's name says so), or the records of record files, each with its position.
+fn read_input(t: &MapTask, f: &mut dyn FnMut(Piece<'_>) -> Result<(), TaskError>) -> Result<ReadStats, TaskError> {
+    let mut stats = ReadStats { records: 0, skipped: 0, skipped_utf8: 0 };
     let mut streamed = match &t.input {
         Input::Streamed(s) => Some(s.lock().unwrap_or_else(|e| e.into_inner())),
         Input::Files(_) => None,
@@ -197,49 +341,125 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
             }
             (Input::Streamed(_), None) => unreachable!("a streamed input is locked above"),
         };
-        let mut reader = LineReader::with_block_size(source, seg.start, seg.end, MAP_BLOCK)
-            .with_max_line(t.max_line, t.skip_long_lines);
-        let read_err = |e: std::io::Error| match LineTooLong::find(&e) {
-            Some(&LineTooLong { offset, limit }) => TaskError::LineTooLong { path: path.to_path_buf(), offset, limit },
-            None => input_err(e),
-        };
-        while let Some(block) = reader.next_block().map_err(read_err)? {
-            ensure_not_cancelled(&t.cancelled)?;
-            let text = block.text();
-            input_records += line_count(text);
-            let result = catch_unwind(AssertUnwindSafe(|| side.map_block(job, text)));
-            if !matches!(result, Ok(Ok(()))) {
-                return Err(block_failure(job, &name, &seg.path, &block, result));
+        let whole = || {
+            if seg.start != 0 {
+                return Err(TaskError::InvalidRequest(format!(
+                    "{} cannot be split, but the segment starts at byte {}",
+                    seg.path, seg.start
+                )));
             }
-            side.after_block(job, &t.cancelled).map_err(shuffle_err)?;
+            Ok(())
+        };
+        if t.input_format == InputFormat::Records {
+            whole()?;
+            read_records(t, &seg.path, source, &mut stats, f)?;
+            continue;
         }
-        skipped_records += reader.skipped();
+        let source: Box<dyn Read + '_> = match codec(&seg.path) {
+            None => source,
+            Some(kind) => {
+                whole()?;
+                let source = io::BufReader::with_capacity(256 << 10, source.take(seg.end));
+                match kind {
+                    "gzip" => Box::new(flate2::bufread::MultiGzDecoder::new(source)),
+                    _ => Box::new(
+                        ruzstd::decoding::StreamingDecoder::new(source)
+                            .map_err(|e| input_err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?,
+                    ),
+                }
+            }
+        };
+        // A compressed file is read whole: its segment is all of its decompressed bytes.
+        read_lines(t, seg, source, codec(&seg.path).is_some(), &mut stats, f)?;
     }
     if let Some(streamed) = streamed.as_deref_mut() {
         let path = t.segments.last().map_or_else(Default::default, |s| PathBuf::from(&s.path));
         streamed.finish().map_err(|error| TaskError::Input { path, error })?;
     }
-    let (records_in, spill_records) = (side.records_in(), side.spill_records());
-    let (output, streams) = side.finish(job, &t.cancelled).map_err(shuffle_err)?;
-    // Checked before the output is committed: an attempt past the limits leaves nothing.
-    let mut counters = counters::end_task().map_err(|message| TaskError::User { at: name.clone(), message })?;
-    let (path, _) = output.persist()?;
-    let written: u64 = streams.iter().map(|s| s.records).sum();
-    for (counter, n) in [
-        (builtin::MAP_INPUT_RECORDS, input_records),
-        (
-            builtin::MAP_INPUT_BYTES,
-            t.segments.iter().map(|s| s.end.saturating_sub(s.start)).fold(0, u64::saturating_add),
-        ),
-        (builtin::MAP_OUTPUT_RECORDS, records_in),
-        (builtin::MAP_OUTPUT_BYTES, streams.iter().map(|s| s.bytes).sum()),
-        (builtin::COMBINE_INPUT_RECORDS, records_in),
-        (builtin::COMBINE_OUTPUT_RECORDS, written),
-        (builtin::SPILLED_RECORDS, spill_records + written),
-    ] {
-        counters.insert(counter.to_string(), n);
+    Ok(stats)
+}
+
+/// The lines of one segment, a block at a time (all of a compressed file's lines).
+fn read_lines(
+    t: &MapTask,
+    seg: &Segment,
+    source: Box<dyn Read + '_>,
+    compressed: bool,
+    stats: &mut ReadStats,
+    f: &mut dyn FnMut(Piece<'_>) -> Result<(), TaskError>,
+) -> Result<(), TaskError> {
+    let (start, end) = if compressed { (0, u64::MAX) } else { (seg.start, seg.end) };
+    let mut reader = LineReader::with_block_size(source, start, end, MAP_BLOCK)
+        .with_max_line(t.max_line, t.skip_long_lines)
+        .with_invalid_utf8(t.invalid_utf8);
+    // Line numbers are known when the segment starts its file.
+    let known = start == 0;
+    let mut lines = 0u64;
+    loop {
+        let block = match reader.next_block() {
+            Ok(Some(block)) => block,
+            Ok(None) => break,
+            Err(e) => return Err(read_error(&seg.path, &e, known.then(|| 1 + lines + reader.skipped_all()))),
+        };
+        ensure_not_cancelled(&t.cancelled)?;
+        let n = line_count(block.text());
+        let at = Position::new(&seg.path, block.offset(), known.then(|| 1 + lines + block.skipped_before()));
+        f(Piece::Lines(&block, at))?;
+        lines += n;
     }
-    Ok(MapResult { location: path.to_string_lossy().into_owned(), streams, input_records, skipped_records, counters })
+    stats.records += lines;
+    stats.skipped += reader.skipped();
+    stats.skipped_utf8 += reader.skipped_utf8();
+    Ok(())
+}
+
+/// The records of one record file.
+fn read_records(
+    t: &MapTask,
+    path: &str,
+    source: Box<dyn Read + '_>,
+    stats: &mut ReadStats,
+    f: &mut dyn FnMut(Piece<'_>) -> Result<(), TaskError>,
+) -> Result<(), TaskError> {
+    let bad = |error| TaskError::RecordInput { path: PathBuf::from(path), error };
+    let mut reader = RecordReader::<_, (), ()>::new(io::BufReader::with_capacity(256 << 10, source));
+    let mut n = 0u64;
+    loop {
+        if n.is_multiple_of(1024) {
+            ensure_not_cancelled(&t.cancelled)?;
+        }
+        let Some(frame) = reader.next_frame().map_err(bad)? else { break };
+        // A record's position: its index in the file, as its "line".
+        f(Piece::Record(Record::new(frame), Position::new(path, n, Some(n + 1))))?;
+        n += 1;
+    }
+    stats.records += n;
+    Ok(())
+}
+
+/// An error reading `path`'s lines, naming the line (`line`, when known).
+fn read_error(path: &str, e: &io::Error, line: Option<u64>) -> TaskError {
+    if let Some(&LineTooLong { offset, limit }) = LineTooLong::find(e) {
+        return TaskError::LineTooLong { at: Position::new(path, offset, line).to_string(), limit };
+    }
+    if let Some(&BadUtf8 { offset }) = BadUtf8::find(e) {
+        return TaskError::InvalidUtf8 { at: Position::new(path, offset, line).to_string() };
+    }
+    TaskError::Input { path: PathBuf::from(path), error: io::Error::new(e.kind(), e.to_string()) }
+}
+
+/// Runs user code `f` of task `name` that is not about one record, a panic caught.
+fn guarded(name: &str, f: impl FnOnce() -> Result<(), BoxError>) -> Result<(), TaskError> {
+    user_failure(name, catch_unwind(AssertUnwindSafe(f)))
+}
+
+/// The error of user code at `at` that returned `result`.
+fn user_failure(at: &str, result: std::thread::Result<Result<(), BoxError>>) -> Result<(), TaskError> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(TaskError::User { at: at.to_string(), message: e.to_string() }),
+        Err(payload) => Err(TaskError::Panic { at: at.to_string(), message: panic_message(&*payload) }),
+    }
 }
 
 /// A failure of the data path, naming the file it concerns: the attempt's output, or its
@@ -266,34 +486,27 @@ fn line_count(text: &str) -> u64 {
     newlines + u64::from(!text.is_empty() && !text.ends_with('\n'))
 }
 
-/// The error of a block whose map failed with `result`, naming the first line that fails
-/// on its own (mapped again, what it emits dropped), or else the block's first line.
+/// The error of a block (its first line at `at`) whose map failed with `result`, naming
+/// the first line that fails on its own (mapped again, what it emits dropped), or else
+/// the block's first line.
 fn block_failure<J: Job>(
     job: &J,
     name: &str,
-    path: &str,
     block: &Block<'_>,
+    at: Position<'_>,
     result: std::thread::Result<Result<(), BoxError>>,
 ) -> TaskError {
-    let failure = |offset: u64, result: std::thread::Result<Result<(), BoxError>>| {
-        let at = format!("{name}, record at {path}:{offset}");
-        match result {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(TaskError::User { at, message: e.to_string() }),
-            Err(payload) => Some(TaskError::Panic { at, message: panic_message(&*payload) }),
-        }
-    };
-    for (offset, line) in block.lines() {
-        let alone = catch_unwind(AssertUnwindSafe(|| job.map(line, &mut Emitter::new(&mut |_, _| {}))));
-        if let Some(e) = failure(offset, alone) {
+    for (i, (offset, line)) in block.lines().enumerate() {
+        let here = Position::new(at.path_str(), offset, at.line().map(|l| l + i as u64));
+        let alone = catch_unwind(AssertUnwindSafe(|| job.map(line, &mut Emitter::new(&mut |_, _| {}).at(here))));
+        if let Err(e) = user_failure(&format!("{name}, record at {here}"), alone) {
             return e;
         }
     }
-    let start = block.lines().next().map_or(0, |(offset, _)| offset);
-    failure(start, result).unwrap_or_else(|| TaskError::User {
-        at: format!("{name}, records at {path}:{start}"),
-        message: "map_lines failed".into(),
-    })
+    match user_failure(&format!("{name}, records from {at}"), result) {
+        Err(e) => e,
+        Ok(()) => TaskError::User { at: format!("{name}, records from {at}"), message: "map_lines failed".into() },
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +561,9 @@ mod tests {
             files: Files::Unconfined,
             max_line: 1 << 20,
             skip_long_lines: false,
+            input_format: InputFormat::Text,
+            invalid_utf8: InvalidUtf8::Replace,
+            output_format: OutputFormat::Text,
             input: Input::Files(vec![0]),
         };
         assert!(matches!(run_map(&Count { combine: true }, &t), Err(TaskError::Cancelled)));

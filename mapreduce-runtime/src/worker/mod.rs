@@ -49,8 +49,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use mapreduce_core::Compression;
 use mapreduce_core::shard::{MAX_PATH_BYTES, MAX_SHARD_SEGMENTS, Segment};
+use mapreduce_core::{Compression, InputFormat, InvalidUtf8, OutputFormat};
 use mapreduce_rpc::pb;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -82,6 +82,9 @@ struct JobParts {
     skip_long_lines: bool,
     /// The job run's id, if the master sent one.
     job_id: Option<JobId>,
+    input_format: InputFormat,
+    output_format: OutputFormat,
+    invalid_utf8: InvalidUtf8,
 }
 
 /// Chunks of a streamed shard that wait in memory at most.
@@ -149,9 +152,9 @@ impl WorkerService {
     /// off the async threads (a user's `Deserialize` may be slow or panic).
     fn job(&self, spec: Option<pb::Job>) -> Result<JobParts, TaskError> {
         let spec = spec.ok_or_else(|| TaskError::InvalidRequest("missing job".into()))?;
-        if !(1..=MAX_REDUCERS).contains(&spec.reducers) {
+        if spec.reducers > MAX_REDUCERS {
             return Err(TaskError::InvalidRequest(format!(
-                "reducers must be in 1..={MAX_REDUCERS}, got {}",
+                "reducers must be in 0..={MAX_REDUCERS}, got {}",
                 spec.reducers
             )));
         }
@@ -182,6 +185,12 @@ impl WorkerService {
                 spec.max_line_bytes
             )));
         }
+        let input_format = convert::input_format_from_pb(spec.input_format)
+            .ok_or_else(|| TaskError::InvalidRequest(format!("unknown input format {}", spec.input_format)))?;
+        let output_format = convert::output_format_from_pb(spec.output_format)
+            .ok_or_else(|| TaskError::InvalidRequest(format!("unknown output format {}", spec.output_format)))?;
+        let invalid_utf8 = convert::invalid_utf8_from_pb(spec.invalid_utf8)
+            .ok_or_else(|| TaskError::InvalidRequest(format!("unknown invalid_utf8 policy {}", spec.invalid_utf8)))?;
         let job_id = match spec.job_id.as_str() {
             "" => None,
             id => Some(
@@ -197,6 +206,9 @@ impl WorkerService {
             compression,
             max_line: spec.max_line_bytes as usize,
             skip_long_lines: spec.skip_long_lines,
+            input_format,
+            output_format,
+            invalid_utf8,
         })
     }
 
@@ -220,8 +232,18 @@ impl WorkerService {
         req: pb::MapRequest,
         streamed: Option<tokio::sync::mpsc::Receiver<std::io::Result<pb::InputChunk>>>,
     ) -> Result<Response<pb::MapResponse>, Status> {
-        let JobParts { job, reducers, sort_buffer, compression, max_line, skip_long_lines, job_id } =
-            self.job(req.job)?;
+        let JobParts {
+            job,
+            reducers,
+            sort_buffer,
+            compression,
+            max_line,
+            skip_long_lines,
+            job_id,
+            input_format,
+            output_format,
+            invalid_utf8,
+        } = self.job(req.job)?;
         let task = u32::try_from(req.task).map_err(|_| TaskError::InvalidRequest("task index too large".into()))?;
         if req.segments.len() > MAX_SHARD_SEGMENTS {
             return Err(TaskError::InvalidRequest(format!(
@@ -268,7 +290,22 @@ impl WorkerService {
             }
         };
         let own_work_dir = req.worker_shuffle;
-        let work_dir = if own_work_dir {
+        // A map-only job's map writes the job's output: into the work directory if this
+        // worker sees it, else kept here for the master to fetch (as a reduce's).
+        let mut held = false;
+        let work_dir = if reducers == 0 {
+            if own_work_dir {
+                return Err(TaskError::InvalidRequest("a map-only job's map has no worker shuffle".into()).into());
+            }
+            match self.path(&req.work_dir) {
+                Ok(dir) if tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()) => dir,
+                Ok(_) | Err(TaskError::OutsideRoots { .. }) => {
+                    held = true;
+                    self.job_dir(&job_id)?
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else if own_work_dir {
             if !req.work_dir.is_empty() {
                 return Err(TaskError::InvalidRequest("a worker-shuffle map names no work directory".into()).into());
             }
@@ -284,7 +321,7 @@ impl WorkerService {
             attempt: req.attempt,
             segments,
             work_dir,
-            own_work_dir,
+            own_work_dir: own_work_dir || held,
             reducers,
             sort_buffer,
             compression,
@@ -292,6 +329,9 @@ impl WorkerService {
             files: self.files.clone(),
             max_line,
             skip_long_lines,
+            input_format,
+            invalid_utf8,
+            output_format,
             input,
         };
         // Every log line of the attempt, on the blocking thread too, names job and task.
@@ -313,7 +353,7 @@ impl WorkerService {
         let (stream_bytes, stream_records) = convert::streams_to_pb(&result.streams);
         let path = result.location;
         // With worker shuffle the output stays here: the master names it by this worker.
-        let location = if own_work_dir { storage::map_file_name(task, req.attempt) } else { path.clone() };
+        let location = if own_work_dir || held { storage::map_file_name(task, req.attempt) } else { path.clone() };
         let reply = pb::MapResponse {
             location,
             stream_bytes,
@@ -321,6 +361,7 @@ impl WorkerService {
             input_records: result.input_records,
             skipped_records: result.skipped_records,
             counters: result.counters.into_iter().collect(),
+            held,
         };
         let bytes = prost::Message::encoded_len(&reply);
         if bytes > MAX_REPLY {
@@ -475,7 +516,7 @@ impl pb::worker_server::Worker for WorkerService {
     async fn reduce(&self, request: Request<pb::ReduceRequest>) -> Result<Response<pb::ReduceResponse>, Status> {
         self.admit()?;
         let req = request.into_inner();
-        let JobParts { job, reducers, compression, job_id, .. } = self.job(req.job)?;
+        let JobParts { job, reducers, compression, job_id, output_format, .. } = self.job(req.job)?;
         if req.partition >= reducers {
             return Err(TaskError::InvalidRequest(format!("partition {} of {reducers} reducers", req.partition)).into());
         }
@@ -510,6 +551,7 @@ impl pb::worker_server::Worker for WorkerService {
             compression,
             cancelled,
             files: self.files.clone(),
+            output_format,
         };
         let span = tracing::info_span!("reduce", job = %job.name, partition, attempt = req.attempt);
         span.in_scope(|| tracing::debug!("reduce"));
@@ -577,6 +619,9 @@ mod tests {
             max_line_bytes: 1 << 20,
             skip_long_lines: false,
             job_id: String::new(),
+            input_format: 1,
+            output_format: 1,
+            invalid_utf8: 1,
         };
         let parts = service.job(Some(spec(pb::Compression::Lz4 as i32))).unwrap();
         assert_eq!((parts.reducers, parts.sort_buffer, parts.compression), (2, 1 << 20, Compression::Lz4));

@@ -12,9 +12,9 @@ use mapreduce_core::scheduler::ReduceInput;
 use mapreduce_core::shuffle::ShuffleError;
 use mapreduce_core::shuffle::record::FormatError;
 use mapreduce_core::shuffle::reduce_side::{ReduceMerge, merge_passes};
-use mapreduce_core::{BoxError, Compression, Job, Output};
+use mapreduce_core::{BoxError, Compression, Job, OutputFormat};
 
-use super::files::{AtomicFile, TempFiles, WorkDir};
+use super::files::{AtomicFile, JobOutput, TempFiles, WorkDir};
 use super::map::shuffle_error;
 use crate::confine::Files;
 use crate::error::{TaskError, panic_message};
@@ -39,6 +39,8 @@ pub(crate) struct ReduceTask {
     pub(crate) cancelled: Arc<AtomicBool>,
     /// Where the attempt may write.
     pub(crate) files: Files,
+    /// How the output is written.
+    pub(crate) output_format: OutputFormat,
 }
 
 /// What a reduce attempt wrote.
@@ -78,8 +80,9 @@ pub(crate) fn run_reduce<J: Job>(
     let name = format!("reduce-{:05}", t.partition);
     counters::start_task();
     let work = WorkDir::open(if t.own_work_dir { &Files::Unconfined } else { &t.files }, &t.work_dir)?;
-    let mut writer = AtomicFile::create(&work, &storage::reduce_file_name(t.partition, t.attempt))?;
+    let writer = AtomicFile::create_public(&work, &storage::reduce_file_name(t.partition, t.attempt))?;
     let output_path = writer.path().to_path_buf();
+    let mut writer = JobOutput::new(writer, t.output_format).map_err(super::files::write_error(&output_path))?;
     let shuffle_err = |e| match e {
         ShuffleError::Input { input, error } => input_error(source, &t.inputs[input], error),
         ShuffleError::Unsorted { input } => {
@@ -99,16 +102,26 @@ pub(crate) fn run_reduce<J: Job>(
     )
     .map_err(shuffle_err)?;
     let mut merge = ReduceMerge::<J::Key, J::Value>::open(level, &mut open).map_err(shuffle_err)?;
-    let mut out = Output::new(&mut writer);
+    let mut out = writer.output();
     let (mut keys, mut values_read) = (0u64, 0u64);
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        merge.for_each_group(|key, values| {
-            if t.cancelled.load(Ordering::Relaxed) {
-                return Err(BoxError::from(TaskError::Cancelled));
-            }
-            keys += 1;
-            job.reduce(key, &mut Counted { values, read: &mut values_read }, &mut out)
-        })
+    let result = catch_unwind(AssertUnwindSafe(|| -> Result<Result<(), BoxError>, ShuffleError> {
+        if let Err(e) = job.reduce_setup() {
+            return Ok(Err(e));
+        }
+        let groups = merge.for_each_group_by(
+            |a, b| job.group_eq(a, b),
+            |key, values| {
+                if t.cancelled.load(Ordering::Relaxed) {
+                    return Err(BoxError::from(TaskError::Cancelled));
+                }
+                keys += 1;
+                job.reduce(key, &mut Counted { values, read: &mut values_read }, &mut out)
+            },
+        )?;
+        if groups.is_err() {
+            return Ok(groups);
+        }
+        Ok(job.reduce_finish(&mut out))
     }));
     let at = || format!("{name}, key #{keys}");
     match result {
@@ -121,6 +134,7 @@ pub(crate) fn run_reduce<J: Job>(
     let records = out.records();
     // Checked before the output is committed: an attempt past the limits leaves nothing.
     let mut counters = counters::end_task().map_err(|message| TaskError::User { at: name.clone(), message })?;
+    let (mut writer, _) = writer.finish().map_err(super::files::write_error(&output_path))?;
     writer.flush().map_err(super::files::write_error(&output_path))?;
     let (path, bytes) = writer.persist()?;
     for (counter, n) in [
@@ -161,6 +175,7 @@ mod tests {
             compression: Compression::Lz4,
             cancelled: Arc::default(),
             files: Files::Unconfined,
+            output_format: OutputFormat::Text,
         }
     }
 

@@ -81,6 +81,9 @@ pub(crate) fn map_all(
         files: Files::Unconfined,
         max_line: 1 << 20,
         skip_long_lines: false,
+        input_format: mapreduce_core::InputFormat::Text,
+        invalid_utf8: mapreduce_core::InvalidUtf8::Replace,
+        output_format: mapreduce_core::OutputFormat::Text,
         input: super::map::Input::Files(vec![len]),
     };
     let result = run_map(job, &t).unwrap();

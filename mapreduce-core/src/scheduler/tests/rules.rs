@@ -14,7 +14,6 @@ fn new_rejects_plans_and_knobs_that_cannot_work() {
     let plan = || JobPlan { shards: shards(1), reducers: 1, workers: 1, outputs_on_workers: false };
     let knobs = SchedulerConfig::default;
     let cases: Vec<(JobPlan, SchedulerConfig, ConfigError)> = vec![
-        (JobPlan { reducers: 0, ..plan() }, knobs(), ConfigError::ZeroReducers),
         (
             plan(),
             SchedulerConfig { task_timeout: Duration::ZERO, ..knobs() },
