@@ -118,6 +118,9 @@ pub use mapreduce_core::{
 };
 pub use mapreduce_runtime::{Cluster, ClusterError, Registry, RunError, ServeError};
 
+#[cfg(feature = "cli")]
+pub mod cli;
+
 /// Who may use a worker: a shared [`Token`](security::Token) on every call, TLS, and the
 /// protected mode that keeps an unauthenticated worker on loopback (see
 /// [`Worker::with_security`](worker::Worker::with_security) and

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 mod split;
 pub use split::for_each_word;
 
-/// The word count job.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+/// The word count job (no parameters: no flags of its own).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, clap::Args)]
 pub struct WordCount;
 
 /// The words of `text`: maximal runs of alphabetic characters.
