@@ -55,6 +55,18 @@ pub trait Mapper {
         Err("this job reads typed records but implements no Mapper::map_record".into())
     }
 
+    /// Maps one whole file ([`InputFormat::WholeFiles`]): its path (as listed, absolute)
+    /// and its bytes, as stored (no decompression, no UTF-8 check). The default fails.
+    fn map_file(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        emit: &mut Emitter<'_, Self::Key, Self::Value>,
+    ) -> Result<(), BoxError> {
+        let _ = (path, bytes, emit);
+        Err("this job reads whole files but implements no Mapper::map_file".into())
+    }
+
     /// Called once per map attempt before its first record. The job value is the
     /// attempt's own (each attempt decodes its own copy from the job's fields), so state
     /// kept in it (in a `Mutex` or an atomic, `#[serde(skip)]`) is per task.
@@ -495,6 +507,10 @@ pub enum InputFormat {
     /// Typed record files written by a job with [`OutputFormat::Records`], each record to
     /// [`Mapper::map_record`]. Files are not split.
     Records,
+    /// Each file whole, its path and bytes to [`Mapper::map_file`] (Hadoop's
+    /// `WholeFileInputFormat`): at most [`JobSpec::max_line_bytes`] bytes a file, since a
+    /// task holds it in memory.
+    WholeFiles,
 }
 
 /// How a job writes its output: [`JobSpec::output_format`].

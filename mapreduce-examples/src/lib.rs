@@ -5,6 +5,9 @@
 //! - [`wordcount`]: the word count job ([`WordCount`](wordcount::WordCount)) and its
 //!   64-bytes-at-a-time tokenizer ([`for_each_word`](wordcount::for_each_word)).
 //! - [`sort`]: a range-partitioned sort of 100-byte records ([`Sort`](sort::Sort)).
+//! - [`grep`]: a map-only grep whose lines are `path:line:text` ([`Grep`](grep::Grep)).
+//! - [`invertedindex`]: each word's files ([`InvertedIndex`](invertedindex::InvertedIndex)).
+//! - [`topwords`]: a two-job pipeline that passes typed records: count, then rank.
 //! - [`corpus`]: the deterministic inputs of both, from one seeded generator
 //!   ([`SplitMix64`](corpus::SplitMix64)).
 //! - [`reference`](mod@reference): the sequential results the jobs must equal, and the readers of their
@@ -40,6 +43,9 @@
 
 pub mod baseline;
 pub mod corpus;
+pub mod grep;
+pub mod invertedindex;
 pub mod reference;
 pub mod sort;
+pub mod topwords;
 pub mod wordcount;

@@ -102,11 +102,13 @@ impl<'de> Visitor<'de> for PayloadVisitor {
     }
 }
 
-/// The sort job: its fields are the range-partition boundaries, shipped to every task.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The sort job: its fields are the range-partition boundaries, shipped to every task
+/// (sampled from the input, never a flag).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 pub struct Sort {
     /// `R - 1` sorted keys for `R` reducers: partition `p` holds the keys `k` with
     /// `boundaries[p - 1] <= k < boundaries[p]`. Empty: everything goes to partition 0.
+    #[arg(skip)]
     pub boundaries: Vec<String>,
 }
 

@@ -28,6 +28,7 @@ pub(crate) fn input_format_to_pb(f: InputFormat) -> pb::InputFormat {
     match f {
         InputFormat::Text => pb::InputFormat::Text,
         InputFormat::Records => pb::InputFormat::Records,
+        InputFormat::WholeFiles => pb::InputFormat::WholeFiles,
     }
 }
 
@@ -37,6 +38,7 @@ pub(crate) fn input_format_from_pb(f: i32) -> Option<InputFormat> {
         pb::InputFormat::Unspecified => None,
         pb::InputFormat::Text => Some(InputFormat::Text),
         pb::InputFormat::Records => Some(InputFormat::Records),
+        pb::InputFormat::WholeFiles => Some(InputFormat::WholeFiles),
     }
 }
 

@@ -172,7 +172,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| {
-            let at = e.span().map(|s| text[..s.start].lines().count().max(1));
+            let at = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
             let at = at.map_or(String::new(), |line| format!(":{line}"));
             format!("bad config {}{at}: {}", path.display(), e.message())
         })

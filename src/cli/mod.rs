@@ -384,7 +384,7 @@ impl<J: Job + Args + FromArgMatches> Runner<J> {
                 None => stages.run(configure(stages.spec(job, stages.inputs.clone(), &stages.output))).await,
             }
         };
-        let report = until_signal(work).await?.map_err(|e| e.to_string())?;
+        let report = until_signal(work).await?.map_err(|e| name_workers(&e.to_string(), &stages.cluster.addrs()))?;
         if let Some(file) = report_file {
             let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
             std::fs::write(&file, json + "\n").map_err(|e| format!("cannot write report {}: {e}", file.display()))?;
@@ -412,6 +412,11 @@ impl Stages {
     /// The inputs given (`--input`).
     pub fn inputs(&self) -> &[PathBuf] {
         &self.inputs
+    }
+
+    /// The number of reducers the flags (or the config) gave.
+    pub fn reducers(&self) -> u32 {
+        self.shape.reducers
     }
 
     /// The output directory given (`--output`): where the last stage writes.
@@ -633,6 +638,23 @@ struct WorkerArgs {
     config: Option<PathBuf>,
 }
 
+/// `message`, followed by the address of each worker it names by index (`worker-2`): the
+/// scheduler knows workers by index, a user by address.
+fn name_workers(message: &str, addrs: &[&str]) -> String {
+    let named: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            let id = format!("worker-{i}");
+            message
+                .match_indices(&id)
+                .any(|(at, _)| !message[at + id.len()..].starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .map(|(i, addr)| format!("worker-{i} is {addr}"))
+        .collect();
+    if named.is_empty() { message.to_string() } else { format!("{message} ({})", named.join(", ")) }
+}
+
 /// The config file, or the defaults without one.
 fn load(path: Option<&Path>) -> Result<Config, String> {
     path.map_or_else(|| Ok(Config::default()), Config::load)
@@ -698,4 +720,20 @@ fn security(
         security = security.with_tls(tls);
     }
     Ok(security)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_workers_by_address_too() {
+        let addrs = ["10.0.0.1:7001", "10.0.0.2:7001"];
+        assert_eq!(
+            name_workers("map-00000 failed on worker-1: boom", &addrs),
+            "map-00000 failed on worker-1: boom (worker-1 is 10.0.0.2:7001)"
+        );
+        assert_eq!(name_workers("no worker named", &addrs), "no worker named");
+        assert_eq!(name_workers("worker-12 failed", &addrs), "worker-12 failed", "not worker-1");
+    }
 }

@@ -444,3 +444,66 @@ async fn a_map_only_job_on_workers_that_see_no_file_gets_its_outputs_pulled_and_
         assert_eq!(tree(work.path()), Vec::<String>::new(), "held outputs are removed at the job's end");
     }
 }
+
+/// Each file whole: its size and its count of `\0` bytes (so binary files work).
+#[derive(Serialize, Deserialize)]
+struct FileSizes;
+
+impl Mapper for FileSizes {
+    type Key = String;
+    type Value = (u64, u64);
+    fn map_file(&self, path: &Path, bytes: &[u8], emit: &mut Emitter<'_, String, (u64, u64)>) -> Result<(), BoxError> {
+        let zeros = bytes.iter().filter(|&&b| b == 0).count() as u64;
+        emit.emit(path.display().to_string(), (bytes.len() as u64, zeros));
+        Ok(())
+    }
+}
+
+impl Reducer for FileSizes {
+    fn reduce(
+        &self,
+        path: &String,
+        sizes: &mut dyn Iterator<Item = (u64, u64)>,
+        out: &mut Output<'_>,
+    ) -> Result<(), BoxError> {
+        for (bytes, zeros) in sizes {
+            out.emit(path, format!("{bytes} {zeros}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Job for FileSizes {
+    const NAME: &'static str = "it-file-sizes";
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_files_reach_map_file_with_their_bytes_and_a_file_past_the_limit_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    fs::create_dir(&input).unwrap();
+    let files: Vec<(String, Vec<u8>)> = vec![
+        ("a.bin".into(), vec![0, 1, 2, 0, 255, b'\n', 0]),
+        ("b.txt".into(), b"no newline at the end".to_vec()),
+        ("c.txt".into(), "line\n".repeat(5000).into_bytes()),
+    ];
+    for (name, bytes) in &files {
+        fs::write(input.join(name), bytes).unwrap();
+    }
+    let cluster = Cluster::local(2).await.unwrap();
+    let out = dir.path().join("out");
+    let spec = JobSpec::new(FileSizes, [&input], &out).input_format(InputFormat::WholeFiles).shard_size(1000);
+    let report = cluster.run(spec).await.unwrap();
+    assert_eq!(report.counters["map_input_records"], 3, "one record a file");
+    let mut want: Vec<String> = files
+        .iter()
+        .map(|(n, b)| format!("{}\t{} {}", input.join(n).display(), b.len(), b.iter().filter(|&&x| x == 0).count()))
+        .collect();
+    want.sort();
+    assert_eq!(output_lines(&out), want, "whole, never cut, whatever the shard size");
+    let spec = JobSpec::new(FileSizes, [&input], dir.path().join("big"))
+        .input_format(InputFormat::WholeFiles)
+        .max_line_bytes(4096);
+    let err = cluster.run(spec).await.unwrap_err().to_string();
+    assert!(err.contains("c.txt (a whole file) is longer than the limit of 4096 bytes"), "{err}");
+}

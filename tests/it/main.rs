@@ -9,6 +9,7 @@ mod hostile;
 mod hosts;
 mod membership;
 mod processes;
+mod runner;
 mod security;
 mod shuffle;
 mod support;

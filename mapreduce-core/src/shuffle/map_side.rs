@@ -111,6 +111,14 @@ impl<J: Reducer, S: Scratch, W: Write> MapSide<J, S, W> {
         job.map_record(record, &mut Emitter::buffered_in(&mut self.buffer, &combine, &flush, "", position))
     }
 
+    /// Runs the job's [`Mapper::map_file`] on one whole file at `position`. User code.
+    pub fn map_file(&mut self, job: &J, bytes: &[u8], position: Position<'_>) -> Result<(), BoxError> {
+        let combine = |k: &J::Key, acc: &mut J::Value, v| job.combine(k, acc, v);
+        let flush = |b: &mut MapBuffer<J::Key, J::Value>| b.flush(combine);
+        let mut emit = Emitter::buffered_in(&mut self.buffer, &combine, &flush, "", position);
+        job.map_file(position.path(), bytes, &mut emit)
+    }
+
     /// Runs the job's [`Mapper::map_finish`] after the last record. User code.
     pub fn map_finish(&mut self, job: &J) -> Result<(), BoxError> {
         let combine = |k: &J::Key, acc: &mut J::Value, v| job.combine(k, acc, v);

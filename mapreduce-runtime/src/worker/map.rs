@@ -181,6 +181,10 @@ pub(crate) fn run_map<J: Job>(job: &J, t: &MapTask) -> Result<MapResult, TaskErr
                 let result = catch_unwind(AssertUnwindSafe(|| side.map_record(job, record, at)));
                 user_failure(&format!("{name}, record at {at}"), result)?;
             }
+            Piece::File(bytes, at) => {
+                let result = catch_unwind(AssertUnwindSafe(|| side.map_file(job, bytes, at)));
+                user_failure(&format!("{name}, file {}", at.path_str()), result)?;
+            }
         }
         side.after_block(job, &t.cancelled).map_err(shuffle_err)
     })?;
@@ -238,6 +242,11 @@ fn run_map_only<J: Job>(job: &J, t: &MapTask, name: &str, work: &WorkDir) -> Res
                     catch_unwind(AssertUnwindSafe(|| job.map_record(record, &mut Emitter::new(&mut sink).at(at))));
                 user_failure(&format!("{name}, record at {at}"), result)?;
             }
+            Piece::File(bytes, at) => {
+                let mut emit = Emitter::new(&mut sink).at(at);
+                let result = catch_unwind(AssertUnwindSafe(|| job.map_file(at.path(), bytes, &mut emit)));
+                user_failure(&format!("{name}, file {}", at.path_str()), result)?;
+            }
         }
         failed.borrow_mut().take().map_or(Ok(()), |e| Err(werr(e)))
     })?;
@@ -265,6 +274,7 @@ fn run_map_only<J: Job>(job: &J, t: &MapTask, name: &str, work: &WorkDir) -> Res
 enum Piece<'a> {
     Lines(&'a Block<'a>, Position<'a>),
     Record(Record<'a>, Position<'a>),
+    File(&'a [u8], Position<'a>),
 }
 
 /// What an attempt read.
@@ -353,6 +363,18 @@ fn read_input(t: &MapTask, f: &mut dyn FnMut(Piece<'_>) -> Result<(), TaskError>
         if t.input_format == InputFormat::Records {
             whole()?;
             read_records(t, &seg.path, source, &mut stats, f)?;
+            continue;
+        }
+        if t.input_format == InputFormat::WholeFiles {
+            whole()?;
+            let mut bytes = Vec::new();
+            source.take(t.max_line as u64 + 1).read_to_end(&mut bytes).map_err(input_err)?;
+            if bytes.len() > t.max_line {
+                return Err(TaskError::LineTooLong { at: format!("{} (a whole file)", seg.path), limit: t.max_line });
+            }
+            ensure_not_cancelled(&t.cancelled)?;
+            f(Piece::File(&bytes, Position::new(&seg.path, 0, Some(1))))?;
+            stats.records += 1;
             continue;
         }
         let source: Box<dyn Read + '_> = match codec(&seg.path) {
