@@ -79,6 +79,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Beyond lines of text
+//!
+//! [`Emitter::position`] tells a map where its record lies (file, offset, line number);
+//! [`JobSpec::input_format`] reads whole files ([`Mapper::map_file`]), compressed text
+//! (`.gz`, `.zst`) or typed record files ([`Mapper::map_record`]) that an earlier job
+//! wrote with [`OutputFormat::Records`] ([`Output::record`]); `reducers(0)` makes a
+//! map-only job; [`Reducer::group_eq`] gives a secondary sort, and the `*_setup` and
+//! `*_finish` hooks run once per task. The [`cli`] module turns a job type into a whole
+//! program with `run`, `worker` and `master` commands.
+//!
 //! # Running workers as processes
 //!
 //! Workers hold a [`Registry`] of the job types they can run; the master sends the job's
