@@ -1,6 +1,6 @@
 //! An inverted index: for each word, the number of distinct files it occurs in and those
 //! files, sorted, named by their absolute paths: lines `word<TAB>N<TAB>file,file,...`.
-//! Words are those of [`words`](crate::wordcount::words) (runs of letters, case kept).
+//! Words are those of [`words`] (runs of letters, case kept).
 
 use mapreduce::{BoxError, Emitter, Job, Mapper, Output, Reducer};
 use serde::{Deserialize, Serialize};
