@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use mapreduce::cli::Runner;
 use mapreduce::{BoxError, JobReport};
 use mapreduce_examples::corpus::generate_corpus;
-use mapreduce_examples::reference::read_output;
+use mapreduce_examples::reference::top_words;
 use mapreduce_examples::wordcount::WordCount;
 
 fn main() -> ExitCode {
@@ -39,10 +39,7 @@ fn main() -> ExitCode {
 
 /// Prints the job's shape and its five most frequent words.
 fn most_frequent(report: &JobReport, output: &Path) -> Result<(), BoxError> {
-    let counts = read_output(output)?;
-    let mut top: Vec<(&String, &u64)> = counts.iter().collect();
-    top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    let top: Vec<String> = top.iter().take(5).map(|(w, c)| format!("{w} {c}")).collect();
+    let top: Vec<String> = top_words(output, 5)?.iter().map(|(w, c)| format!("{w} {c}")).collect();
     let mut out = std::io::stdout().lock();
     use std::io::Write;
     writeln!(

@@ -611,7 +611,9 @@ pub struct JobSpec<J> {
     /// each pair written as it was emitted (no sort, no combiner), committed exactly once
     /// like reduce output.
     pub reducers: u32,
-    /// Target size of an input shard in bytes (one map task each): at least 1.
+    /// Target size of an input shard in bytes (one map task each): at least 1. An input
+    /// smaller than a shard per worker is cut finer, down to 4 MiB shards, so that every
+    /// worker gets a task ([`crate::shard::split_size`], Spark's rule).
     pub shard_size: u64,
     /// Memory budget of a map task's sort buffer in bytes, before it spills to disk.
     pub sort_buffer_bytes: u64,

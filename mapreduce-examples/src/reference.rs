@@ -63,6 +63,32 @@ pub fn read_output(dir: &Path) -> io::Result<BTreeMap<String, u64>> {
     Ok(counts)
 }
 
+/// The `n` most frequent words of a word count's output directory, most frequent first
+/// (ties in word order), read a part file at a time and never held whole: what a user's
+/// program prints after the job costs little beside the job.
+pub fn top_words(dir: &Path, n: usize) -> io::Result<Vec<(String, u64)>> {
+    let bad = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
+    // The best `n` so far, as (count, word) with the count negated for the order wanted.
+    let mut top: std::collections::BTreeSet<(std::cmp::Reverse<u64>, String)> = Default::default();
+    for part in output_parts(dir)? {
+        let text = std::fs::read(&part)?;
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let tab = line.iter().rposition(|&b| b == b'\t');
+            let tab = tab.ok_or_else(|| bad(format!("{}: no tab in a line", part.display())))?;
+            let count = std::str::from_utf8(&line[tab + 1..]).ok().and_then(|c| c.parse::<u64>().ok());
+            let count = count.ok_or_else(|| bad(format!("{}: bad count in a line", part.display())))?;
+            let worst = top.last().map(|(c, _)| c.0);
+            if top.len() < n || worst.is_some_and(|w| count >= w) {
+                top.insert((std::cmp::Reverse(count), String::from_utf8_lossy(&line[..tab]).into_owned()));
+                if top.len() > n {
+                    top.pop_last();
+                }
+            }
+        }
+    }
+    Ok(top.into_iter().map(|(c, w)| (w, c.0)).collect())
+}
+
 /// Sorts the records of `inputs` in this thread, in memory, into `output`: the reference
 /// the distributed job must equal, written as well as we can (one read, a bucket pass on
 /// the first two key bytes over 16-byte sort entries, cache-sized sorts, one gather

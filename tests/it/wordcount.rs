@@ -35,6 +35,13 @@ async fn many_shards_and_reducers_with_spills_equal_the_sequential_count() {
     assert_eq!(report.output_records, counts.len() as u64);
     assert!(report.intermediate_bytes > 0);
     assert_eq!(report.outputs.len(), 5);
+    // The example's top words, read without holding the output, are the counts' best.
+    let mut ranked: Vec<(String, u64)> = counts.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for n in [1, 5, 5000] {
+        let want: Vec<(String, u64)> = ranked.iter().take(n).cloned().collect();
+        assert_eq!(mapreduce_examples::reference::top_words(&out, n).unwrap(), want, "top {n}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,4 +127,17 @@ async fn long_words_long_lines_and_mixed_scripts_equal_the_sequential_count() {
         assert_eq!(counts["日本語"], 2 * 600);
         assert!(counts.keys().any(|w| w.len() > 16 && w.starts_with('é')), "long two-byte words");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_smaller_than_a_shard_per_worker_still_gives_every_worker_a_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("corpus.txt");
+    generate_corpus(&input, 12 << 20, 20_000, 3).unwrap();
+    let cluster = Cluster::local(3).await.unwrap();
+    // The default shard size (128 MiB) would make one task of this 12 MiB input.
+    let report = cluster.run(JobSpec::new(WordCount, [&input], dir.path().join("out"))).await.unwrap();
+    assert_eq!(report.map_tasks, 3, "12 MiB over 3 workers: 4 MiB shards");
+    assert!(report.workers.iter().all(|w| w.accepted >= 1), "{:?}", report.workers);
+    assert_wordcount_output(&dir.path().join("out"), 1, std::slice::from_ref(&input));
 }

@@ -78,6 +78,18 @@ pub const MAX_PATH_BYTES: usize = 4096;
 /// (Hadoop's `SPLIT_SLOP`).
 const SLOP_TENTHS: u128 = 11;
 
+/// Spark's `openCostInBytes`: the smallest shard [`split_size`] makes to spread an input
+/// over workers (4 MiB), below which a task's fixed cost outweighs what it reads.
+pub const MIN_SPREAD_SHARD: u64 = 4 << 20;
+
+/// The shard size for `total` input bytes on `parallelism` workers, at most `shard_size`:
+/// `min(shard_size, max(4 MiB, total / parallelism))`, Spark's rule for its splits, so
+/// that an input smaller than a shard per worker still gives every worker a task.
+pub fn split_size(total: u64, shard_size: u64, parallelism: u32) -> u64 {
+    let spread = total.div_ceil(u64::from(parallelism.max(1)));
+    shard_size.min(spread.max(MIN_SPREAD_SHARD)).max(1)
+}
+
 /// Cuts `files` into shards of `shard_size` bytes of the concatenated input. The last
 /// shard may be shorter, or up to 10% longer, so that no task gets a sliver of input
 /// (the rule of Hadoop's `FileInputFormat`); a shard of [`MAX_SHARD_SEGMENTS`] files ends
@@ -194,6 +206,18 @@ mod tests {
         assert_eq!(shards[1].segments[..1].len(), 1);
         let one = Shard { segments: vec![Segment { path: "a".into(), start: 3, end: 9 }] };
         assert_eq!(one.to_string(), "a[3..9)");
+    }
+
+    #[test]
+    fn small_inputs_are_spread_over_the_workers_and_large_ones_keep_the_shard_size() {
+        let mib = 1u64 << 20;
+        assert_eq!(split_size(100 * mib, 128 * mib, 2), 50 * mib, "100 MiB on 2 workers: 2 tasks");
+        assert_eq!(split_size(1 << 30, 128 * mib, 2), 128 * mib, "1 GiB: the shard size");
+        assert_eq!(split_size(6 * mib, 128 * mib, 4), 4 * mib, "no sliver under 4 MiB");
+        assert_eq!(split_size(6 * mib, mib, 4), mib, "a smaller shard size asked for wins");
+        assert_eq!(split_size(0, 128 * mib, 0), 4 * mib);
+        let file = InputFile { path: "a".into(), len: 100 * mib };
+        assert_eq!(plan_shards(&[file], split_size(100 * mib, 128 * mib, 2)).len(), 2);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mapreduce_core::InputFormat;
 use mapreduce_core::scheduler::{JobPlan, JobStatus, WorkerId};
-use mapreduce_core::shard::plan_shards_with;
+use mapreduce_core::shard::{plan_shards_with, split_size};
 use mapreduce_core::{Job, JobReport, JobSpec, Scheduler, SchedulerConfig};
 use mapreduce_rpc::pb;
 use tokio::net::TcpListener;
@@ -287,7 +287,10 @@ impl Cluster {
                 && spec.input_format == InputFormat::Text
                 && !(f.path.ends_with(".gz") || f.path.ends_with(".zst"))
         };
-        let shards = plan_shards_with(&files, spec.shard_size, splittable);
+        // An input smaller than a shard per worker still gives every worker a task.
+        let total = files.iter().map(|f| f.len).fold(0, u64::saturating_add);
+        let shard_size = split_size(total, spec.shard_size, self.workers.len() as u32);
+        let shards = plan_shards_with(&files, shard_size, splittable);
         let map_only = spec.reducers == 0;
         // A map-only job's output goes to the output directory, never stays on workers.
         let worker_shuffle = self.worker_shuffle && !map_only;
