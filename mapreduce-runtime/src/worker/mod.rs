@@ -40,7 +40,7 @@ mod fuzz;
 mod map;
 mod reduce;
 mod registry;
-mod server;
+pub(crate) mod server;
 #[cfg(test)]
 mod testing;
 
