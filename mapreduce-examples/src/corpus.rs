@@ -52,15 +52,7 @@ pub fn generate_corpus(path: &Path, bytes: u64, vocabulary: usize, seed: u64) ->
             w
         })
         .collect();
-    // Cumulative 1/r weights scaled to u64, for sampling by binary search.
-    let total: f64 = (1..=vocabulary).map(|r| 1.0 / r as f64).sum();
-    let mut acc = 0.0;
-    let cumulative: Vec<u64> = (1..=vocabulary)
-        .map(|r| {
-            acc += 1.0 / r as f64 / total;
-            (acc.min(1.0) * u64::MAX as f64) as u64
-        })
-        .collect();
+    let cumulative = zipf_cumulative(vocabulary);
     let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
     let mut written = 0u64;
     while written < bytes {
@@ -145,6 +137,19 @@ mod tests {
     }
 }
 
+/// Cumulative Zipf weights (rank `r` has weight `1/r`) of `n` ranks, scaled to `u64`: a
+/// uniform `u64` finds its rank by binary search.
+fn zipf_cumulative(n: usize) -> Vec<u64> {
+    let total: f64 = (1..=n).map(|r| 1.0 / r as f64).sum();
+    let mut acc = 0.0;
+    (1..=n)
+        .map(|r| {
+            acc += 1.0 / r as f64 / total;
+            (acc.min(1.0) * u64::MAX as f64) as u64
+        })
+        .collect()
+}
+
 /// The word list of Debian's `wamerican-huge`, where it is installed.
 pub const DICTIONARY: &str = "/usr/share/dict/american-english-huge";
 
@@ -185,14 +190,7 @@ pub fn generate_english(path: &Path, bytes: u64, words: Option<&Path>, seed: u64
         vocab.swap(i, rng.below(i as u64 + 1) as usize);
     }
     let n = vocab.len();
-    let total: f64 = (1..=n).map(|r| 1.0 / r as f64).sum();
-    let mut acc = 0.0;
-    let cumulative: Vec<u64> = (1..=n)
-        .map(|r| {
-            acc += 1.0 / r as f64 / total;
-            (acc.min(1.0) * u64::MAX as f64) as u64
-        })
-        .collect();
+    let cumulative = zipf_cumulative(n);
     let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
     let (mut written, mut column) = (0u64, 0usize);
     let mut word = String::new();

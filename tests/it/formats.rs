@@ -15,7 +15,7 @@ use mapreduce::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::support::tree;
+use crate::support::{output_lines, tree};
 
 /// Each line as `(path:line, offset)`: where the map says it lies.
 #[derive(Serialize, Deserialize)]
@@ -48,19 +48,6 @@ impl Reducer for WhereFrom {
 
 impl Job for WhereFrom {
     const NAME: &'static str = "it-where-from";
-}
-
-/// The lines of every `part-*` file of `out`, sorted.
-fn output_lines(out: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for entry in fs::read_dir(out).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("part-") {
-            lines.extend(fs::read_to_string(&path).unwrap().lines().map(String::from));
-        }
-    }
-    lines.sort();
-    lines
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use mapreduce_examples::wordcount::words;
 
+use crate::support::output_lines;
+
 /// The example binary `name`, built by `cargo test` beside the test binary.
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -46,19 +48,6 @@ fn texts(dir: &Path) -> Vec<(PathBuf, String)> {
     files
 }
 
-/// The lines of every `part-*` file of `out`, sorted.
-fn lines_of(out: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for entry in fs::read_dir(out).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("part-") {
-            lines.extend(fs::read_to_string(&path).unwrap().lines().map(String::from));
-        }
-    }
-    lines.sort();
-    lines
-}
-
 #[test]
 fn grep_prints_matches_as_grep_hn_does_with_absolute_paths() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,7 +76,7 @@ fn grep_prints_matches_as_grep_hn_does_with_absolute_paths() {
         }
     }
     want.sort();
-    assert_eq!(lines_of(&out), want);
+    assert_eq!(output_lines(&out), want);
     assert!(fs::read_dir(&out).unwrap().all(|e| {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         name == "_SUCCESS" || name.starts_with("part-m-")
@@ -143,7 +132,7 @@ fn invertedindex_lists_each_words_distinct_files_sorted() {
         .map(|(w, f)| format!("{w}\t{}\t{}", f.len(), f.iter().cloned().collect::<Vec<_>>().join(",")))
         .collect();
     want.sort();
-    assert_eq!(lines_of(&out), want);
+    assert_eq!(output_lines(&out), want);
 }
 
 #[test]

@@ -85,6 +85,19 @@ pub(crate) async fn serve(worker: Worker) -> (SocketAddr, oneshot::Sender<()>) {
     (addr, stop)
 }
 
+/// The lines of every `part-*` file of `out`, sorted.
+pub(crate) fn output_lines(out: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(out).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("part-") {
+            lines.extend(std::fs::read_to_string(&path).unwrap().lines().map(String::from));
+        }
+    }
+    lines.sort();
+    lines
+}
+
 /// What a test worker does around the real service's map and reduce calls (inject a
 /// fault, damage a file, slow down); the other calls pass through.
 #[tonic::async_trait]

@@ -37,6 +37,7 @@
 mod files;
 #[cfg(test)]
 mod fuzz;
+mod input;
 mod map;
 mod reduce;
 mod registry;
@@ -61,7 +62,8 @@ use crate::error::{TaskError, panic_message};
 use crate::shuffle::store::Store;
 use crate::shuffle::{ShuffleSource, WorkerLocation};
 use crate::storage::{self, JobId};
-use map::{Input, MapTask, Streamed};
+use input::{Input, Streamed};
+use map::MapTask;
 use reduce::ReduceTask;
 use registry::PendingJob;
 pub use registry::Registry;

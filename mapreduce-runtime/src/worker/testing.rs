@@ -84,7 +84,7 @@ pub(crate) fn map_all(
         input_format: mapreduce_core::InputFormat::Text,
         invalid_utf8: mapreduce_core::InvalidUtf8::Replace,
         output_format: mapreduce_core::OutputFormat::Text,
-        input: super::map::Input::Files(vec![len]),
+        input: super::input::Input::Files(vec![len]),
     };
     let result = run_map(job, &t).unwrap();
     let location = Location::new(result.location);

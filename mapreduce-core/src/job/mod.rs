@@ -1,8 +1,6 @@
 //! The user API: the [`Mapper`] and [`Reducer`] traits, the [`Job`] that names them, and
 //! the [`JobSpec`] that says what to run them on.
 
-use std::borrow::Borrow;
-use std::fmt::{self, Display};
 use std::hash::Hash;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,8 +8,13 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::shuffle::buffer::{Combine, MapBuffer};
 use crate::shuffle::record::Compression;
+
+mod emit;
+mod output;
+
+pub use emit::{Emitter, Position};
+pub use output::{InputFormat, InvalidUtf8, Output, OutputFormat, Record, RecordSink};
 
 /// The error type user code returns. Anything that implements `std::error::Error` converts
 /// into it with `?`, and so does a `String` or `&str`.
@@ -190,352 +193,6 @@ pub trait Job: Reducer + Serialize + DeserializeOwned + Send + Sync + 'static {
     const NAME: &'static str;
 }
 
-/// Where a map input record lies: its file, the byte offset where it starts, and its
-/// 1-based line number when that is cheap to know.
-///
-/// A line's number is known when its shard starts at the start of its file: always for a
-/// file of at most one shard, and for every file with [`JobSpec::split_files`] off
-/// (compressed files are never split). A shard that starts inside a file would have to
-/// read the whole file before it to count lines, so there the number is `None`, as in
-/// Hadoop, whose text input gives the byte offset only. Offsets are those of the file,
-/// whatever bytes were replaced with U+FFFD.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position<'a> {
-    path: &'a str,
-    offset: u64,
-    line: Option<u64>,
-}
-
-impl<'a> Position<'a> {
-    /// The position of byte `offset` of the file `path`, on line `line` (1-based) if known.
-    pub fn new(path: &'a str, offset: u64, line: Option<u64>) -> Self {
-        Position { path, offset, line }
-    }
-
-    /// The input file, as the job listed it (absolute).
-    pub fn path(&self) -> &'a Path {
-        Path::new(self.path)
-    }
-
-    /// The input file's path as a string (a listed path is always UTF-8).
-    pub fn path_str(&self) -> &'a str {
-        self.path
-    }
-
-    /// The byte offset in the file where the record starts.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-
-    /// The record's 1-based line number, when known (see the type's docs).
-    pub fn line(&self) -> Option<u64> {
-        self.line
-    }
-}
-
-impl Display for Position<'_> {
-    /// `path:line` when the line is known, else `path, byte offset`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{line}", self.path),
-            None => write!(f, "{}, byte {}", self.path, self.offset),
-        }
-    }
-}
-
-/// Where a map function sends its pairs, and where it learns what it maps
-/// ([`Emitter::position`]).
-///
-/// Prefer [`Emitter::emit_str`] for string keys, and [`Emitter::emit_borrowed`] when
-/// another key is at hand as a borrowed form: a key already in the map task's buffer then
-/// costs no allocation.
-pub struct Emitter<'a, K, V> {
-    sink: Sink<'a, K, V>,
-    position: Position<'a>,
-}
-
-/// Looks up the string keys queued in a map task's buffer (see [`Emitter::buffered_in`]).
-type FlushFn<'a, K, V> = &'a dyn Fn(&mut MapBuffer<K, V>);
-
-/// How an emitter batches string keys: the text the map input is cut from, and what
-/// flushes a full batch.
-struct Batch<'a, K, V> {
-    text: &'a str,
-    flush: Option<FlushFn<'a, K, V>>,
-}
-
-enum Sink<'a, K, V> {
-    Fn(&'a mut dyn FnMut(K, V)),
-    /// The buffer and its combiner.
-    Buffer(&'a mut MapBuffer<K, V>, Combine<'a, K, V>, Batch<'a, K, V>),
-}
-
-impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
-    /// An emitter that hands every pair to `sink`.
-    pub fn new(sink: &'a mut dyn FnMut(K, V)) -> Self {
-        Emitter { sink: Sink::Fn(sink), position: Position::new("", 0, None) }
-    }
-
-    /// This emitter, with its input at `position`.
-    pub fn at(mut self, position: Position<'a>) -> Self {
-        self.position = position;
-        self
-    }
-
-    /// Where the record being mapped lies: in [`Mapper::map`], the line's file, offset
-    /// and line number; in [`Mapper::map_lines`], those of the block's first line.
-    pub fn position(&self) -> Position<'a> {
-        self.position
-    }
-
-    /// Moves [`Emitter::position`] past a line of `bytes` bytes (its terminator
-    /// included), to the next line: what the default [`Mapper::map_lines`] does after
-    /// each line.
-    pub fn advance(&mut self, bytes: usize) {
-        self.position.offset += bytes as u64;
-        self.position.line = self.position.line.map(|l| l + 1);
-    }
-
-    /// An emitter that inserts into a map task's buffer, combining with `combine`.
-    #[cfg(test)]
-    pub(crate) fn buffered(buffer: &'a mut MapBuffer<K, V>, combine: Combine<'a, K, V>) -> Self {
-        Emitter {
-            sink: Sink::Buffer(buffer, combine, Batch { text: "", flush: None }),
-            position: Position::new("", 0, None),
-        }
-    }
-
-    /// [`Self::buffered`] for map input cut from `text` (a block of lines), and with
-    /// `flush` to look a batch of queued string keys up (see [`MapBuffer::queue_str`]):
-    /// a worker passes a closure that calls [`MapBuffer::flush`] with the job's combiner
-    /// itself, so that the combiner is called directly, not through `combine`'s vtable.
-    pub(crate) fn buffered_in(
-        buffer: &'a mut MapBuffer<K, V>,
-        combine: Combine<'a, K, V>,
-        flush: FlushFn<'a, K, V>,
-        text: &'a str,
-        position: Position<'a>,
-    ) -> Self {
-        Emitter { sink: Sink::Buffer(buffer, combine, Batch { text, flush: Some(flush) }), position }
-    }
-
-    /// Adds `n` to the counter `name` of this task (see [`crate::counters`]): the job's
-    /// report sums it over the accepted attempt of every task, whatever the retries.
-    pub fn count(&mut self, name: &str, n: u64) {
-        crate::counters::add(name, n);
-    }
-
-    /// Emits one intermediate pair.
-    #[inline]
-    pub fn emit(&mut self, key: K, value: V) {
-        match &mut self.sink {
-            Sink::Fn(f) => f(key, value),
-            Sink::Buffer(buffer, combine, _) => buffer.insert(key, value, combine),
-        }
-    }
-
-    /// Emits one intermediate pair whose key is given borrowed; it is turned into a `K`
-    /// only if the buffer does not hold that key yet.
-    #[inline]
-    pub fn emit_borrowed<Q>(&mut self, key: &Q, value: V)
-    where
-        K: Borrow<Q> + for<'q> From<&'q Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        match &mut self.sink {
-            Sink::Fn(f) => f(K::from(key), value),
-            Sink::Buffer(buffer, combine, _) => buffer.insert_borrowed(key, value, combine),
-        }
-    }
-
-    /// Emits one intermediate pair with a string key (a `String`, a `CompactString`...):
-    /// the fastest way to emit string keys. The key is turned into a `K` only if the
-    /// buffer does not hold it yet, and keys are looked up a batch at a time, so that the
-    /// cache misses of a large key set overlap. The value type needs a `Default` (every
-    /// number has one): the table of short keys keeps it in its empty slots.
-    #[inline]
-    pub fn emit_str(&mut self, key: &str, value: V)
-    where
-        K: Borrow<str> + for<'q> From<&'q str>,
-        V: Default,
-    {
-        match &mut self.sink {
-            Sink::Fn(f) => f(K::from(key), value),
-            Sink::Buffer(buffer, combine, batch) => {
-                if buffer.queue_str(batch.text, key, value) {
-                    match batch.flush {
-                        Some(flush) => flush(buffer),
-                        None => buffer.flush(*combine),
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Where a reduce function writes its results (and a map-only job's map output goes):
-/// lines of text, or typed records, in the task's output file, as the job's
-/// [`OutputFormat`] says.
-pub struct Output<'a> {
-    sink: OutputSink<'a>,
-    records: u64,
-}
-
-/// Where an [`Output`] writes.
-enum OutputSink<'a> {
-    Text(&'a mut dyn Write),
-    Records(&'a mut dyn RecordSink),
-}
-
-/// The record file an [`Output`] of [`OutputFormat::Records`] writes: one postcard value
-/// per record.
-pub trait RecordSink {
-    /// Appends one record, already encoded with postcard.
-    fn write_encoded(&mut self, record: &[u8]) -> std::io::Result<()>;
-}
-
-impl<'a> Output<'a> {
-    /// An output that writes text lines into `writer` ([`OutputFormat::Text`]).
-    pub fn new(writer: &'a mut dyn Write) -> Self {
-        Output { sink: OutputSink::Text(writer), records: 0 }
-    }
-
-    /// An output that writes typed records into `sink` ([`OutputFormat::Records`]).
-    pub fn records_into(sink: &'a mut dyn RecordSink) -> Self {
-        Output { sink: OutputSink::Records(sink), records: 0 }
-    }
-
-    fn text(&mut self) -> std::io::Result<&mut dyn Write> {
-        match &mut self.sink {
-            OutputSink::Text(w) => Ok(&mut **w),
-            OutputSink::Records(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "this job writes typed records (OutputFormat::Records): write them with Output::record",
-            )),
-        }
-    }
-
-    /// Writes one record as the line `key<TAB>value` (text output).
-    pub fn emit(&mut self, key: impl Display, value: impl Display) -> std::io::Result<()> {
-        writeln!(self.text()?, "{key}\t{value}")?;
-        self.records += 1;
-        Ok(())
-    }
-
-    /// Writes one record as the given line; a newline is appended (text output).
-    pub fn write_line(&mut self, line: &str) -> std::io::Result<()> {
-        let w = self.text()?;
-        w.write_all(line.as_bytes())?;
-        w.write_all(b"\n")?;
-        self.records += 1;
-        Ok(())
-    }
-
-    /// Writes one typed record, to be read by a next job with [`InputFormat::Records`]
-    /// and [`Record::decode`]; with text output, writes it as a line of tab-separated
-    /// text ([`crate::text`]).
-    pub fn record<T: Serialize + ?Sized>(&mut self, record: &T) -> std::io::Result<()> {
-        let bad = |e: &dyn Display| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
-        match &mut self.sink {
-            OutputSink::Records(sink) => {
-                let bytes = postcard::to_allocvec(record).map_err(|e| bad(&e))?;
-                sink.write_encoded(&bytes)?;
-            }
-            OutputSink::Text(w) => {
-                let mut line = Vec::new();
-                crate::text::write_text(record, &mut line).map_err(|e| bad(&e))?;
-                line.push(b'\n');
-                w.write_all(&line)?;
-            }
-        }
-        self.records += 1;
-        Ok(())
-    }
-
-    /// The number of records written so far.
-    pub fn records(&self) -> u64 {
-        self.records
-    }
-
-    /// Adds `n` to the counter `name` of this task (see [`crate::counters`]): the job's
-    /// report sums it over the accepted attempt of every task, whatever the retries.
-    pub fn count(&mut self, name: &str, n: u64) {
-        crate::counters::add(name, n);
-    }
-}
-
-impl fmt::Debug for Output<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Output").field("records", &self.records).finish()
-    }
-}
-
-/// One record of a typed record file, as [`Mapper::map_record`] gets it: decode it into
-/// the type that was written.
-#[derive(Debug, Clone, Copy)]
-pub struct Record<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Record<'a> {
-    /// A record of the postcard bytes `bytes`.
-    pub fn new(bytes: &'a [u8]) -> Self {
-        Record { bytes }
-    }
-
-    /// Decodes the record as a `T`: the type the earlier job wrote (`(K, V)` for a pair).
-    /// A record of another type is an error, never a wrong value, unless the two types
-    /// encode alike.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, BoxError> {
-        postcard::from_bytes(self.bytes)
-            .map_err(|e| format!("record does not decode as {}: {e}", std::any::type_name::<T>()).into())
-    }
-
-    /// The record's postcard bytes.
-    pub fn bytes(&self) -> &'a [u8] {
-        self.bytes
-    }
-}
-
-/// How a job reads its inputs: [`JobSpec::input_format`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub enum InputFormat {
-    /// Lines of text, to [`Mapper::map`] (the default). Files ending in `.gz` or `.zst`
-    /// are decompressed (gzip, zstd) and never split: one task reads each.
-    #[default]
-    Text,
-    /// Typed record files written by a job with [`OutputFormat::Records`], each record to
-    /// [`Mapper::map_record`]. Files are not split.
-    Records,
-    /// Each file whole, its path and bytes to [`Mapper::map_file`] (Hadoop's
-    /// `WholeFileInputFormat`): at most [`JobSpec::max_line_bytes`] bytes a file, since a
-    /// task holds it in memory.
-    WholeFiles,
-}
-
-/// How a job writes its output: [`JobSpec::output_format`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub enum OutputFormat {
-    /// Lines of text (the default): [`Output::emit`]'s `key<TAB>value`, or any line.
-    #[default]
-    Text,
-    /// Typed record files ([`Output::record`]) that a next job reads with
-    /// [`InputFormat::Records`], with no text round trip.
-    Records,
-}
-
-/// What a map does with input bytes that are not UTF-8: [`JobSpec::invalid_utf8`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub enum InvalidUtf8 {
-    /// Replace them with U+FFFD (the default, like `String::from_utf8_lossy`).
-    #[default]
-    Replace,
-    /// Fail the task, naming the line as `path:line`.
-    Fail,
-    /// Skip the line and count it (`map_skipped_records`).
-    Skip,
-}
-
 /// 64-bit FNV-1a over `bytes`: a fixed, documented function, so partitions never depend on
 /// the process, the platform or the Rust release.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
@@ -577,7 +234,7 @@ impl Write for Fnv {
 }
 
 /// The default partitioner: [`stable_hash`] of the key's postcard encoding, modulo
-/// `reducers`. Panics if `reducers` is zero (a [`JobSpec`] never has zero reducers).
+/// `reducers`. Panics if `reducers` is zero (a map-only job never partitions).
 pub fn stable_partition<K: Serialize + ?Sized>(key: &K, reducers: u32) -> u32 {
     assert!(reducers > 0, "stable_partition needs at least one reducer");
     let mut h = Fnv::new();
@@ -790,6 +447,7 @@ pub enum SpecError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shuffle::buffer::MapBuffer;
 
     #[test]
     fn stable_hash_is_fnv1a_with_fold() {
