@@ -19,7 +19,9 @@ use crate::shuffle::buffer::{Combine, MapBuffer};
 /// (compressed files are never split). A shard that starts inside a file would have to
 /// read the whole file before it to count lines, so there the number is `None`, as in
 /// Hadoop, whose text input gives the byte offset only. Offsets are those of the file,
-/// whatever bytes were replaced with U+FFFD.
+/// whatever bytes were replaced with U+FFFD; in a compressed file, of its decompressed
+/// text. A record of a record file is at its index (from 0) and "line" index + 1; a whole
+/// file at 0, line 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position<'a> {
     path: &'a str,
