@@ -423,12 +423,10 @@ impl Stages {
         &self.output
     }
 
-    /// A directory for an intermediate stage's output, `<output>.stages/<name>`: removed
-    /// first if a run before left it.
+    /// A directory for an intermediate stage's output, `<output>.stages/<name>` beside the
+    /// output (`out/` and `out` alike): removed first if a run before left it.
     pub fn scratch(&self, name: &str) -> Result<PathBuf, RunError> {
-        let mut dir = self.output.clone().into_os_string();
-        dir.push(".stages");
-        let dir = PathBuf::from(dir).join(name);
+        let dir = stages_dir(&self.output).join(name);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| RunError::Output { path: dir.clone(), error: e })?;
         }
@@ -469,6 +467,15 @@ impl From<String> for Failure {
 impl From<&str> for Failure {
     fn from(e: &str) -> Self {
         Failure::Error(e.to_string())
+    }
+}
+
+/// `<output>.stages` beside `output`, whatever its trailing slashes (`Path::file_name`
+/// ignores them); under the output itself only for a path without a name (`/`, `..`).
+fn stages_dir(output: &Path) -> PathBuf {
+    match (output.parent(), output.file_name()) {
+        (Some(parent), Some(name)) => parent.join(format!("{}.stages", name.to_string_lossy())),
+        _ => output.join(".stages"),
     }
 }
 
@@ -559,6 +566,14 @@ fn security(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pipelines_stages_sit_beside_the_output_with_or_without_a_trailing_slash() {
+        for out in ["top", "top/", "./top//"] {
+            assert_eq!(stages_dir(Path::new(out)).file_name().unwrap(), "top.stages", "{out}");
+        }
+        assert_eq!(stages_dir(Path::new("/data/out/")), Path::new("/data/out.stages"));
+    }
 
     #[test]
     fn errors_name_workers_by_address_too() {

@@ -143,7 +143,8 @@ fn topwords_passes_typed_records_between_its_two_jobs() {
     let files = texts(&input);
     let out = dir.path().join("out");
     let run =
-        ok("topwords", &["run", "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap(), "--top", "5"]);
+        // A trailing slash, as users type it: the stage's directory still goes beside the output.
+        ok("topwords", &["run", "--input", input.to_str().unwrap(), "--output", &format!("{}/", out.display()), "--top", "5"]);
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for (_, text) in &files {
         for word in words(text) {
