@@ -406,7 +406,13 @@ fn a_host_whose_link_is_cut_mid_job_is_survived() {
     assert_wordcount_output(&out, 4, &[input]);
     let host = &report.workers[0];
     assert!(host.timed_out + host.lost >= 1, "the cut host's running attempt was given up on: {report:?}");
-    assert!(report.map_outputs_lost >= 3, "its map output was lost and run again: {report:?}");
+    // Every map output the master had accepted from it was lost and run again. (A map it
+    // had written but not yet answered when the link went is the attempt given up on:
+    // the files on the host run ahead of the replies.)
+    assert!(
+        host.accepted >= 1 && report.map_outputs_lost >= host.accepted,
+        "its map output was lost and run again: {report:?}"
+    );
     eprintln!("the job ended {:?} after the link was cut: {report:?}", cut.elapsed());
 }
 
