@@ -23,8 +23,8 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use common::write_counts;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -64,13 +64,7 @@ fn args() -> anyhow::Result<Args> {
 fn count_process(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
     let out = PathBuf::from(args.next().context("--count OUT FILE...")?);
     let files: Vec<PathBuf> = args.map(PathBuf::from).collect();
-    let mut counts = count_tuned(&files)?;
-    counts.sort_unstable();
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out)?);
-    for (word, n) in &counts {
-        writeln!(w, "{word}\t{n}")?;
-    }
-    w.flush()?;
+    write_counts(&out, &mut count_tuned(&files)?)?;
     Ok(())
 }
 

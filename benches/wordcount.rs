@@ -15,11 +15,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{median, peak_rss_mb, ratio_summary, reset_peak_rss};
+use common::{median, peak_rss_mb, ratio_summary, reset_peak_rss, write_counts};
 use mapreduce::{Cluster, Compression, JobSpec};
 use mapreduce_examples::baseline::count_tuned;
 use mapreduce_examples::corpus::generate_corpus;
@@ -76,12 +75,7 @@ async fn main() -> anyhow::Result<()> {
     let tuned = || -> anyhow::Result<(Duration, Vec<(String, u64)>)> {
         let t = Instant::now();
         let mut counts = count_tuned(&inputs)?;
-        counts.sort_unstable();
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&seq_path)?);
-        for (w, c) in &counts {
-            writeln!(out, "{w}\t{c}")?;
-        }
-        out.flush()?;
+        write_counts(&seq_path, &mut counts)?;
         Ok((t.elapsed(), counts))
     };
     let cluster = Cluster::local(a.workers).await?.with_worker_shuffle(a.worker_shuffle);

@@ -78,6 +78,29 @@ pub const MAX_PATH_BYTES: usize = 4096;
 /// (Hadoop's `SPLIT_SLOP`).
 const SLOP_TENTHS: u128 = 11;
 
+/// How a text input is compressed, by its name: such a file cannot be cut, so one task
+/// reads it whole (the master plans so, and the worker decompresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// `.gz`: gzip (members read one after another, as `gzip -d` does).
+    Gzip,
+    /// `.zst`: zstd.
+    Zstd,
+}
+
+impl Codec {
+    /// The codec of the file `path`, if its name says it is compressed.
+    pub fn of(path: &str) -> Option<Codec> {
+        if path.ends_with(".gz") {
+            Some(Codec::Gzip)
+        } else if path.ends_with(".zst") {
+            Some(Codec::Zstd)
+        } else {
+            None
+        }
+    }
+}
+
 /// Spark's `openCostInBytes`: the smallest shard [`split_size`] makes to spread an input
 /// over workers (4 MiB), below which a task's fixed cost outweighs what it reads.
 pub const MIN_SPREAD_SHARD: u64 = 4 << 20;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mapreduce_core::InputFormat;
 use mapreduce_core::scheduler::{JobPlan, JobStatus, WorkerId};
-use mapreduce_core::shard::{plan_shards_with, split_size};
+use mapreduce_core::shard::{Codec, InputFile, plan_shards_with, split_size};
 use mapreduce_core::{Job, JobReport, JobSpec, Scheduler, SchedulerConfig};
 use mapreduce_rpc::pb;
 use tokio::net::TcpListener;
@@ -282,11 +282,8 @@ impl Cluster {
             tokio::task::spawn_blocking(move || storage::list_inputs(&inputs)).await.expect("listing inputs")?;
         // Compressed files and record files are read whole, and so is every file when
         // the job says not to split them.
-        let splittable = |f: &mapreduce_core::shard::InputFile| {
-            spec.split_files
-                && spec.input_format == InputFormat::Text
-                && !(f.path.ends_with(".gz") || f.path.ends_with(".zst"))
-        };
+        let splittable =
+            |f: &InputFile| spec.split_files && spec.input_format == InputFormat::Text && Codec::of(&f.path).is_none();
         // An input smaller than a shard per worker still gives every worker a task.
         let total = files.iter().map(|f| f.len).fold(0, u64::saturating_add);
         let shard_size = split_size(total, spec.shard_size, self.workers.len() as u32);

@@ -6,7 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use mapreduce_core::counters::{Counters, builtin};
-use mapreduce_core::shard::{BadUtf8, Block, LineReader, LineTooLong, Segment};
+use mapreduce_core::shard::{BadUtf8, Block, Codec, LineReader, LineTooLong, Segment};
 use mapreduce_core::shuffle::map_side::StreamRange;
 use mapreduce_core::shuffle::record::RecordReader;
 use mapreduce_core::{InputFormat, Position, Record};
@@ -143,17 +143,6 @@ impl ReadStats {
     }
 }
 
-/// Whether `path` names a compressed file, and which kind.
-fn codec(path: &str) -> Option<&'static str> {
-    if path.ends_with(".gz") {
-        Some("gzip")
-    } else if path.ends_with(".zst") {
-        Some("zstd")
-    } else {
-        None
-    }
-}
-
 /// Reads the attempt's shard, piece by piece, into `f`: lines of text (decompressed when
 /// the file's name says so), or the records of record files, each with its position.
 pub(super) fn read_input(
@@ -225,14 +214,15 @@ pub(super) fn read_input(
             stats.records += 1;
             continue;
         }
-        let source: Box<dyn Read + '_> = match codec(&seg.path) {
+        let codec = Codec::of(&seg.path);
+        let source: Box<dyn Read + '_> = match codec {
             None => source,
-            Some(kind) => {
+            Some(codec) => {
                 whole()?;
                 let source = io::BufReader::with_capacity(256 << 10, source.take(seg.end));
-                match kind {
-                    "gzip" => Box::new(flate2::bufread::MultiGzDecoder::new(source)),
-                    _ => Box::new(
+                match codec {
+                    Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(source)),
+                    Codec::Zstd => Box::new(
                         ruzstd::decoding::StreamingDecoder::new(source)
                             .map_err(|e| input_err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?,
                     ),
@@ -240,7 +230,7 @@ pub(super) fn read_input(
             }
         };
         // A compressed file is read whole: its segment is all of its decompressed bytes.
-        read_lines(t, seg, source, codec(&seg.path).is_some(), &mut stats, f)?;
+        read_lines(t, seg, source, codec.is_some(), &mut stats, f)?;
     }
     if let Some(streamed) = streamed.as_deref_mut() {
         let path = t.segments.last().map_or_else(Default::default, |s| PathBuf::from(&s.path));
