@@ -27,9 +27,9 @@
 //! `max_line_bytes` of a line, and checks every size before anything runs.
 //!
 //! Message sizes, worst cases (the limit is 64 MiB either way): a map request holds at
-//! most [`MAX_SHARD_SEGMENTS`] segments of paths of at most [`MAX_PATH_BYTES`], about
+//! most [`MAX_SHARD_SEGMENTS`] segments of paths of at most [`MAX_PATH_BYTES`](mapreduce_core::shard::MAX_PATH_BYTES), about
 //! 16 MiB; a map reply holds two varints per stream, at most 20 bytes, so one run of
-//! 2^20 partitions ([`MAX_REDUCERS`]) takes at most 20 MiB, and a reply that would pass
+//! 2^20 partitions ([`MAX_REDUCERS`](mapreduce_core::job::MAX_REDUCERS)) takes at most 20 MiB, and a reply that would pass
 //! the limit (many runs of many partitions) fails the attempt with a message saying so;
 //! errors name a shard by its first file and size, so a status stays a few hundred bytes
 //! plus one path.
