@@ -317,11 +317,11 @@ fn write_partitions<W: Write>(
 }
 
 /// Empties the buffer sorted by (partition, key), checking the partitioner's answers.
-fn drain<J: Reducer>(
+fn drain<'b, J: Reducer>(
     job: &J,
-    buffer: &mut MapBuffer<J::Key, J::Value>,
+    buffer: &'b mut MapBuffer<J::Key, J::Value>,
     reducers: u32,
-) -> Result<Drained<J::Key, J::Value>, ShuffleError> {
+) -> Result<Drained<'b, J::Key, J::Value>, ShuffleError> {
     let mut bad = None;
     let combine = |k: &J::Key, acc: &mut J::Value, v| job.combine(k, acc, v);
     let sorted = buffer.drain_sorted_iter(combine, |k| {

@@ -19,11 +19,13 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     /// [`Self::drain_sorted`] as an iterator: the records are sorted (and `partition`
     /// called for each) before it returns, and each is moved out as the iterator reaches
     /// it, so a caller that writes them out never holds a second copy of the buffer.
+    /// Records the buffer did not combine are sorted where they are, and the buffer keeps
+    /// their room for its next fill.
     pub fn drain_sorted_iter(
         &mut self,
         combine: impl Fn(&K, &mut V, V) -> Option<V>,
         mut partition: impl FnMut(&K) -> u32,
-    ) -> Drained<K, V> {
+    ) -> Drained<'_, K, V> {
         self.flush(combine);
         // The tables start small again: a buffer that spilled need not keep its peak.
         let slots = std::mem::replace(&mut self.slots, empty_slots(INITIAL_SLOTS));
@@ -40,15 +42,19 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             values[(s.meta & ENTRY) as usize] = Some(s.value);
         }
         let Some(str_keys) = self.str_keys else {
-            let held = keys.into_iter().zip(values).map(|(k, v)| (k, v.expect("every key has a slot")));
-            let records = held.chain(self.extra.drain(..));
+            let held = keys.into_iter().zip(values).map(|(k, v)| (0, k, v.expect("every key has a slot")));
+            self.extra.extend(held);
+            // In place: a fresh vector for the records, each drain, costs a copy of them
+            // and the page faults of memory the size of the buffer.
+            for r in self.extra.iter_mut() {
+                r.0 = partition(&r.1);
+            }
             // Sorting the records themselves beats sorting keys and gathering large
             // values afterwards: the gather's random reads cost more than the moves.
-            let mut out: Vec<(u32, K, V)> = records.map(|(k, v)| (partition(&k), k, v)).collect();
-            out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-            return Drained(Box::new(out.into_iter()));
+            self.extra.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            return Drained(Box::new(self.extra.drain(..)));
         };
-        for (k, v) in self.extra.drain(..) {
+        for (_, k, v) in self.extra.drain(..) {
             keys.push(k);
             values.push(Some(v));
         }
@@ -74,9 +80,9 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
 
 /// The records of a drained buffer, sorted by `(partition, key)`: see
 /// [`MapBuffer::drain_sorted_iter`].
-pub struct Drained<K, V>(Box<dyn ExactSizeIterator<Item = (u32, K, V)>>);
+pub struct Drained<'b, K, V>(Box<dyn ExactSizeIterator<Item = (u32, K, V)> + 'b>);
 
-impl<K, V> Iterator for Drained<K, V> {
+impl<K, V> Iterator for Drained<'_, K, V> {
     type Item = (u32, K, V);
 
     fn next(&mut self) -> Option<(u32, K, V)> {
@@ -88,9 +94,9 @@ impl<K, V> Iterator for Drained<K, V> {
     }
 }
 
-impl<K, V> ExactSizeIterator for Drained<K, V> {}
+impl<K, V> ExactSizeIterator for Drained<'_, K, V> {}
 
-impl<K, V> std::fmt::Debug for Drained<K, V> {
+impl<K, V> std::fmt::Debug for Drained<'_, K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Drained({} records)", self.0.len())
     }

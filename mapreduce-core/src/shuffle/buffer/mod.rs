@@ -72,7 +72,10 @@ pub struct MapBuffer<K, V> {
     /// The distinct keys, in insertion order.
     keys: Vec<K>,
     /// Values the combiner handed back (no combiner, or it declined).
-    extra: Vec<(K, V)>,
+    /// Each with room for its partition, set and sorted in place by the drain: a buffer
+    /// that combines nothing (a sort) holds all its records here and drains without a
+    /// second copy of them.
+    extra: Vec<(u32, K, V)>,
     /// String keys queued by [`Self::insert_str`], at most [`BATCH`].
     pending: Vec<Pending<V>>,
     /// The bytes of the queued string keys longer than [`INLINE`], back to back.
@@ -291,8 +294,8 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     }
 
     fn keep_aside(&mut self, key: K, value: V) {
-        self.bytes += estimate(&mut self.scratch, &key, &value) + std::mem::size_of::<(K, V)>() as u64;
-        self.extra.push((key, value));
+        self.bytes += estimate(&mut self.scratch, &key, &value) + std::mem::size_of::<(u32, K, V)>() as u64;
+        self.extra.push((0, key, value));
     }
 
     /// Folds `value` into the slot `found` for `source`'s key, or fills the empty slot
