@@ -23,7 +23,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::write_counts;
+use common::{stolen_during, write_counts};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,12 +69,27 @@ fn count_process(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
 }
 
 /// Runs `cmd` to its exit; its wall time.
-fn timed(cmd: &mut Command) -> anyhow::Result<Duration> {
+/// Runs `cmd` to its exit: how long it took, and the steal time meanwhile.
+fn timed(cmd: &mut Command) -> anyhow::Result<(Duration, Duration)> {
     let start = Instant::now();
-    let out = cmd.output()?;
-    let took = start.elapsed();
+    let (out, stolen) = stolen_during(|| cmd.output());
+    let (out, took) = (out?, start.elapsed());
     anyhow::ensure!(out.status.success(), "{cmd:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    Ok(took)
+    Ok((took, stolen.unwrap_or_default()))
+}
+
+/// The best time of some runs, and the steal time over all of them.
+#[derive(Clone, Copy)]
+struct Best {
+    time: Duration,
+    stolen: Duration,
+}
+
+impl Best {
+    fn add(&mut self, (time, stolen): (Duration, Duration)) {
+        self.time = self.time.min(time);
+        self.stolen += stolen;
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -108,8 +123,8 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let bytes = a.size_mb << 20;
     println!("whole processes, {} MiB per corpus, best of {} rounds", a.size_mb, a.runs);
-    println!("| corpus | distinct words | best single thread | mapreduce-rs, whole process | ratio |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| corpus | distinct words | best single thread | mapreduce-rs, whole process | ratio | steal per run |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for corpus in &a.corpora {
         let input = dir.join(format!("{corpus}.txt"));
         if !input.exists() || std::fs::metadata(&input)?.len() < bytes {
@@ -154,22 +169,26 @@ fn main() -> anyhow::Result<()> {
             .collect();
         let got = read_output(&job_out)?;
         anyhow::ensure!(got == want, "{corpus}: the job's output differs from the baseline's");
-        let (mut best_base, mut best_job) = (Duration::MAX, Duration::MAX);
+        let none = Best { time: Duration::MAX, stolen: Duration::ZERO };
+        let (mut base, mut mr) = (none, none);
         for round in 0..a.runs {
             if round % 2 == 0 {
-                best_base = best_base.min(timed(&mut baseline())?);
-                best_job = best_job.min(timed(&mut job())?);
+                base.add(timed(&mut baseline())?);
+                mr.add(timed(&mut job())?);
             } else {
-                best_job = best_job.min(timed(&mut job())?);
-                best_base = best_base.min(timed(&mut baseline())?);
+                mr.add(timed(&mut job())?);
+                base.add(timed(&mut baseline())?);
             }
         }
+        let per_run = |b: Best| b.stolen.as_secs_f64() / a.runs as f64;
         println!(
-            "| {corpus} | {} | {:.2} s | {:.2} s | **{:.2}x** |",
+            "| {corpus} | {} | {:.2} s | {:.2} s | **{:.2}x** | {:.2} s / {:.2} s |",
             want.len(),
-            best_base.as_secs_f64(),
-            best_job.as_secs_f64(),
-            best_base.as_secs_f64() / best_job.as_secs_f64()
+            base.time.as_secs_f64(),
+            mr.time.as_secs_f64(),
+            base.time.as_secs_f64() / mr.time.as_secs_f64(),
+            per_run(base),
+            per_run(mr)
         );
     }
     Ok(())

@@ -20,7 +20,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{median, peak_rss_mb, ratio_summary, reset_peak_rss};
+use common::{median, peak_rss_mb, ratio_summary, reset_peak_rss, steal_time};
 use mapreduce::{Cluster, Compression, DEFAULT_SHARD_SIZE, DEFAULT_SORT_BUFFER, JobSpec};
 use mapreduce_examples::corpus::generate_records;
 use mapreduce_examples::reference::{output_equals, sort_sequential};
@@ -139,10 +139,18 @@ async fn main() -> anyhow::Result<()> {
     // on both sides alike.
     let (mut seq_times, mut mr_times, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut seq_cpu, mut mr_cpu) = (Some(Duration::ZERO), Some(Duration::ZERO));
+    let (mut seq_steal, mut mr_steal) = (Some(Duration::ZERO), Some(Duration::ZERO));
+    let add = |sum: &mut Option<Duration>, before: Option<Duration>, after: Option<Duration>| {
+        *sum = sum.zip(before.zip(after)).map(|(s, (b, a))| s + a.saturating_sub(b));
+    };
     for run in 1..=a.runs {
+        let stolen = steal_time();
         let (seq, cpu) = seq_run()?;
+        add(&mut seq_steal, stolen, steal_time());
         seq_cpu = seq_cpu.zip(cpu).map(|(sum, c)| sum + c);
+        let stolen = steal_time();
         let (mr, cpu) = mr_run(run).await?;
+        add(&mut mr_steal, stolen, steal_time());
         mr_cpu = mr_cpu.zip(cpu).map(|(sum, c)| sum + c);
         ratios.push(seq.as_secs_f64() / mr.as_secs_f64());
         seq_times.push(seq);
@@ -164,6 +172,14 @@ async fn main() -> anyhow::Result<()> {
         cpu(mr_cpu)
     );
     println!("ratio (sequential / cluster): {}", ratio_summary(seq, mr, ratios));
+    if let (Some(s), Some(m)) = (seq_steal, mr_steal) {
+        let per_run = |d: Duration| d.as_secs_f64() / a.runs as f64;
+        println!(
+            "steal (the hypervisor running others on our CPUs) per run: sequential {:.3} s, cluster {:.3} s",
+            per_run(s),
+            per_run(m)
+        );
+    }
     match (per_phase, seq_rss, mr_rss) {
         (true, Some(seq), Some(mr)) => {
             println!("peak RSS of this process: {seq:.0} MiB in the sequential sort, {mr:.0} MiB in the cluster runs");

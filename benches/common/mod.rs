@@ -23,6 +23,25 @@ pub(crate) fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// CPU time the hypervisor gave to other guests while this machine's CPUs wanted to run
+/// (the `steal` column of `/proc/stat`, summed over CPUs; in clock ticks, assumed to be
+/// the usual 100 per second). On a shared VM it grows with how many of our threads run
+/// at once, so it weighs on a two-worker run more than on one thread: a bench prints it
+/// beside the times it skews.
+pub(crate) fn steal_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: u64 = cpu.split_whitespace().nth(7)?.parse().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Runs `f`, returning its result and the steal time ([`steal_time`]) while it ran.
+pub(crate) fn stolen_during<T>(f: impl FnOnce() -> T) -> (T, Option<Duration>) {
+    let before = steal_time();
+    let out = f();
+    (out, before.zip(steal_time()).map(|(b, a)| a.saturating_sub(b)))
+}
+
 /// The ratio of the medians `baseline / framework`, then the spread and median of the
 /// per-run ratios: `"1.32x of the medians; per run 1.14x to 1.66x, median 1.39x"`.
 pub(crate) fn ratio_summary(baseline: Duration, framework: Duration, mut ratios: Vec<f64>) -> String {
