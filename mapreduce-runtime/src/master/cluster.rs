@@ -25,6 +25,9 @@ use crate::worker::{Registry, SharedRegistry, Worker};
 /// How long the pre-flight check waits for a worker to answer.
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a job's result waits for its workers to acknowledge its end.
+const END_JOB_GRACE: Duration = Duration::from_millis(500);
+
 /// A set of workers that jobs run on, and how the master proves itself to them
 /// ([`Cluster::with_token`], [`Cluster::with_security`]).
 ///
@@ -436,24 +439,31 @@ impl Cluster {
 }
 
 /// Tells every worker of a job (`workers`) that the job run `job` ended, so that it
-/// removes the map output it holds of it. A worker that does not answer within a few
-/// seconds keeps it until it restarts (a worker removes what it finds in its work
-/// directory at start).
+/// removes the map output it holds of it. The job's result waits for the answers at most
+/// [`END_JOB_GRACE`] (a live worker answers in milliseconds; a lost one would hold the
+/// result for the whole RPC deadline); calls still open go on in the background for up
+/// to [`PREFLIGHT_TIMEOUT`]. A worker that never hears keeps the output until it
+/// restarts (a worker removes what it finds in its work directory at start).
 async fn end_job(workers: &[WorkerEndpoint], job: &storage::JobId) {
-    let calls = workers.iter().map(|w| {
-        let mut client = w.client.clone();
-        let request = pb::EndJobRequest { job_id: job.to_string() };
-        async move {
-            match tokio::time::timeout(PREFLIGHT_TIMEOUT, client.end_job(request)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(status)) => {
-                    tracing::warn!(addr = %w.addr, error = %status_message(&status), "end of job refused");
+    let calls: Vec<_> = workers
+        .iter()
+        .map(|w| {
+            let (mut client, addr) = (w.client.clone(), w.addr.clone());
+            let request = pb::EndJobRequest { job_id: job.to_string() };
+            tokio::spawn(async move {
+                match tokio::time::timeout(PREFLIGHT_TIMEOUT, client.end_job(request)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(status)) => {
+                        tracing::warn!(%addr, error = %status_message(&status), "end of job refused");
+                    }
+                    Err(_) => tracing::warn!(%addr, "no answer to the end of job"),
                 }
-                Err(_) => tracing::warn!(addr = %w.addr, "no answer to the end of job"),
-            }
-        }
-    });
-    futures_util::future::join_all(calls).await;
+            })
+        })
+        .collect();
+    if tokio::time::timeout(END_JOB_GRACE, futures_util::future::join_all(calls)).await.is_err() {
+        tracing::debug!("some workers had not answered the end of job; their calls go on in the background");
+    }
 }
 
 /// How a worker answered the pre-flight Wait.
