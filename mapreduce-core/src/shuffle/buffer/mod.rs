@@ -96,7 +96,6 @@ pub struct MapBuffer<K, V> {
     hits: u64,
     bytes: u64,
     records_in: u64,
-    scratch: Vec<u8>,
 }
 
 impl<K: Key, V: Value> Default for MapBuffer<K, V> {
@@ -129,7 +128,6 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             hits: 0,
             bytes: 0,
             records_in: 0,
-            scratch: Vec::with_capacity(64),
         }
     }
 
@@ -294,7 +292,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     }
 
     fn keep_aside(&mut self, key: K, value: V) {
-        self.bytes += estimate(&mut self.scratch, &key, &value) + std::mem::size_of::<(u32, K, V)>() as u64;
+        self.bytes += estimate(&key, &value) + std::mem::size_of::<(u32, K, V)>() as u64;
         self.extra.push((0, key, value));
     }
 
@@ -324,7 +322,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
                 // The key, its slot and the third of an empty one the table keeps beside
                 // it, and what the key and value hold beyond their inline size.
                 let inline = std::mem::size_of::<K>() + 4 * std::mem::size_of::<Slot<V>>() / 3;
-                self.bytes += estimate(&mut self.scratch, &key, &value) + inline as u64;
+                self.bytes += estimate(&key, &value) + inline as u64;
                 let at = u32::try_from(self.keys.len()).expect("fewer than 2^32 distinct keys");
                 let meta = place.meta | u64::from(at);
                 self.slots[i] = Slot { lo: place.lo, meta, value: Some(value) };
@@ -344,7 +342,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     fn add_short(&mut self, i: usize, place: Place, key: K, value: V, fill: fn() -> V) {
         // As in `settle`, with this table's slots.
         let inline = std::mem::size_of::<K>() + 4 * std::mem::size_of::<ShortSlot<V>>() / 3;
-        self.bytes += estimate(&mut self.scratch, &key, &value) + inline as u64;
+        self.bytes += estimate(&key, &value) + inline as u64;
         let at = u32::try_from(self.keys.len()).expect("fewer than 2^32 distinct keys");
         self.short[i] = ShortSlot { lo: place.lo, hi: place.hi, meta: place.meta | u64::from(at), value };
         self.keys.push(key);
@@ -446,9 +444,9 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
 }
 /// What a record holds beyond its inline size: its encoded size, a stand-in for the heap
 /// bytes of its key and value.
-fn estimate<K: Serialize, V: Serialize>(scratch: &mut Vec<u8>, key: &K, value: &V) -> u64 {
-    scratch.clear();
-    if postcard::to_io(&(key, value), &mut *scratch).is_ok() { scratch.len() as u64 } else { 0 }
+fn estimate<K: Serialize, V: Serialize>(key: &K, value: &V) -> u64 {
+    // Counted, not written.
+    postcard::serialize_with_flavor(&(key, value), postcard::ser_flavors::Size::default()).map_or(0, |n| n as u64)
 }
 
 #[cfg(test)]
