@@ -69,14 +69,51 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
                 false => std::cmp::Ordering::Equal,
             })
         });
-        let mut keys: Vec<Option<K>> = keys.into_iter().map(Some).collect();
-        Drained(Box::new(order.into_iter().map(move |o| {
-            let at = o.at as usize;
-            let key = keys[at].take().expect("each key drained once");
-            (o.partition(), key, values[at].take().expect("every key has a value"))
-        })))
+        let keys: Vec<Option<K>> = keys.into_iter().map(Some).collect();
+        Drained(Box::new(Gather { order, keys, values, next: 0, batch: Vec::with_capacity(GATHER) }))
     }
 }
+
+/// Records [`Gather`] moves out of the buffer at a time.
+const GATHER: usize = 64;
+
+/// Moves the keys and values out of the buffer in their sorted order, [`GATHER`] records
+/// at a time: in a loop that does nothing else the reads, each to a place in a table
+/// larger than the cache, are independent and their misses overlap, where one record at
+/// a time between the writes of the records before it they would queue.
+struct Gather<K, V> {
+    order: Vec<SortKey>,
+    keys: Vec<Option<K>>,
+    values: Vec<Option<V>>,
+    /// The next entry of `order` to gather.
+    next: usize,
+    /// Gathered records, the next one last.
+    batch: Vec<(u32, K, V)>,
+}
+
+impl<K, V> Iterator for Gather<K, V> {
+    type Item = (u32, K, V);
+
+    fn next(&mut self) -> Option<(u32, K, V)> {
+        if self.batch.is_empty() {
+            let end = self.order.len().min(self.next + GATHER);
+            for o in self.order[self.next..end].iter().rev() {
+                let at = o.at as usize;
+                let key = self.keys[at].take().expect("each key drained once");
+                self.batch.push((o.partition(), key, self.values[at].take().expect("every key has a value")));
+            }
+            self.next = end;
+        }
+        self.batch.pop()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.order.len() - self.next + self.batch.len();
+        (n, Some(n))
+    }
+}
+
+impl<K, V> ExactSizeIterator for Gather<K, V> {}
 
 /// The records of a drained buffer, sorted by `(partition, key)`: see
 /// [`MapBuffer::drain_sorted_iter`].
