@@ -228,3 +228,44 @@ async fn a_map_output_deleted_from_its_worker_is_made_again_and_the_count_is_exa
         assert!(!holds_map_output(work.path()), "the job's map output is gone: {:?}", tree(work.path()));
     }
 }
+
+/// Never answers the end of a job, like a worker cut off from the master after its last
+/// task.
+struct Silent;
+
+#[tonic::async_trait]
+impl Hooks for Silent {
+    async fn end_job(
+        &self,
+        _: &WorkerService,
+        _: Request<pb::EndJobRequest>,
+    ) -> Result<Response<pb::EndJobResponse>, Status> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_never_acknowledges_the_end_of_a_job_does_not_hold_its_result() {
+    init_tracing();
+    let (dir, input, out) = corpus(256 << 10, 14);
+    let works: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let silent = Worker::new(Registry::new().register::<WordCount>())
+        .with_root(dir.path())
+        .with_work_dir(works[0].path())
+        .into_service()
+        .unwrap();
+    let (silent, _stop_silent) = serve_hooked(silent, Silent).await;
+    let (other, _stop_other) = serve(dir.path(), works[1].path(), None).await;
+    let cluster = Cluster::connect([silent.to_string(), other.to_string()]).unwrap().with_worker_shuffle(true);
+    let spec = JobSpec::new(WordCount, [&input], &out).reducers(2).shard_size(64 << 10);
+    let job = cluster.run(spec);
+    // The end of job waits 500 ms for its answers; the RPC deadline is 5 s.
+    let report = tokio::time::timeout(std::time::Duration::from_secs(4), job)
+        .await
+        .expect("the result came before the silent worker's end-of-job deadline")
+        .unwrap();
+    assert_wordcount_output(&out, 2, std::slice::from_ref(&input));
+    assert!(report.map_tasks >= 2, "{report:?}");
+    assert!(!holds_map_output(works[1].path()), "the answering worker removed its map output");
+    assert!(holds_map_output(works[0].path()), "the silent one keeps its own until it restarts");
+}

@@ -98,8 +98,8 @@ pub(crate) fn output_lines(out: &Path) -> Vec<String> {
     lines
 }
 
-/// What a test worker does around the real service's map and reduce calls (inject a
-/// fault, damage a file, slow down); the other calls pass through.
+/// What a test worker does around the real service's map, reduce and end-of-job calls
+/// (inject a fault, damage a file, slow down, never answer); the other calls pass through.
 #[tonic::async_trait]
 pub(crate) trait Hooks: Send + Sync + 'static {
     /// Around a map call; by default it passes through.
@@ -119,6 +119,15 @@ pub(crate) trait Hooks: Send + Sync + 'static {
     ) -> Result<Response<pb::ReduceResponse>, Status> {
         inner.reduce(request).await
     }
+
+    /// Around the end of a job; by default it passes through.
+    async fn end_job(
+        &self,
+        inner: &WorkerService,
+        request: Request<pb::EndJobRequest>,
+    ) -> Result<Response<pb::EndJobResponse>, Status> {
+        inner.end_job(request).await
+    }
 }
 
 /// The real worker service with [`Hooks`] around its calls.
@@ -136,7 +145,7 @@ impl<H: Hooks> WorkerRpc for Hooked<H> {
     }
 
     async fn end_job(&self, request: Request<pb::EndJobRequest>) -> Result<Response<pb::EndJobResponse>, Status> {
-        self.inner.end_job(request).await
+        self.hooks.end_job(&self.inner, request).await
     }
 
     async fn wait(&self, request: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, Status> {
