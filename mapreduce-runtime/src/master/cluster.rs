@@ -162,7 +162,7 @@ impl Cluster {
         let (stop, stopped) = oneshot::channel::<()>();
         let router = server.add_service(service);
         tokio::spawn(async move {
-            let incoming = crate::worker::server::incoming(listener);
+            let incoming = crate::worker::incoming(listener);
             let shutdown = async { stopped.await.unwrap_or(()) };
             if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
                 tracing::error!(%addr, error = %e, "the master's join server failed");

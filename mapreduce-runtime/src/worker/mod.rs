@@ -34,6 +34,7 @@
 //! errors name a shard by its first file and size, so a status stays a few hundred bytes
 //! plus one path.
 
+mod accept;
 mod files;
 #[cfg(test)]
 mod fuzz;
@@ -62,6 +63,7 @@ use crate::error::{TaskError, panic_message};
 use crate::shuffle::store::Store;
 use crate::shuffle::{ShuffleSource, WorkerLocation};
 use crate::storage::{self, JobId};
+pub(crate) use accept::incoming;
 use input::{Input, Streamed};
 use map::MapTask;
 use reduce::ReduceTask;

@@ -2,7 +2,6 @@
 //! and [`serve`].
 
 use std::future::Future;
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,67 +45,6 @@ pub struct Worker {
     join: Option<String>,
     /// The longest a drain waits for the jobs whose map output it holds to end.
     drain_timeout: Duration,
-}
-
-/// The connections `listener` accepts, with Nagle's algorithm off: a reply's headers and
-/// body go out in separate writes, and with Nagle on, the body waits for the client's
-/// delayed ACK, 40 ms a call. (tonic turns it off only on listeners it binds itself.)
-///
-/// A failed accept never ends the stream: tonic stops serving at the first accept error
-/// it does not know to be passing, and running out of file descriptors (`EMFILE`), which
-/// anyone who can open enough connections can cause, is not one it knows. So the stream
-/// waits [`ACCEPT_BACKOFF`] after such an error and accepts again, as Go's and hyper's
-/// servers do.
-pub(crate) fn incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    incoming_from(listener)
-}
-
-/// How long the accept loop waits after an accept failed for want of a resource.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Where [`incoming`] takes connections from: a listener (or, in tests, one that fails).
-pub(crate) trait Accept: Send + 'static {
-    /// The next connection.
-    fn accept_one(&mut self) -> impl Future<Output = std::io::Result<tokio::net::TcpStream>> + Send;
-}
-
-impl Accept for TcpListener {
-    async fn accept_one(&mut self) -> std::io::Result<tokio::net::TcpStream> {
-        self.accept().await.map(|(stream, _)| stream)
-    }
-}
-
-fn incoming_from<A: Accept>(acceptor: A) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures_util::stream::unfold(acceptor, |mut acceptor| async move {
-        // Failures since the last connection: the first of a run is a warning, the rest
-        // (ten a second while it lasts) are not.
-        let mut failures = 0u64;
-        loop {
-            match acceptor.accept_one().await {
-                Ok(stream) => {
-                    if failures > 0 {
-                        tracing::info!(failures, "accepting connections again");
-                    }
-                    let _ = stream.set_nodelay(true);
-                    return Some((Ok(stream), acceptor));
-                }
-                // The peer gave up before its connection was taken: nothing to wait for.
-                Err(error) if matches!(error.kind(), ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset) => {
-                    tracing::debug!(%error, "a connection closed before it was accepted");
-                }
-                Err(error) => {
-                    failures += 1;
-                    match failures {
-                        1 => tracing::warn!(%error, "accepting a connection failed; trying again every 100 ms"),
-                        _ => tracing::debug!(%error, failures, "accepting a connection failed again"),
-                    }
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            }
-        }
-    })
 }
 
 /// How often a worker with [`Worker::with_join`] offers itself to its master again.
@@ -323,7 +261,7 @@ impl Worker {
         let service = pb::worker_server::WorkerServer::new(service).max_decoding_message_size(64 << 20);
         let served = server
             .add_service(InterceptedService::new(service, authenticate))
-            .serve_with_incoming_shutdown(incoming(listener), stop(drainer))
+            .serve_with_incoming_shutdown(super::accept::incoming(listener), stop(drainer))
             .await;
         if let Some(joining) = joining {
             joining.abort();
@@ -423,46 +361,5 @@ impl Joiner {
     /// Whether it has joined before (logged once, then at each recovery).
     fn joined(&mut self) -> bool {
         std::mem::replace(&mut self.logged, true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio_stream::StreamExt;
-
-    use super::*;
-
-    /// A listener whose first accepts fail as a process out of file descriptors does.
-    struct OutOfDescriptors {
-        listener: TcpListener,
-        failures: usize,
-    }
-
-    impl Accept for OutOfDescriptors {
-        async fn accept_one(&mut self) -> std::io::Result<tokio::net::TcpStream> {
-            if self.failures > 0 {
-                self.failures -= 1;
-                return Err(std::io::Error::from_raw_os_error(24)); // EMFILE
-            }
-            self.listener.accept_one().await
-        }
-    }
-
-    #[tokio::test]
-    async fn failed_accepts_do_not_end_the_connections_and_nagle_is_off() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = incoming_from(OutOfDescriptors { listener, failures: 3 });
-        tokio::pin!(connections);
-        let client = tokio::spawn(tokio::net::TcpStream::connect(addr));
-        let started = std::time::Instant::now();
-        let accepted = tokio::time::timeout(Duration::from_secs(10), connections.next())
-            .await
-            .expect("accepted after the failures")
-            .expect("the stream goes on")
-            .expect("a connection, never an error");
-        assert!(started.elapsed() >= 3 * ACCEPT_BACKOFF, "it waited after each failure");
-        assert!(accepted.nodelay().unwrap());
-        client.await.unwrap().unwrap();
     }
 }
