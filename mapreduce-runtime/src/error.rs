@@ -194,9 +194,6 @@ pub enum ServeError {
     /// The security settings refuse this server (protected mode), or are incomplete.
     #[error(transparent)]
     Security(#[from] SecurityError),
-    /// The TLS settings cannot be applied to the server.
-    #[error("cannot set up the worker's TLS")]
-    Tls(#[source] tonic::transport::Error),
 }
 
 /// Why a token or TLS settings cannot be used.

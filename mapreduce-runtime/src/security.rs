@@ -32,7 +32,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use subtle::ConstantTimeEq;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tonic::{Request, Status};
 
 use crate::error::SecurityError;
@@ -116,6 +116,8 @@ impl Token {
 #[derive(Clone, Default)]
 pub struct Tls {
     identity: Option<Identity>,
+    /// The identity's PEM text, certificate chain and key, for a server's own handshakes.
+    identity_pem: Option<Arc<(Vec<u8>, Vec<u8>)>>,
     ca: Option<Certificate>,
     domain: Option<String>,
 }
@@ -189,6 +191,7 @@ impl Tls {
             problem: format!("unusable private key: {e}"),
         })?;
         self.identity = Some(Identity::from_pem(cert, key));
+        self.identity_pem = Some(Arc::new((cert.to_vec(), key.to_vec())));
         Ok(self)
     }
 
@@ -198,15 +201,43 @@ impl Tls {
         Ok(self)
     }
 
-    /// The server side of these settings, or why they cannot serve.
-    pub(crate) fn server_config(&self) -> Result<ServerTlsConfig, SecurityError> {
-        let identity =
-            self.identity.clone().ok_or(SecurityError::Incomplete("a worker's TLS needs its certificate and key"))?;
-        let config = ServerTlsConfig::new().identity(identity);
-        Ok(match &self.ca {
-            Some(ca) => config.client_ca_root(ca.clone()),
-            None => config,
-        })
+    /// The server side of these settings as rustls takes it, for handshakes a server runs
+    /// itself ([`crate::worker::accept`]): the certificate and key, client certificates
+    /// checked against the CA if there is one, HTTP/2 offered by ALPN (as tonic's own
+    /// TLS server does).
+    pub(crate) fn rustls_server_config(&self) -> Result<Arc<rustls::ServerConfig>, SecurityError> {
+        let pem = self
+            .identity_pem
+            .as_ref()
+            .ok_or(SecurityError::Incomplete("a server's TLS needs its certificate and key"))?;
+        let problem = |what: &str, e: &dyn std::fmt::Display| SecurityError::Pem {
+            from: "the TLS settings".to_string(),
+            problem: format!("{what}: {e}"),
+        };
+        let certs = CertificateDer::pem_slice_iter(&pem.0)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| problem("the certificate", &e))?;
+        let key = PrivateKeyDer::from_pem_slice(&pem.1).map_err(|e| problem("the key", &e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| problem("the protocol versions", &e))?;
+        let builder = match &self.ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(ca.get_ref()) {
+                    roots.add(cert.map_err(|e| problem("the CA", &e))?).map_err(|e| problem("the CA", &e))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| problem("the CA", &e))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_single_cert(certs, key).map_err(|e| problem("the certificate and key", &e))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
     }
 
     /// The client side of these settings, or why they cannot dial.
@@ -485,7 +516,7 @@ mod tests {
         let tls = Tls::new().with_identity_files(&file, &key_file).unwrap();
         assert!(tls.has_identity() && !tls.has_ca());
         assert_eq!(format!("{tls:?}"), "Tls { identity: true, ca: false, domain: None }");
-        assert!(tls.server_config().is_ok());
+        assert!(tls.rustls_server_config().is_ok());
         assert!(matches!(tls.client_config(), Err(SecurityError::Incomplete(_))), "a master needs a CA");
     }
 }

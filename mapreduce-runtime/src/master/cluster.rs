@@ -145,13 +145,14 @@ impl Cluster {
         let addr = listener.local_addr().map_err(ClusterError::Bind)?;
         let listen_error = |reason: String| ClusterError::Listen { addr, reason };
         self.security.check_listen(addr).map_err(|e| listen_error(e.to_string()))?;
+        let tls = match self.security.tls() {
+            Some(tls) if !tls.has_identity() => {
+                return Err(listen_error("a master's TLS needs its certificate and key to listen".into()));
+            }
+            Some(tls) => Some(tls.rustls_server_config().map_err(|e| listen_error(e.to_string()))?),
+            None => None,
+        };
         let mut server = tonic::transport::Server::builder();
-        if let Some(tls) = self.security.tls() {
-            let config = tls
-                .server_config()
-                .map_err(|_| listen_error("a master's TLS needs its certificate and key to listen".into()))?;
-            server = server.tls_config(config).map_err(|e| listen_error(e.to_string()))?;
-        }
         let joined = Arc::new(Joined::new(Vec::new()));
         let service = JoinService { joined: joined.clone(), security: self.security.clone() };
         let authenticate = security::Authenticate(self.security.token().cloned());
@@ -164,7 +165,13 @@ impl Cluster {
         tokio::spawn(async move {
             let incoming = crate::worker::incoming(listener);
             let shutdown = async { stopped.await.unwrap_or(()) };
-            if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+            let served = match tls {
+                Some(config) => {
+                    router.serve_with_incoming_shutdown(crate::worker::tls(incoming, config), shutdown).await
+                }
+                None => router.serve_with_incoming_shutdown(incoming, shutdown).await,
+            };
+            if let Err(e) = served {
                 tracing::error!(%addr, error = %e, "the master's join server failed");
             }
         });

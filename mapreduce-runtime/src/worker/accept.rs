@@ -1,6 +1,6 @@
 //! The connections a server (a worker's, a listening master's) accepts: Nagle's algorithm
-//! off, accept errors survived, a bound on the connections open at once, and a deadline for
-//! a connection's first bytes.
+//! off, accept errors survived, a bound on the connections open at once, deadlines for a
+//! connection's first bytes and for its TLS handshake.
 //!
 //! - Nagle off: a reply's headers and body go out in separate writes, and with Nagle on the
 //!   body waits for the client's delayed ACK, 40 ms a call. (tonic turns it off only on
@@ -13,9 +13,12 @@
 //!   until one closes (they wait in the kernel's backlog), so connections alone cannot use
 //!   up the descriptors its tasks need to open their files.
 //! - A connection must send its first [`FIRST_BYTES`] bytes (a TLS ClientHello, or
-//!   HTTP/2's 24-byte preface) within [`FIRST_BYTES_DEADLINE`], or it is closed: neither
-//!   tonic's TLS accept nor hyper has a deadline of its own, so a client that connects and
-//!   sends nothing would hold its connection, and its place, for ever.
+//!   HTTP/2's 24-byte preface) within [`FIRST_BYTES_DEADLINE`], or it is closed: hyper has
+//!   no deadline of its own, so a client that connects and sends nothing would hold its
+//!   connection, and its place, for ever.
+//! - With TLS, the handshakes run here ([`tls`]), not in tonic, whose TLS accept has no
+//!   deadline and no bound: at most [`HANDSHAKES_AT_ONCE`] at once, each within
+//!   [`HANDSHAKE_DEADLINE`], and a failed one is a warning naming the peer (rate-limited).
 
 use std::future::Future;
 use std::io::{self, ErrorKind};
@@ -54,6 +57,65 @@ pub(crate) fn max_connections() -> usize {
 pub(crate) fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = io::Result<Guarded>> {
     incoming_from(listener, max_connections(), FIRST_BYTES_DEADLINE)
 }
+
+/// How long a connection's TLS handshake may take, from its first byte to its last.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// TLS handshakes run at once; past that, accepted connections wait for one to end.
+const HANDSHAKES_AT_ONCE: usize = 64;
+
+/// The connections of `incoming` once their TLS handshake with `config` succeeds: at most
+/// [`HANDSHAKES_AT_ONCE`] at once, each within [`HANDSHAKE_DEADLINE`] (a client that
+/// stalls its handshake is cut off; tonic's own TLS accept waits for it for ever). A
+/// failed handshake is a warning naming the peer, at most one every
+/// [`HANDSHAKE_WARNINGS`], the rest at debug: a misconfigured client shows in the log, a
+/// flood of bad ones does not flood it.
+pub(crate) fn tls(
+    incoming: impl tokio_stream::Stream<Item = io::Result<Guarded>>,
+    config: Arc<rustls::ServerConfig>,
+) -> impl tokio_stream::Stream<Item = io::Result<tokio_rustls::server::TlsStream<Guarded>>> {
+    tls_within(incoming, config, HANDSHAKE_DEADLINE)
+}
+
+fn tls_within(
+    incoming: impl tokio_stream::Stream<Item = io::Result<Guarded>>,
+    config: Arc<rustls::ServerConfig>,
+    deadline: Duration,
+) -> impl tokio_stream::Stream<Item = io::Result<tokio_rustls::server::TlsStream<Guarded>>> {
+    use futures_util::StreamExt;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let warned: Arc<std::sync::Mutex<Option<tokio::time::Instant>>> = Arc::default();
+    incoming
+        .map(move |accepted| {
+            let (acceptor, warned) = (acceptor.clone(), warned.clone());
+            async move {
+                let connection = accepted.ok()?;
+                let peer = connection.stream.peer_addr().map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+                let why = match tokio::time::timeout(deadline, acceptor.accept(connection)).await {
+                    Ok(Ok(tls)) => return Some(Ok(tls)),
+                    Ok(Err(error)) => error.to_string(),
+                    Err(_) => format!("no handshake within {deadline:?}"),
+                };
+                let now = tokio::time::Instant::now();
+                let mut last = warned.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                match *last {
+                    Some(at) if now.duration_since(at) < HANDSHAKE_WARNINGS => {
+                        tracing::debug!(%peer, why, "TLS handshake failed");
+                    }
+                    _ => {
+                        *last = Some(now);
+                        tracing::warn!(%peer, why, "TLS handshake failed");
+                    }
+                }
+                None
+            }
+        })
+        .buffer_unordered(HANDSHAKES_AT_ONCE)
+        .filter_map(std::future::ready)
+}
+
+/// The least time between two warnings of a failed handshake.
+const HANDSHAKE_WARNINGS: Duration = Duration::from_secs(10);
 
 /// Where [`incoming`] takes connections from: a listener (or, in tests, one that fails).
 pub(crate) trait Accept: Send + 'static {
@@ -274,5 +336,56 @@ mod tests {
         talker.write_all(b"later").await.unwrap();
         let n = server.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"later", "past its first bytes a connection has no deadline");
+    }
+
+    /// A server's TLS settings for `localhost`, and a client's that trust them.
+    fn tls_pair() -> (Arc<rustls::ServerConfig>, tokio_rustls::TlsConnector) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().self_signed(&key).unwrap();
+        let settings = crate::security::Tls::new().with_identity_pem(cert.pem(), key.serialize_pem()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (settings.rustls_server_config().unwrap(), tokio_rustls::TlsConnector::from(Arc::new(client)))
+    }
+
+    #[tokio::test]
+    async fn a_stalled_handshake_is_cut_off_and_does_not_hold_up_the_next_one() {
+        let (listener, addr) = listener().await;
+        let (config, connector) = tls_pair();
+        assert_eq!(config.alpn_protocols, [b"h2".to_vec()], "HTTP/2 offered, as tonic's server does");
+        let server = tokio::spawn(async move {
+            let connections =
+                tls_within(incoming_from(listener, 8, FIRST_BYTES_DEADLINE), config, Duration::from_millis(500));
+            tokio::pin!(connections);
+            let good = connections.next().await.unwrap().unwrap();
+            // Keep the stream, and the stalled handshake in it, for 3 s more.
+            let next = tokio::time::timeout(Duration::from_secs(3), connections.next()).await;
+            assert!(next.is_err(), "the stalled handshake yields no connection");
+            drop(good);
+        });
+        // 40 bytes of a ClientHello's start, then nothing: past the first-bytes deadline,
+        // stalled in the handshake.
+        let started = std::time::Instant::now();
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        stalled.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]).await.unwrap();
+        stalled.write_all(&[0u8; 29]).await.unwrap();
+        // A whole handshake meanwhile goes through.
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut good = connector.connect(name, tcp).await.expect("a handshake beside a stalled one");
+        good.write_all(b"x").await.unwrap();
+        // The stalled one is closed once its deadline passes, while the server still runs.
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(2), stalled.read(&mut buf)).await.expect("closed");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        assert!(started.elapsed() >= Duration::from_millis(500), "not before its deadline");
+        assert!(!server.is_finished(), "closed by its deadline, not by the server's end");
+        tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
     }
 }

@@ -63,7 +63,7 @@ use crate::error::{TaskError, panic_message};
 use crate::shuffle::store::Store;
 use crate::shuffle::{ShuffleSource, WorkerLocation};
 use crate::storage::{self, JobId};
-pub(crate) use accept::incoming;
+pub(crate) use accept::{incoming, tls};
 use input::{Input, Streamed};
 use map::MapTask;
 use reduce::ReduceTask;

@@ -199,7 +199,7 @@ impl Worker {
     pub fn check_listen(&self, addr: SocketAddr) -> Result<(), ServeError> {
         self.security.check_listen(addr)?;
         if let Some(tls) = self.security.tls() {
-            tls.server_config()?;
+            tls.rustls_server_config()?;
         }
         Ok(())
     }
@@ -245,10 +245,9 @@ impl Worker {
     ) -> Result<(), ServeError> {
         let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
         self.check_listen(addr)?;
+        // TLS handshakes run in `accept::tls`, with a deadline tonic's own lack.
+        let tls = self.security.tls().map(|tls| tls.rustls_server_config()).transpose()?;
         let mut server = tonic::transport::Server::builder();
-        if let Some(tls) = self.security.tls() {
-            server = server.tls_config(tls.server_config()?).map_err(ServeError::Tls)?;
-        }
         let authenticate = Authenticate(self.security.token().cloned());
         let joiner = match &self.join {
             Some(master) => Some(Joiner::new(master, &self.security, addr)?),
@@ -259,10 +258,14 @@ impl Worker {
         let drainer = Drainer { drain: service.drain.clone(), slots: service.slots.clone(), store: store.clone() };
         let joining = joiner.map(|j| tokio::spawn(j.run(service.drain.subscribe())));
         let service = pb::worker_server::WorkerServer::new(service).max_decoding_message_size(64 << 20);
-        let served = server
-            .add_service(InterceptedService::new(service, authenticate))
-            .serve_with_incoming_shutdown(super::accept::incoming(listener), stop(drainer))
-            .await;
+        let router = server.add_service(InterceptedService::new(service, authenticate));
+        let incoming = super::accept::incoming(listener);
+        let served = match tls {
+            Some(config) => {
+                router.serve_with_incoming_shutdown(super::accept::tls(incoming, config), stop(drainer)).await
+            }
+            None => router.serve_with_incoming_shutdown(incoming, stop(drainer)).await,
+        };
         if let Some(joining) = joining {
             joining.abort();
         }
