@@ -209,7 +209,7 @@ impl Tls {
         let pem = self
             .identity_pem
             .as_ref()
-            .ok_or(SecurityError::Incomplete("a server's TLS needs its certificate and key"))?;
+            .ok_or(SecurityError::Incomplete("a worker's TLS needs its certificate and key"))?;
         let problem = |what: &str, e: &dyn std::fmt::Display| SecurityError::Pem {
             from: "the TLS settings".to_string(),
             problem: format!("{what}: {e}"),
