@@ -45,7 +45,7 @@ const FIRST_BYTES_DEADLINE: Duration = Duration::from_secs(10);
 /// The connections a server keeps open at once: half the process's limit of open files
 /// (read from `/proc/self/limits` where there is one), at most 8,192; 512 where the limit
 /// is unknown.
-pub(crate) fn max_connections() -> usize {
+fn max_connections() -> usize {
     let soft = std::fs::read_to_string("/proc/self/limits").ok().and_then(|limits| {
         let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
         line.split_whitespace().nth(3)?.parse::<usize>().ok()
@@ -90,7 +90,7 @@ fn tls_within(
             let (acceptor, warned) = (acceptor.clone(), warned.clone());
             async move {
                 let connection = accepted.ok()?;
-                let peer = connection.stream.peer_addr().map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+                let peer = connection.peer();
                 let why = match tokio::time::timeout(deadline, acceptor.accept(connection)).await {
                     Ok(Ok(tls)) => return Some(Ok(tls)),
                     Ok(Err(error)) => error.to_string(),
@@ -184,6 +184,11 @@ impl Guarded {
         let deadline = Some(Box::pin(tokio::time::sleep(within)));
         Guarded { stream, _place: place, deadline, read: 0 }
     }
+
+    /// The peer's address, for a log line.
+    fn peer(&self) -> String {
+        self.stream.peer_addr().map_or_else(|_| "unknown".to_string(), |a| a.to_string())
+    }
 }
 
 impl AsyncRead for Guarded {
@@ -198,8 +203,7 @@ impl AsyncRead for Guarded {
                 && let Some(deadline) = self.deadline.as_mut()
                 && deadline.as_mut().poll(cx).is_ready()
             {
-                let peer = self.stream.peer_addr().map_or_else(|_| "unknown".to_string(), |a| a.to_string());
-                tracing::debug!(%peer, bytes = self.read, "closing a connection that sent too little too late");
+                tracing::debug!(peer = %self.peer(), bytes = self.read, "closing a connection that sent too little too late");
                 return Poll::Ready(Err(io::Error::new(
                     ErrorKind::TimedOut,
                     format!("fewer than {FIRST_BYTES} bytes in {FIRST_BYTES_DEADLINE:?}"),
