@@ -23,14 +23,14 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{stolen_during, write_counts};
+use common::stolen_during;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mapreduce_examples::baseline::count_tuned;
+use mapreduce_examples::baseline::{count_tuned, count_tuned_to};
 use mapreduce_examples::corpus::{DICTIONARY, gather_documents, generate_corpus, generate_english};
 use mapreduce_examples::reference::read_output;
 
@@ -64,7 +64,7 @@ fn args() -> anyhow::Result<Args> {
 fn count_process(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
     let out = PathBuf::from(args.next().context("--count OUT FILE...")?);
     let files: Vec<PathBuf> = args.map(PathBuf::from).collect();
-    write_counts(&out, &mut count_tuned(&files)?)?;
+    count_tuned_to(&files, &out)?;
     Ok(())
 }
 

@@ -54,15 +54,3 @@ pub(crate) fn ratio_summary(baseline: Duration, framework: Duration, mut ratios:
         ratios[ratios.len() / 2]
     )
 }
-
-/// Writes `counts`, sorted, as `word<TAB>count` lines into `path`: what a word count job
-/// writes.
-pub(crate) fn write_counts(path: &std::path::Path, counts: &mut [(String, u64)]) -> std::io::Result<()> {
-    use std::io::Write;
-    counts.sort_unstable();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    for (word, n) in counts.iter() {
-        writeln!(out, "{word}\t{n}")?;
-    }
-    out.flush()
-}

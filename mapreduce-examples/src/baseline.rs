@@ -11,11 +11,14 @@
 //! - Keys and hashes computed for a batch of words first, then the batch's slots loaded
 //!   together, so the cache misses of a table larger than the cache overlap instead of
 //!   queueing; then the batch is probed.
+//! - The counts written sorted ([`count_tuned_to`]) without a string per word: the slots
+//!   sort as 128-bit integers of their bytes, the rare long words apart, the two merged
+//!   as they are written, numbers formatted with `itoa`.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::io::{self, Read};
-use std::path::PathBuf;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 use rustc_hash::FxHasher;
 
@@ -184,6 +187,52 @@ impl Table {
         self.flush();
     }
 
+    /// Writes the counts as `word<TAB>count` lines sorted by word (bytewise, as `str`
+    /// orders); returns the number of words.
+    fn write_sorted(self, out: &mut impl Write) -> io::Result<usize> {
+        // A short word's bytes, big-endian and zero-padded, order as the word does: a word
+        // has no 0 byte, so the padding puts a word before its extensions.
+        let mut short: Vec<(u128, u64)> = (self.slots.iter().filter(|s| s.meta != 0))
+            .map(|s| ((u128::from(s.lo) | (u128::from(s.hi) << 64)).swap_bytes(), s.meta))
+            .collect();
+        short.sort_unstable_by_key(|e| e.0);
+        let mut long: Vec<(Box<[u8]>, u64)> = self.long.into_iter().collect();
+        long.sort_unstable();
+        let mut num = itoa::Buffer::new();
+        let mut line = |out: &mut dyn Write, word: &[u8], n: u64| -> io::Result<()> {
+            out.write_all(word)?;
+            out.write_all(b"\t")?;
+            out.write_all(num.format(n).as_bytes())?;
+            out.write_all(b"\n")
+        };
+        let (mut s, mut l) = (short.iter().peekable(), long.iter().peekable());
+        let short_word =
+            |e: &(u128, u64)| -> ([u8; INLINE], usize) { (e.0.to_be_bytes(), (e.1 >> COUNT_BITS) as usize) };
+        loop {
+            match (s.peek(), l.peek()) {
+                (Some(&e), next_long) => {
+                    let (bytes, len) = short_word(e);
+                    match next_long {
+                        Some((w, n)) if **w < bytes[..len] => {
+                            line(out, w, *n)?;
+                            l.next();
+                        }
+                        _ => {
+                            line(out, &bytes[..len], e.1 & ((1 << COUNT_BITS) - 1))?;
+                            s.next();
+                        }
+                    }
+                }
+                (None, Some((w, n))) => {
+                    line(out, w, *n)?;
+                    l.next();
+                }
+                (None, None) => break,
+            }
+        }
+        Ok(short.len() + long.len())
+    }
+
     fn into_counts(self) -> Vec<(String, u64)> {
         let slots = self.slots.into_iter().filter(|s| s.meta != 0);
         let short = slots.map(|s| {
@@ -198,6 +247,21 @@ impl Table {
 /// Counts the words of `files` on this thread, as fast as we know how. Unsorted. Bytes
 /// that are not UTF-8 separate words, as in the job.
 pub fn count_tuned(files: &[PathBuf]) -> io::Result<Vec<(String, u64)>> {
+    Ok(count_into_table(files)?.into_counts())
+}
+
+/// [`count_tuned`], written to `out` as `word<TAB>count` lines sorted by word, as the word
+/// count job writes its output (which sorts within each output file): the best single
+/// thread from the input to a sorted output file. Returns the number of words.
+pub fn count_tuned_to(files: &[PathBuf], out: &Path) -> io::Result<usize> {
+    let table = count_into_table(files)?;
+    let mut out = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
+    let n = table.write_sorted(&mut out)?;
+    out.flush()?;
+    Ok(n)
+}
+
+fn count_into_table(files: &[PathBuf]) -> io::Result<Table> {
     let mut table = Table::new();
     let mut buf = vec![0u8; BLOCK];
     for path in files {
@@ -230,7 +294,7 @@ pub fn count_tuned(files: &[PathBuf]) -> io::Result<Vec<(String, u64)>> {
             filled -= cut;
         }
     }
-    Ok(table.into_counts())
+    Ok(table)
 }
 
 #[cfg(test)]
@@ -254,5 +318,11 @@ mod tests {
         got.sort();
         let want: Vec<(String, u64)> = count_sequential(&files).unwrap().into_iter().collect();
         assert_eq!(got, want);
+        // Written sorted: the same lines, in `str` order (a BTreeMap's), long words among
+        // the short ones where they belong.
+        let out = dir.path().join("counts");
+        assert_eq!(count_tuned_to(&files, &out).unwrap(), want.len());
+        let lines: Vec<String> = want.iter().map(|(w, n)| format!("{w}\t{n}\n")).collect();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), lines.concat());
     }
 }
