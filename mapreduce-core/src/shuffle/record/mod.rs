@@ -8,10 +8,12 @@
 //! trailer = 0:u32le records:u64le crc:u32le                 (crc of the 8 record bytes)
 //! ```
 //!
-//! In an `MRZ1` file every block's payload is LZ4-compressed (the block format, one
-//! block at a time) and `raw` is its length before compression; `crc` covers the bytes
-//! as stored, so corruption is found before anything is decompressed. Readers tell the
-//! two apart by the magic, so only the writer chooses ([`Compression`]).
+//! In an `MRZ1` file a block's payload is LZ4-compressed (the block format, one block at
+//! a time) and `raw` is its length before compression, or, with its top bit set, the
+//! payload is stored as encoded (the writer does so where LZ4 does not halve a block)
+//! and `raw` repeats its length; `crc` covers the bytes as stored, so corruption is found
+//! before anything is decompressed. Readers tell the two files apart by the magic, so
+//! only the writer chooses ([`Compression`]).
 //!
 //! Every block carries a CRC-32C of its payload and the trailer carries the total record
 //! count, so a flipped bit, a truncated file or a file cut at a block boundary is an
@@ -27,6 +29,8 @@ pub use writer::RecordWriter;
 
 const MAGIC: &[u8; 4] = b"MRR1";
 const MAGIC_LZ4: &[u8; 4] = b"MRZ1";
+/// The top bit of an `MRZ1` block's `raw` field: the payload is stored as encoded.
+const STORED: u32 = 1 << 31;
 
 /// How the blocks of intermediate record files are stored: a job setting
 /// ([`crate::JobSpec::compression`]).
@@ -35,8 +39,10 @@ pub enum Compression {
     /// As encoded.
     None,
     /// LZ4 (the block format), the default: it cuts what a sort of gensort-style records
-    /// writes and reads between map and reduce to a fifth, and costs within noise on
-    /// data that does not compress (random bytes grow by 0.4%); see `benches/README.md`.
+    /// writes and reads between map and reduce to a fifth. Blocks it does not halve (a
+    /// word count's, random bytes) are stored as encoded, and compression tried again
+    /// every 16th block, so such data costs little more than [`Compression::None`]; see
+    /// `benches/README.md`.
     #[default]
     Lz4,
 }
@@ -240,8 +246,11 @@ mod tests {
 
     #[test]
     fn a_compressed_block_that_does_not_decompress_is_corrupt_even_with_a_good_checksum() {
-        let bytes = encode_with(&[("key".into(), 7), ("key".into(), 8)], Compression::Lz4);
+        // Records LZ4 halves, so the block is stored compressed.
+        let records: Vec<(String, u64)> = (0..100).map(|i| ("key".into(), i % 2)).collect();
+        let bytes = encode_with(&records, Compression::Lz4);
         let block = |bytes: &[u8]| u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        assert_eq!(u32::from_le_bytes(bytes[16..20].try_into().unwrap()) & STORED, 0, "compressed");
         let resealed = |mut bytes: Vec<u8>| {
             let len = block(&bytes);
             let crc = crc32c::crc32c(&bytes[20..20 + len]);
@@ -259,6 +268,60 @@ mod tests {
             let got = decode(&bad);
             assert!(matches!(got, Err(FormatError::Corrupt { offset: 4, .. })), "{got:?}");
         }
+    }
+
+    /// Records whose keys are pseudo-random letters: LZ4 does not halve them.
+    fn noise(n: usize, seed: u64) -> Vec<(String, u64)> {
+        let mut x = seed | 1;
+        let mut letter = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        };
+        (0..n).map(|i| ((0..24).map(|_| letter()).collect(), i as u64)).collect()
+    }
+
+    /// The `raw` fields of an `MRZ1` file's blocks, in order.
+    fn raw_fields(bytes: &[u8]) -> Vec<u32> {
+        let (mut at, mut raws) = (4, Vec::new());
+        loop {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            if len == 0 {
+                return raws;
+            }
+            raws.push(u32::from_le_bytes(bytes[at + 12..at + 16].try_into().unwrap()));
+            at += 16 + len;
+        }
+    }
+
+    #[test]
+    fn lz4_stores_blocks_it_does_not_halve_as_encoded_and_tries_again_later() {
+        // Noise first, then records that compress: the noise is stored as encoded (no
+        // bigger than a plain file but for the raw fields), the rest compressed again.
+        let noisy = noise(20_000, 7);
+        let regular: Vec<(String, u64)> = (0..300_000).map(|i| (format!("key{i:07}"), i)).collect();
+        let records: Vec<(String, u64)> = noisy.iter().chain(&regular).cloned().collect();
+        let bytes = encode_with(&records, Compression::Lz4);
+        assert_eq!(decode(&bytes).unwrap(), records);
+        let raws = raw_fields(&bytes);
+        let stored = raws.iter().filter(|&&r| r & STORED != 0).count();
+        let noisy_blocks = encode(&noisy).len().div_ceil(BLOCK_TARGET);
+        assert!(stored >= noisy_blocks - 1 && stored < raws.len() / 2, "{stored} of {} blocks stored", raws.len());
+        assert!(raws.last().is_some_and(|&r| r & STORED == 0), "compressed again once it pays");
+        let plain = encode(&noise(20_000, 7)).len();
+        let packed = encode_with(&noise(20_000, 7), Compression::Lz4).len();
+        assert!(packed <= plain + 4 * plain.div_ceil(BLOCK_TARGET), "noise: lz4 {packed} bytes, plain {plain}");
+    }
+
+    #[test]
+    fn a_stored_block_whose_lengths_disagree_is_corrupt() {
+        let bytes = encode_with(&noise(50, 3), Compression::Lz4);
+        assert_ne!(raw_fields(&bytes)[0] & STORED, 0, "stored as encoded");
+        let mut bad = bytes.clone();
+        bad[16] ^= 1;
+        let got = decode(&bad);
+        assert!(matches!(got, Err(FormatError::Corrupt { offset: 4, .. })), "{got:?}");
     }
 
     #[test]

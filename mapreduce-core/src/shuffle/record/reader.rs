@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 #[cfg(doc)]
 use super::RecordWriter;
-use super::{BLOCK_LIMIT, FormatError, MAGIC, MAGIC_LZ4, read_varint};
+use super::{BLOCK_LIMIT, FormatError, MAGIC, MAGIC_LZ4, STORED, read_varint};
 
 /// Reads `(key, value)` records written by [`RecordWriter`], checking every block.
 /// Yields `Err` once and then ends, on any corruption.
@@ -115,14 +115,27 @@ impl<R: Read, K: DeserializeOwned, V: DeserializeOwned> RecordReader<R, K, V> {
         if crc32c::crc32c(if self.lz4 { &self.packed } else { &self.block }) != crc {
             return Err(FormatError::Checksum { offset: at });
         }
-        if let Some(raw) = raw {
-            if raw > BLOCK_LIMIT {
-                return Err(FormatError::Corrupt { offset: at, what: "block length too large" });
+        match raw {
+            // Stored as encoded in an LZ4 file: its length said twice.
+            Some(raw) if raw & STORED as usize != 0 => {
+                if raw & !(STORED as usize) != len {
+                    return Err(FormatError::Corrupt {
+                        offset: at,
+                        what: "stored block length differs from its header",
+                    });
+                }
+                std::mem::swap(&mut self.block, &mut self.packed);
             }
-            self.block.resize(raw, 0);
-            if lz4_flex::block::decompress_into(&self.packed, &mut self.block).ok() != Some(raw) {
-                return Err(FormatError::Corrupt { offset: at, what: "block does not decompress to its length" });
+            Some(raw) => {
+                if raw > BLOCK_LIMIT {
+                    return Err(FormatError::Corrupt { offset: at, what: "block length too large" });
+                }
+                self.block.resize(raw, 0);
+                if lz4_flex::block::decompress_into(&self.packed, &mut self.block).ok() != Some(raw) {
+                    return Err(FormatError::Corrupt { offset: at, what: "block does not decompress to its length" });
+                }
             }
+            None => {}
         }
         if count == 0 {
             return Err(FormatError::Corrupt { offset: at, what: "empty block" });

@@ -6,7 +6,11 @@ use serde::Serialize;
 
 #[cfg(doc)]
 use super::RecordReader;
-use super::{BLOCK_TARGET, Compression, FormatError, MAGIC, MAGIC_LZ4, MAX_RECORD_BYTES, push_varint};
+use super::{BLOCK_TARGET, Compression, FormatError, MAGIC, MAGIC_LZ4, MAX_RECORD_BYTES, STORED, push_varint};
+
+/// With LZ4, blocks stored as encoded after one that LZ4 did not halve, before the next
+/// is tried again.
+const STORE_AFTER_POOR: u32 = 15;
 
 /// Writes records into the block format. Call [`RecordWriter::finish`] to write the
 /// trailer; a writer dropped without it leaves a file that reads as truncated.
@@ -19,6 +23,8 @@ pub struct RecordWriter<W: Write> {
     block: Vec<u8>,
     scratch: Vec<u8>,
     block_records: u32,
+    /// With LZ4: blocks still to store as encoded before trying to compress again.
+    store: u32,
     records: u64,
     bytes: u64,
 }
@@ -42,6 +48,7 @@ impl<W: Write> RecordWriter<W> {
             block: Vec::with_capacity(BLOCK_TARGET + 1024),
             scratch: Vec::with_capacity(256),
             block_records: 0,
+            store: 0,
             records: 0,
             bytes: MAGIC.len() as u64,
         })
@@ -87,21 +94,35 @@ impl<W: Write> RecordWriter<W> {
         if self.block.is_empty() {
             return Ok(());
         }
-        let (stored, header_len) = match self.compression {
-            Compression::None => (&self.block, 12),
+        // With LZ4, a block is stored compressed only if that at least halves it: below
+        // that, compressing and decompressing cost more than the bytes save (a word
+        // count's runs shrink by a third, gensort payloads to a fifth). After a block it
+        // does not halve, the next ones are stored as encoded, and every 16th tried again.
+        let raw = self.block.len() as u32;
+        let (stored, raw_field, header_len) = match self.compression {
+            Compression::None => (&self.block, 0, 12),
+            Compression::Lz4 if self.store > 0 => {
+                self.store -= 1;
+                (&self.block, raw | STORED, 16)
+            }
             Compression::Lz4 => {
                 self.packed.resize(lz4_flex::block::get_maximum_output_size(self.block.len()), 0);
                 let n = lz4_flex::block::compress_into(&self.block, &mut self.packed)
                     .map_err(|e| io::Error::other(format!("lz4 compression failed: {e}")))?;
                 self.packed.truncate(n);
-                (&self.packed, 16)
+                if n * 2 > self.block.len() {
+                    self.store = STORE_AFTER_POOR;
+                    (&self.block, raw | STORED, 16)
+                } else {
+                    (&self.packed, raw, 16)
+                }
             }
         };
         let mut header = [0u8; 16];
         header[0..4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
         header[4..8].copy_from_slice(&crc32c::crc32c(stored).to_le_bytes());
         header[8..12].copy_from_slice(&self.block_records.to_le_bytes());
-        header[12..16].copy_from_slice(&(self.block.len() as u32).to_le_bytes());
+        header[12..16].copy_from_slice(&raw_field.to_le_bytes());
         self.inner.write_all(&header[..header_len])?;
         self.inner.write_all(stored)?;
         self.bytes += (header_len + stored.len()) as u64;
