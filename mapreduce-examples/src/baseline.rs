@@ -189,7 +189,7 @@ impl Table {
 
     /// Writes the counts as `word<TAB>count` lines sorted by word (bytewise, as `str`
     /// orders); returns the number of words.
-    fn write_sorted(self, out: &mut impl Write) -> io::Result<usize> {
+    fn write_sorted<W: Write>(self, out: &mut W) -> io::Result<usize> {
         // A short word's bytes, big-endian and zero-padded, order as the word does: a word
         // has no 0 byte, so the padding puts a word before its extensions.
         let mut short: Vec<(u128, u64)> = (self.slots.iter().filter(|s| s.meta != 0))
@@ -199,7 +199,7 @@ impl Table {
         let mut long: Vec<(Box<[u8]>, u64)> = self.long.into_iter().collect();
         long.sort_unstable();
         let mut num = itoa::Buffer::new();
-        let mut line = |out: &mut dyn Write, word: &[u8], n: u64| -> io::Result<()> {
+        let mut line = |out: &mut W, word: &[u8], n: u64| -> io::Result<()> {
             out.write_all(word)?;
             out.write_all(b"\t")?;
             out.write_all(num.format(n).as_bytes())?;
