@@ -23,8 +23,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::stolen_during;
-use std::collections::BTreeMap;
+use common::{read_counts, stolen_during};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -160,13 +159,7 @@ fn main() -> anyhow::Result<()> {
         // Untimed, checked.
         timed(&mut baseline())?;
         timed(&mut job())?;
-        let want: BTreeMap<String, u64> = std::fs::read_to_string(&baseline_out)?
-            .lines()
-            .map(|l| {
-                let (w, n) = l.rsplit_once('\t').expect("a tab");
-                (w.to_string(), n.parse().expect("a count"))
-            })
-            .collect();
+        let want = read_counts(&baseline_out)?;
         let got = read_output(&job_out)?;
         anyhow::ensure!(got == want, "{corpus}: the job's output differs from the baseline's");
         let none = Best { time: Duration::MAX, stolen: Duration::ZERO };

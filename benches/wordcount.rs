@@ -14,11 +14,10 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{median, peak_rss_mb, ratio_summary, reset_peak_rss};
+use common::{median, peak_rss_mb, ratio_summary, read_counts, reset_peak_rss};
 use mapreduce::{Cluster, Compression, JobSpec};
 use mapreduce_examples::baseline::count_tuned_to;
 use mapreduce_examples::corpus::generate_corpus;
@@ -95,11 +94,7 @@ async fn main() -> anyhow::Result<()> {
     // (the peak is reset between them, Linux 4.0+).
     let reset = reset_peak_rss();
     tuned()?;
-    let counts: BTreeMap<String, u64> = std::fs::read_to_string(&seq_path)?
-        .lines()
-        .map(|l| l.rsplit_once('\t').map(|(w, n)| (w.to_string(), n.parse().expect("a count"))).expect("a tab"))
-        .collect();
-    anyhow::ensure!(counts == expected, "tuned count differs");
+    anyhow::ensure!(read_counts(&seq_path)? == expected, "tuned count differs");
     let seq_rss = peak_rss_mb();
     reset_peak_rss();
     run_cluster(0).await?;

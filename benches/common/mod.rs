@@ -4,6 +4,17 @@
 
 use std::time::Duration;
 
+/// A file of `word<TAB>count` lines (a single-threaded count's output) as a map.
+pub(crate) fn read_counts(path: &std::path::Path) -> std::io::Result<std::collections::BTreeMap<String, u64>> {
+    Ok(std::fs::read_to_string(path)?
+        .lines()
+        .map(|l| {
+            let (w, n) = l.rsplit_once('\t').expect("a tab");
+            (w.to_string(), n.parse().expect("a count"))
+        })
+        .collect())
+}
+
 /// The median of some timings.
 pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

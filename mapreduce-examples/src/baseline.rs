@@ -205,30 +205,18 @@ impl Table {
             out.write_all(num.format(n).as_bytes())?;
             out.write_all(b"\n")
         };
-        let (mut s, mut l) = (short.iter().peekable(), long.iter().peekable());
-        let short_word =
-            |e: &(u128, u64)| -> ([u8; INLINE], usize) { (e.0.to_be_bytes(), (e.1 >> COUNT_BITS) as usize) };
-        loop {
-            match (s.peek(), l.peek()) {
-                (Some(&e), next_long) => {
-                    let (bytes, len) = short_word(e);
-                    match next_long {
-                        Some((w, n)) if **w < bytes[..len] => {
-                            line(out, w, *n)?;
-                            l.next();
-                        }
-                        _ => {
-                            line(out, &bytes[..len], e.1 & ((1 << COUNT_BITS) - 1))?;
-                            s.next();
-                        }
-                    }
-                }
-                (None, Some((w, n))) => {
-                    line(out, w, *n)?;
-                    l.next();
-                }
-                (None, None) => break,
+        let mut long_words = long.iter().peekable();
+        for &(bits, meta) in &short {
+            let slot = Slot { meta, ..Slot::default() };
+            let bytes = bits.to_be_bytes();
+            let word = &bytes[..slot.len()];
+            while let Some((w, n)) = long_words.next_if(|(w, _)| **w < *word) {
+                line(out, w, *n)?;
             }
+            line(out, word, slot.count())?;
+        }
+        for (w, n) in long_words {
+            line(out, w, *n)?;
         }
         Ok(short.len() + long.len())
     }
