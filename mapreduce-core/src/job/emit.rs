@@ -87,6 +87,12 @@ struct Batch<'a, K, V> {
     flush: Option<FlushFn<'a, K, V>>,
 }
 
+/// [`Emitter::emit_str`] to a sink that takes owned keys.
+#[inline(never)]
+fn emit_to_fn<K: for<'q> From<&'q str>, V>(f: &mut dyn FnMut(K, V), key: &str, value: V) {
+    f(K::from(key), value)
+}
+
 enum Sink<'a, K, V> {
     Fn(&'a mut dyn FnMut(K, V)),
     /// The buffer and its combiner.
@@ -183,7 +189,9 @@ impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
         V: Default,
     {
         match &mut self.sink {
-            Sink::Fn(f) => f(K::from(key), value),
+            // Out of line, so that the buffer's path is small enough to be inlined into
+            // the mapper's loop.
+            Sink::Fn(f) => emit_to_fn(f, key, value),
             Sink::Buffer(buffer, combine, batch) => {
                 if buffer.queue_str(batch.text, key, value) {
                     match batch.flush {

@@ -35,12 +35,13 @@ use serde::Serialize;
 
 use crate::job::{Key, Value};
 
+mod batch;
 mod drain;
 mod keys;
 mod slots;
 
 pub use drain::Drained;
-use keys::{Borrowed, KeySource, Owned, Queued, queued_str};
+use keys::{Borrowed, KeySource, Owned};
 use slots::*;
 
 /// The hash of keys that are not short strings: foldhash, fast and well mixed for short
@@ -62,7 +63,6 @@ const INLINE: usize = 16;
 /// A combiner, as the buffer calls it.
 pub type Combine<'c, K, V> = &'c dyn Fn(&K, &mut V, V) -> Option<V>;
 
-/// What the buffer needs of a string-like `K` to look up and keep queued string keys,
 /// A combining buffer of map output.
 #[derive(Debug)]
 pub struct MapBuffer<K, V> {
@@ -177,98 +177,6 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         }
     }
 
-    /// Queues a string key cut from `text` (see [`Self::insert_str_in`]) without looking
-    /// it up: returns `true` once a batch is full, when the caller must call
-    /// [`Self::flush`]. This lets a caller that knows the combiner's type flush with it
-    /// statically dispatched, one dynamic call a batch instead of one a record.
-    #[inline]
-    pub fn queue_str(&mut self, text: &str, key: &str, value: V) -> bool
-    where
-        K: Borrow<str> + for<'q> From<&'q str>,
-        V: Default,
-    {
-        if self.no_combiner {
-            // Nothing is looked up any more, so nothing is folded: no combiner is called.
-            self.records_in += 1;
-            self.keep_aside(K::from(key), value);
-            return false;
-        }
-        self.records_in += 1;
-        let len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
-        let p = if key.len() <= INLINE {
-            let (lo, hi) = pack_in(text.as_bytes(), key.as_bytes());
-            Pending { hash: short_hash(lo, hi, key.len()), lo, hi, len, start: 0, value }
-        } else {
-            let start = u32::try_from(self.arena.len()).expect("a batch of keys shorter than 4 GiB");
-            self.arena.push_str(key);
-            Pending { hash: HASHER.hash_one(key), lo: 0, hi: 0, len, start, value }
-        };
-        self.pending.push(p);
-        // Both are set here, where `K` and `V` are known to allow it, and `short` is
-        // emptied only by a drain: one test covers both.
-        if self.short.is_empty() {
-            self.str_keys = Some(StrKeys::new());
-            self.short = empty_short_slots(INITIAL_SLOTS, V::default);
-        }
-        self.pending.len() >= BATCH
-    }
-
-    /// Looks up the string keys queued by [`Self::insert_str`] or [`Self::queue_str`],
-    /// folding with `combine`: every slot loaded first, then the probes.
-    pub fn flush(&mut self, combine: impl Fn(&K, &mut V, V) -> Option<V>) {
-        let Some(keys) = self.str_keys.filter(|_| !self.pending.is_empty()) else { return };
-        let mut pending = std::mem::take(&mut self.pending);
-        let mut touch = 0u64;
-        for p in pending.iter().filter(|p| p.len as usize <= INLINE) {
-            touch ^= self.short[short_start(&self.short, p.hash)].meta;
-        }
-        std::hint::black_box(touch);
-        let arena = std::mem::take(&mut self.arena);
-        for p in pending.drain(..) {
-            let len = p.len as usize;
-            let short = len <= INLINE;
-            if short && !self.no_combiner {
-                let bytes = || unpack(p.lo, p.hi);
-                match self.find_short(p.hash, p.lo, p.hi, len) {
-                    // The common case, kept free of the key's bytes: fold into the slot.
-                    Found::Entry(i) => {
-                        self.hits += 1;
-                        let slot = &mut self.short[i];
-                        let key = &self.keys[(slot.meta & ENTRY) as usize];
-                        if let Some(value) = combine(key, &mut slot.value, p.value) {
-                            self.no_combiner = true;
-                            self.keep_aside((keys.make)(queued_str(&bytes()[..len])), value);
-                        }
-                    }
-                    Found::Vacant(i) => {
-                        let key = (keys.make)(queued_str(&bytes()[..len]));
-                        let place = Place { lo: p.lo, hi: p.hi, meta: short_meta(len) };
-                        self.add_short(i, place, key, p.value, keys.fill);
-                    }
-                }
-                continue;
-            }
-            let bytes = unpack(p.lo, p.hi);
-            let key = Queued {
-                bytes: match short {
-                    true => &bytes[..len],
-                    false => &arena.as_bytes()[p.start as usize..p.start as usize + len],
-                },
-                make: keys.make,
-            };
-            if self.no_combiner {
-                self.keep_aside(key.into_key(), p.value);
-            } else {
-                let found = self.find(p.hash, |k: &K| (keys.equals)(k, key.bytes));
-                let slot = Place { lo: p.hash, hi: 0, meta: tag(p.hash) };
-                self.settle(found, slot, key, p.value, &combine);
-            }
-        }
-        self.arena = arena;
-        self.arena.clear();
-        self.pending = pending;
-    }
-
     #[inline]
     fn insert_with<Q>(
         &mut self,
@@ -334,56 +242,6 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
                     self.no_combiner = true;
                 }
             }
-        }
-    }
-
-    /// Puts a new short string key in the empty slot `i` of the short-key table.
-    #[inline(always)]
-    fn add_short(&mut self, i: usize, place: Place, key: K, value: V, fill: fn() -> V) {
-        // As in `settle`, with this table's slots.
-        let inline = std::mem::size_of::<K>() + 4 * std::mem::size_of::<ShortSlot<V>>() / 3;
-        self.bytes += estimate(&key, &value) + inline as u64;
-        let at = u32::try_from(self.keys.len()).expect("fewer than 2^32 distinct keys");
-        self.short[i] = ShortSlot { lo: place.lo, hi: place.hi, meta: place.meta | u64::from(at), value };
-        self.keys.push(key);
-        self.short_len += 1;
-        if self.short_len * 4 > self.short.len() * 3 {
-            self.grow_short(fill);
-        }
-        if self.records_in >= PROBE && self.hits == 0 {
-            self.no_combiner = true;
-        }
-    }
-
-    /// Doubles the short-key table and places every slot again from what it holds.
-    fn grow_short(&mut self, fill: fn() -> V) {
-        let n = self.short.len() * 2;
-        let old = std::mem::replace(&mut self.short, empty_short_slots(n, fill));
-        let mask = n - 1;
-        for s in old.into_iter().filter(|s| s.meta != 0) {
-            let mut i = short_start(&self.short, short_hash(s.lo, s.hi, ((s.meta >> 32) & 0xff) as usize));
-            while self.short[i].meta != 0 {
-                i = (i + 1) & mask;
-            }
-            self.short[i] = s;
-        }
-    }
-
-    /// Finds a short string key by its packed bytes: no key is read.
-    #[inline(always)]
-    fn find_short(&self, hash: u64, lo: u64, hi: u64, len: usize) -> Found {
-        let mask = self.short.len() - 1;
-        let want = short_meta(len);
-        let mut i = short_start(&self.short, hash);
-        loop {
-            let s = &self.short[i];
-            if s.meta == 0 {
-                return Found::Vacant(i);
-            }
-            if s.meta & !ENTRY == want && s.lo == lo && s.hi == hi {
-                return Found::Entry(i);
-            }
-            i = (i + 1) & mask;
         }
     }
 

@@ -5,6 +5,7 @@ use std::borrow::Borrow;
 
 use super::INLINE;
 
+/// What the buffer needs of a string-like `K` to look up and keep queued string keys,
 /// captured where `K: Borrow<str> + From<&str>` is known, so that the flush itself needs
 /// no such bound and can be called with any combiner, statically dispatched.
 #[derive(Debug)]
@@ -75,8 +76,16 @@ pub(super) struct ShortSlot<V> {
 /// depends on where it was allocated.
 #[inline(always)]
 pub(super) fn short_start<V>(slots: &[ShortSlot<V>], hash: u64) -> usize {
+    let (mask, phase) = short_mask(slots);
+    (hash as usize & mask) | phase
+}
+
+/// The two parts of [`short_start`] that do not depend on the hash: the mask, and the
+/// index of the first slot of a cache line (0 or 1).
+#[inline(always)]
+pub(super) fn short_mask<V>(slots: &[ShortSlot<V>]) -> (usize, usize) {
     let phase = (slots.as_ptr() as usize / std::mem::size_of::<ShortSlot<V>>()) & 1;
-    (hash as usize & (slots.len() - 1) & !1) | phase
+    ((slots.len() - 1) & !1, phase)
 }
 
 pub(super) fn empty_short_slots<V>(n: usize, fill: fn() -> V) -> Vec<ShortSlot<V>> {
