@@ -194,12 +194,24 @@ impl<'a, K: Key, V: Value> Emitter<'a, K, V> {
             Sink::Fn(f) => emit_to_fn(f, key, value),
             Sink::Buffer(buffer, combine, batch) => {
                 if buffer.queue_str(batch.text, key, value) {
-                    match batch.flush {
-                        Some(flush) => flush(buffer),
-                        None => buffer.flush(*combine),
-                    }
+                    flush_batch(buffer, *combine, batch.flush);
                 }
             }
         }
+    }
+}
+
+/// Looks up a full batch of string keys, with the flush the emitter was given (the
+/// combiner statically dispatched) or else through `combine`. Out of line, as
+/// [`emit_to_fn`].
+#[inline(never)]
+fn flush_batch<K: Key, V: Value>(
+    buffer: &mut MapBuffer<K, V>,
+    combine: Combine<'_, K, V>,
+    flush: Option<FlushFn<'_, K, V>>,
+) {
+    match flush {
+        Some(flush) => flush(buffer),
+        None => buffer.flush(combine),
     }
 }

@@ -64,7 +64,10 @@ pub fn for_each_word<'t>(text: &'t str, mut f: impl FnMut(&'t str)) {
     let (mut start, mut in_run, mut run_unsure) = (0usize, false, false);
     let mut carry = 0u64;
     let mut base = 0;
-    while base < bytes.len() {
+    // Missing bytes count as separators, so a run that goes on to the end of the text
+    // ends in its last, partial block; if the text fills its last block, one more, empty,
+    // block ends it. Words are handed to `f` from one place, so that it is inlined here.
+    while base <= bytes.len() {
         let (mask, leads) = classify(&bytes[base..bytes.len().min(base + BLOCK)]);
         // Non-ASCII characters that are not known letters: their words are split closer.
         let mut unsure = 0u64;
@@ -100,11 +103,7 @@ pub fn for_each_word<'t>(text: &'t str, mut f: impl FnMut(&'t str)) {
         }
         base += BLOCK;
     }
-    if in_run {
-        // Through `split_mixed` too, so that the loop above is the one place `f` is
-        // called from here: a caller's `f` is then inlined into it.
-        split_mixed(&text[start..], &mut f);
-    }
+    debug_assert!(!in_run, "the last block ends every run");
 }
 
 /// Whether the character starting with the bytes `lead, next` is a Latin (U+00C0 to
@@ -135,8 +134,11 @@ const LETTERS_BELOW_0800: [u64; 32] = {
     bits
 };
 
+/// The words of a run that holds a character [`european_letter`] does not know, found
+/// character by character. Out of line and through `dyn`: rare, and the caller's `f` is
+/// then called directly from one place only.
 #[inline(never)]
-fn split_mixed<'t>(run: &'t str, f: &mut impl FnMut(&'t str)) {
+fn split_mixed<'t>(run: &'t str, f: &mut dyn FnMut(&'t str)) {
     let mut start = None;
     for (i, c) in run.char_indices() {
         match (is_alphabetic(c), start) {

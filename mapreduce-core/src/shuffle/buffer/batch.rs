@@ -22,10 +22,14 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         V: Default,
     {
         // The common case, small enough to be inlined into the caller's loop (a word
-        // splitter's, say): a short key, looked up, into a table already made.
-        if key.len() <= INLINE && !self.no_combiner && !self.short.is_empty() {
+        // splitter's, say): a short key, read with one load, looked up, into a table
+        // already made.
+        if key.len() <= INLINE
+            && !self.no_combiner
+            && !self.short.is_empty()
+            && let Some((lo, hi)) = pack_loaded(text.as_bytes(), key.as_bytes())
+        {
             self.records_in += 1;
-            let (lo, hi) = pack_in(text.as_bytes(), key.as_bytes());
             let hash = short_hash(lo, hi, key.len());
             self.pending.push(Pending { hash, lo, hi, len: key.len() as u32, start: 0, value });
             return self.pending.len() >= BATCH;
@@ -33,8 +37,8 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         self.queue_str_other(text, key, value)
     }
 
-    /// [`Self::queue_str`] for the other cases: a long key, no more lookups, or the
-    /// first key since the buffer was made or drained.
+    /// [`Self::queue_str`] for the other cases: a long key, a short one at the end of
+    /// the text, no more lookups, or the first key since the buffer was made or drained.
     #[inline(never)]
     fn queue_str_other(&mut self, text: &str, key: &str, value: V) -> bool
     where

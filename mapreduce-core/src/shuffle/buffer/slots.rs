@@ -152,18 +152,20 @@ pub(super) fn pack(bytes: &[u8]) -> (u64, u64) {
 /// where the text goes on for 16 bytes from there (nearly always); else [`pack`].
 #[inline(always)]
 pub(super) fn pack_in(text: &[u8], key: &[u8]) -> (u64, u64) {
+    pack_loaded(text, key).unwrap_or_else(|| pack(key))
+}
+
+/// The load and mask of [`pack_in`], if the text goes on for 16 bytes from the key.
+#[inline(always)]
+pub(super) fn pack_loaded(text: &[u8], key: &[u8]) -> Option<(u64, u64)> {
     let n = key.len();
     // Where the key starts in `text`, if it is a part of it (else this is out of range).
     let at = (key.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
-    match at.checked_add(INLINE).and_then(|end| text.get(at..end)) {
-        Some(word) => {
-            let raw = u128::from_le_bytes(word.try_into().expect("16 bytes"));
-            let lo_mask = u64::MAX.checked_shr(8 * (8 - n.min(8)) as u32).unwrap_or(0);
-            let hi_mask = u64::MAX.checked_shr(8 * (16 - n.max(8)) as u32).unwrap_or(0);
-            (raw as u64 & lo_mask, (raw >> 64) as u64 & hi_mask)
-        }
-        None => pack(key),
-    }
+    let word = text.get(at..at.checked_add(INLINE)?)?;
+    let raw = u128::from_le_bytes(word.try_into().expect("16 bytes"));
+    let lo_mask = u64::MAX.checked_shr(8 * (8 - n.min(8)) as u32).unwrap_or(0);
+    let hi_mask = u64::MAX.checked_shr(8 * (16 - n.max(8)) as u32).unwrap_or(0);
+    Some((raw as u64 & lo_mask, (raw >> 64) as u64 & hi_mask))
 }
 
 /// The bytes of a packed short key.
