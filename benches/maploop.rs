@@ -14,7 +14,7 @@
 #![allow(clippy::print_stdout)] // a command-line program: printing is its job
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -31,7 +31,7 @@ fn sum(_: &Word, acc: &mut u64, v: u64) -> Option<u64> {
 }
 
 /// The map loop over `path`: the buffer it leaves, not drained.
-fn map_loop(path: &PathBuf) -> anyhow::Result<MapBuffer<Word, u64>> {
+fn map_loop(path: &Path) -> anyhow::Result<MapBuffer<Word, u64>> {
     let mut file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
     let mut buf = vec![0u8; BLOCK];
     let (mut kept, mut b) = (0, MapBuffer::<Word, u64>::new());

@@ -92,7 +92,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         for p in pending.drain(..) {
             if p.len as usize <= INLINE
                 && !self.no_combiner
-                && let Some(i) = self.find_short_held(p.hash, p.lo, p.hi, p.len as usize)
+                && let Found::Entry(i) = self.find_short(p.hash, p.lo, p.hi, p.len as usize)
             {
                 hits += 1;
                 let slot = &mut self.short[i];
@@ -193,7 +193,8 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         }
     }
 
-    /// Finds a short string key by its packed bytes: no key is read.
+    /// Finds a short string key by its packed bytes: no key is read. A hit's compares
+    /// come first, as most lookups are hits.
     #[inline(always)]
     fn find_short(&self, hash: u64, lo: u64, hi: u64, len: usize) -> Found {
         let mask = self.short.len() - 1;
@@ -201,30 +202,11 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         let mut i = short_start(&self.short, hash);
         loop {
             let s = &self.short[i];
-            if s.meta == 0 {
-                return Found::Vacant(i);
-            }
-            if s.meta & !ENTRY == want && s.lo == lo && s.hi == hi {
+            if s.lo == lo && s.hi == hi && s.meta & !ENTRY == want {
                 return Found::Entry(i);
             }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// Where the table holds a short string key, if it does: [`Self::find_short`] with
-    /// the hit's compares first.
-    #[inline(always)]
-    fn find_short_held(&self, hash: u64, lo: u64, hi: u64, len: usize) -> Option<usize> {
-        let mask = self.short.len() - 1;
-        let want = short_meta(len);
-        let mut i = short_start(&self.short, hash);
-        loop {
-            let s = &self.short[i];
-            if s.lo == lo && s.hi == hi && s.meta & !ENTRY == want {
-                return Some(i);
-            }
             if s.meta == 0 {
-                return None;
+                return Found::Vacant(i);
             }
             i = (i + 1) & mask;
         }
