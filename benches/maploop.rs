@@ -45,7 +45,9 @@ fn map_loop(path: &Path) -> anyhow::Result<MapBuffer<Word, u64>> {
             0 => filled,
             _ => buf[..filled].iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1),
         };
-        let text = std::str::from_utf8(&buf[..cut]).with_context(|| format!("{}: not UTF-8", path.display()))?;
+        // Validated as the worker's reader does (`mapreduce_core::shard::lines`).
+        let text =
+            simdutf8::basic::from_utf8(&buf[..cut]).map_err(|_| anyhow::anyhow!("{}: not UTF-8", path.display()))?;
         for_each_word(text, |w| {
             if b.queue_str(text, w, 1) {
                 b.flush(sum);

@@ -86,31 +86,58 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         }
         std::hint::black_box(touch);
         let arena = std::mem::take(&mut self.arena);
-        // The loop of the common case, a short key the table holds, kept small: the rest
-        // is out of line, so that this one's state stays in registers.
-        let mut hits = 0;
-        for p in pending.drain(..) {
-            if p.len as usize <= INLINE
-                && !self.no_combiner
-                && let Found::Entry(i) = self.find_short(p.hash, p.lo, p.hi, p.len as usize)
-            {
-                hits += 1;
-                let slot = &mut self.short[i];
-                let key = &self.keys[(slot.meta & ENTRY) as usize];
-                if let Some(value) = combine(key, &mut slot.value, p.value) {
+        let mut rest = pending.drain(..);
+        loop {
+            let next = match self.no_combiner {
+                false => self.fold_held(&mut rest, &combine),
+                true => rest.next().map(Next::Other),
+            };
+            match next {
+                None => break,
+                Some(Next::Other(p)) => self.flush_other(p, &arena, keys, &combine),
+                Some(Next::Declined { lo, hi, len, value }) => {
                     self.no_combiner = true;
-                    self.keep_aside((keys.make)(queued_str(&unpack(p.lo, p.hi)[..p.len as usize])), value);
+                    self.keep_aside((keys.make)(queued_str(&unpack(lo, hi)[..len])), value);
                 }
-                continue;
             }
-            // Up to date for the check that the table still helps.
-            self.hits += std::mem::take(&mut hits);
-            self.flush_other(p, &arena, keys, &combine);
         }
-        self.hits += hits;
+        drop(rest);
         self.arena = arena;
         self.arena.clear();
         self.pending = pending;
+    }
+
+    /// The loop of the common case, a short key the table holds: folds queued keys until
+    /// one that is not, or one the combiner declines, and returns it (`None`: the batch is
+    /// done). Nothing in it changes the table, so the table's shape stays in registers;
+    /// the rest is out of line, and the hits are counted after it.
+    #[inline(always)]
+    fn fold_held(
+        &mut self,
+        rest: &mut std::vec::Drain<'_, Pending<V>>,
+        combine: &impl Fn(&K, &mut V, V) -> Option<V>,
+    ) -> Option<Next<V>> {
+        let before = rest.len();
+        let (mask, phase) = short_mask(&self.short);
+        let wrap = self.short.len() - 1;
+        let (short, keys) = (&mut self.short[..], &self.keys[..]);
+        let next = loop {
+            let Some(p) = rest.next() else { break None };
+            if p.len as usize > INLINE {
+                break Some(Next::Other(p));
+            }
+            let start = (p.hash as usize & mask) | phase;
+            let Found::Entry(i) = probe_short(short, start, wrap, p.lo, p.hi, short_meta(p.len as usize)) else {
+                break Some(Next::Other(p));
+            };
+            let slot = &mut short[i];
+            if let Some(value) = combine(&keys[(slot.meta & ENTRY) as usize], &mut slot.value, p.value) {
+                break Some(Next::Declined { lo: p.lo, hi: p.hi, len: p.len as usize, value });
+            }
+        };
+        let taken = before - rest.len() - usize::from(matches!(next, Some(Next::Other(_))));
+        self.hits += taken as u64;
+        next
     }
 
     /// [`Self::flush`] for one queued key that is not a short key the table holds: a new
@@ -193,22 +220,37 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         }
     }
 
-    /// Finds a short string key by its packed bytes: no key is read. A hit's compares
-    /// come first, as most lookups are hits.
+    /// Finds a short string key by its packed bytes: no key is read.
     #[inline(always)]
     fn find_short(&self, hash: u64, lo: u64, hi: u64, len: usize) -> Found {
-        let mask = self.short.len() - 1;
-        let want = short_meta(len);
-        let mut i = short_start(&self.short, hash);
-        loop {
-            let s = &self.short[i];
-            if s.lo == lo && s.hi == hi && s.meta & !ENTRY == want {
-                return Found::Entry(i);
-            }
-            if s.meta == 0 {
-                return Found::Vacant(i);
-            }
-            i = (i + 1) & mask;
+        probe_short(&self.short, short_start(&self.short, hash), self.short.len() - 1, lo, hi, short_meta(len))
+    }
+}
+
+/// What [`MapBuffer::fold_held`] stopped at.
+enum Next<V> {
+    /// A key that is not a short key the table holds, for [`MapBuffer::flush_other`].
+    Other(Pending<V>),
+    /// A held short key (its packed bytes and length) whose value the combiner declined
+    /// to fold: kept aside.
+    Declined { lo: u64, hi: u64, len: usize, value: V },
+}
+
+/// The probe for a short key in `short` from slot `start`, wrapping with `wrap`, whose
+/// slot `meta` is `want` above the entry. A hit's compares come first, as most lookups
+/// are hits.
+#[inline(always)]
+fn probe_short<V>(short: &[ShortSlot<V>], start: usize, wrap: usize, lo: u64, hi: u64, want: u64) -> Found {
+    let mut i = start;
+    loop {
+        let s = &short[i];
+        // The upper half of `meta` alone: a 32-bit compare, with no mask to hold.
+        if s.lo == lo && s.hi == hi && s.meta >> 32 == want >> 32 {
+            return Found::Entry(i);
         }
+        if s.meta == 0 {
+            return Found::Vacant(i);
+        }
+        i = (i + 1) & wrap;
     }
 }
