@@ -117,6 +117,12 @@ impl<'a> Text<'a> {
         Ok(())
     }
 
+    /// An integer, with `itoa`: what `Display` writes, without the formatting machinery.
+    fn integer(&mut self, v: impl itoa::Integer) -> R {
+        self.field().extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        Ok(())
+    }
+
     fn bytes(&mut self, v: &[u8]) -> R {
         self.field().extend_from_slice(v);
         Ok(())
@@ -155,16 +161,16 @@ impl<'b, 'a> Serializer for &'b mut Text<'a> {
 
     methods! {
         serialize_bool() -> () => display(v: bool);
-        serialize_i8() -> () => display(v: i8);
-        serialize_i16() -> () => display(v: i16);
-        serialize_i32() -> () => display(v: i32);
-        serialize_i64() -> () => display(v: i64);
-        serialize_i128() -> () => display(v: i128);
-        serialize_u8() -> () => display(v: u8);
-        serialize_u16() -> () => display(v: u16);
-        serialize_u32() -> () => display(v: u32);
-        serialize_u64() -> () => display(v: u64);
-        serialize_u128() -> () => display(v: u128);
+        serialize_i8() -> () => integer(v: i8);
+        serialize_i16() -> () => integer(v: i16);
+        serialize_i32() -> () => integer(v: i32);
+        serialize_i64() -> () => integer(v: i64);
+        serialize_i128() -> () => integer(v: i128);
+        serialize_u8() -> () => integer(v: u8);
+        serialize_u16() -> () => integer(v: u16);
+        serialize_u32() -> () => integer(v: u32);
+        serialize_u64() -> () => integer(v: u64);
+        serialize_u128() -> () => integer(v: u128);
         serialize_f32() -> () => display(v: f32);
         serialize_f64() -> () => display(v: f64);
         serialize_none() -> () => nothing();

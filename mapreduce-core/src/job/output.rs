@@ -17,6 +17,9 @@ use super::{JobSpec, Mapper};
 pub struct Output<'a> {
     sink: OutputSink<'a>,
     records: u64,
+    /// The record being written: formatted or encoded here, then written at once (one
+    /// call into the writer a record, and no allocation).
+    line: Vec<u8>,
 }
 
 /// Where an [`Output`] writes.
@@ -35,27 +38,29 @@ pub trait RecordSink {
 impl<'a> Output<'a> {
     /// An output that writes text lines into `writer` ([`OutputFormat::Text`]).
     pub fn new(writer: &'a mut dyn Write) -> Self {
-        Output { sink: OutputSink::Text(writer), records: 0 }
+        Output { sink: OutputSink::Text(writer), records: 0, line: Vec::new() }
     }
 
     /// An output that writes typed records into `sink` ([`OutputFormat::Records`]).
     pub fn records_into(sink: &'a mut dyn RecordSink) -> Self {
-        Output { sink: OutputSink::Records(sink), records: 0 }
+        Output { sink: OutputSink::Records(sink), records: 0, line: Vec::new() }
     }
 
     fn text(&mut self) -> std::io::Result<&mut dyn Write> {
         match &mut self.sink {
             OutputSink::Text(w) => Ok(&mut **w),
-            OutputSink::Records(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "this job writes typed records (OutputFormat::Records): write them with Output::record",
-            )),
+            OutputSink::Records(_) => Err(not_text()),
         }
     }
 
     /// Writes one record as the line `key<TAB>value` (text output).
     pub fn emit(&mut self, key: impl Display, value: impl Display) -> std::io::Result<()> {
-        writeln!(self.text()?, "{key}\t{value}")?;
+        self.line.clear();
+        if fmt::Write::write_fmt(&mut Line(&mut self.line), format_args!("{key}\t{value}\n")).is_err() {
+            return Err(std::io::Error::other("a Display implementation returned an error"));
+        }
+        let OutputSink::Text(w) = &mut self.sink else { return Err(not_text()) };
+        w.write_all(&self.line)?;
         self.records += 1;
         Ok(())
     }
@@ -74,16 +79,16 @@ impl<'a> Output<'a> {
     /// text ([`crate::text`]).
     pub fn record<T: Serialize + ?Sized>(&mut self, record: &T) -> std::io::Result<()> {
         let bad = |e: &dyn Display| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
+        self.line.clear();
         match &mut self.sink {
             OutputSink::Records(sink) => {
-                let bytes = postcard::to_allocvec(record).map_err(|e| bad(&e))?;
-                sink.write_encoded(&bytes)?;
+                self.line = postcard::to_extend(record, std::mem::take(&mut self.line)).map_err(|e| bad(&e))?;
+                sink.write_encoded(&self.line)?;
             }
             OutputSink::Text(w) => {
-                let mut line = Vec::new();
-                crate::text::write_text(record, &mut line).map_err(|e| bad(&e))?;
-                line.push(b'\n');
-                w.write_all(&line)?;
+                crate::text::write_text(record, &mut self.line).map_err(|e| bad(&e))?;
+                self.line.push(b'\n');
+                w.write_all(&self.line)?;
             }
         }
         self.records += 1;
@@ -99,6 +104,24 @@ impl<'a> Output<'a> {
     /// report sums it over the accepted attempt of every task, whatever the retries.
     pub fn count(&mut self, name: &str, n: u64) {
         crate::counters::add(name, n);
+    }
+}
+
+/// A text write to an output of typed records.
+fn not_text() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "this job writes typed records (OutputFormat::Records): write them with Output::record",
+    )
+}
+
+/// The line buffer as a `fmt::Write`, for `Display` to write into.
+struct Line<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Line<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 

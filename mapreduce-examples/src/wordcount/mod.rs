@@ -57,7 +57,9 @@ impl Mapper for WordCount {
 
 impl Reducer for WordCount {
     fn reduce(&self, word: &Word, counts: &mut dyn Iterator<Item = u64>, out: &mut Output<'_>) -> Result<(), BoxError> {
-        out.emit(word, counts.sum::<u64>())?;
+        // `word<TAB>count`, as `emit` would write it, through serde rather than the
+        // formatting machinery: a string and an integer need none.
+        out.record(&(word, counts.sum::<u64>()))?;
         Ok(())
     }
 
