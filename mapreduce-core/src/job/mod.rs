@@ -237,9 +237,18 @@ impl Write for Fnv {
 /// `reducers`. Panics if `reducers` is zero (a map-only job never partitions).
 pub fn stable_partition<K: Serialize + ?Sized>(key: &K, reducers: u32) -> u32 {
     assert!(reducers > 0, "stable_partition needs at least one reducer");
-    let mut h = Fnv::new();
-    let h = match postcard::to_io(key, &mut h) {
-        Ok(_) => h.finish(),
+    // Encoded on the stack and hashed in one loop; streamed into the hash if it is larger
+    // (the same bytes, so the same hash).
+    let mut buf = [0u8; 64];
+    let h = match postcard::to_slice(key, &mut buf) {
+        Ok(bytes) => stable_hash(bytes),
+        Err(postcard::Error::SerializeBufferFull) => {
+            let mut h = Fnv::new();
+            match postcard::to_io(key, &mut h) {
+                Ok(_) => h.finish(),
+                Err(_) => 0,
+            }
+        }
         // A key that cannot be serialised cannot be shuffled either; the record writer
         // reports it with its task. Send it somewhere deterministic meanwhile.
         Err(_) => 0,
@@ -467,6 +476,13 @@ mod tests {
         let mut bytes = vec![3u8];
         bytes.extend_from_slice(b"the");
         assert_eq!(stable_partition("the", 1000), (stable_hash(&bytes) % 1000) as u32);
+        // A key too large for the stack buffer is hashed as it streams: the same function.
+        let long = "x".repeat(300);
+        let mut bytes = postcard::to_allocvec(long.as_str()).unwrap();
+        assert_eq!(stable_partition(long.as_str(), 1000), (stable_hash(&bytes) % 1000) as u32);
+        bytes.truncate(60);
+        let edge = std::str::from_utf8(&bytes[1..]).unwrap(); // 59 bytes, 60 encoded
+        assert_eq!(stable_partition(edge, 1000), (stable_hash(&postcard::to_allocvec(edge).unwrap()) % 1000) as u32);
     }
 
     #[derive(Serialize, serde::Deserialize)]

@@ -60,6 +60,13 @@ impl<W: Write> RecordWriter<W> {
         key: &K,
         value: &V,
     ) -> Result<(), FormatError> {
+        // Most records fit on the stack, encoded through a cursor; the rest grow a vector.
+        let mut small = [0u8; 128];
+        match postcard::to_slice(&(key, value), &mut small) {
+            Ok(frame) => return self.write_encoded(frame),
+            Err(postcard::Error::SerializeBufferFull) => {}
+            Err(error) => return Err(FormatError::Encode { record: self.records, error }),
+        }
         self.scratch.clear();
         let scratch = std::mem::take(&mut self.scratch);
         let frame = postcard::to_extend(&(key, value), scratch)
