@@ -65,28 +65,78 @@ pub fn read_output(dir: &Path) -> io::Result<BTreeMap<String, u64>> {
 
 /// The `n` most frequent words of a word count's output directory, most frequent first
 /// (ties in word order), read a part file at a time and never held whole: what a user's
-/// program prints after the job costs little beside the job.
+/// program prints after the job costs little beside the job. The part files are read in
+/// parallel, as the job wrote them.
 pub fn top_words(dir: &Path, n: usize) -> io::Result<Vec<(String, u64)>> {
-    let bad = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
-    // The best `n` so far, as (count, word) with the count negated for the order wanted.
-    let mut top: std::collections::BTreeSet<(std::cmp::Reverse<u64>, String)> = Default::default();
-    for part in output_parts(dir)? {
-        let text = std::fs::read(&part)?;
-        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let tab = line.iter().rposition(|&b| b == b'\t');
-            let tab = tab.ok_or_else(|| bad(format!("{}: no tab in a line", part.display())))?;
-            let count = std::str::from_utf8(&line[tab + 1..]).ok().and_then(|c| c.parse::<u64>().ok());
-            let count = count.ok_or_else(|| bad(format!("{}: bad count in a line", part.display())))?;
-            let worst = top.last().map(|(c, _)| c.0);
-            if top.len() < n || worst.is_some_and(|w| count >= w) {
-                top.insert((std::cmp::Reverse(count), String::from_utf8_lossy(&line[..tab]).into_owned()));
-                if top.len() > n {
-                    top.pop_last();
-                }
-            }
+    let parts = output_parts(dir)?;
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(parts.len()).max(1);
+    let tops: Vec<io::Result<Top>> = std::thread::scope(|s| {
+        let parts = &parts;
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut top = Top::default();
+                    for part in parts.iter().skip(t).step_by(threads) {
+                        top_of_part(part, n, &mut top)?;
+                    }
+                    Ok(top)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(io::Error::other("a reader panicked")))).collect()
+    });
+    let mut top = Top::default();
+    for t in tops {
+        for entry in t? {
+            keep(&mut top, n, entry);
         }
     }
     Ok(top.into_iter().map(|(c, w)| (w, c.0)).collect())
+}
+
+/// The best words so far, as (count, word) with the count reversed for the order wanted.
+type Top = std::collections::BTreeSet<(std::cmp::Reverse<u64>, String)>;
+
+/// Adds `entry` to `top` if it is among the best `n`.
+fn keep(top: &mut Top, n: usize, entry: (std::cmp::Reverse<u64>, String)) {
+    top.insert(entry);
+    if top.len() > n {
+        top.pop_last();
+    }
+}
+
+/// Adds the best `n` words of the part file `part` to `top`. A line's word is read only
+/// when its count can make the list.
+fn top_of_part(part: &Path, n: usize, top: &mut Top) -> io::Result<()> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {what} in a line", part.display()));
+    let text = std::fs::read(part)?;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', &text).chain((text.last() != Some(&b'\n')).then_some(text.len())) {
+        let line = &text[start..end];
+        start = end + 1;
+        if line.is_empty() {
+            continue;
+        }
+        let tab = memchr::memrchr(b'\t', line).ok_or_else(|| bad("no tab"))?;
+        let count = parse_count(&line[tab + 1..]).ok_or_else(|| bad("bad count"))?;
+        let worst = top.last().map(|(c, _)| c.0);
+        if top.len() < n || worst.is_some_and(|w| count >= w) {
+            keep(top, n, (std::cmp::Reverse(count), String::from_utf8_lossy(&line[..tab]).into_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// A count's decimal digits as a `u64`; `None` if they are not all digits, there are none,
+/// or the number is too large.
+fn parse_count(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| match b {
+        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
+        _ => None,
+    })
 }
 
 /// Sorts the records of `inputs` in this thread, in memory, into `output`: the reference
