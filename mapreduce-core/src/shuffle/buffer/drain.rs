@@ -63,80 +63,14 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         // that `K` orders as its `str` does, so this is `K`'s order.
         let mut order: Vec<SortKey> =
             keys.iter().enumerate().map(|(i, k)| SortKey::new(partition(k), (str_keys.bytes)(k), i)).collect();
-        sort_order(&mut order, &keys);
+        order.sort_unstable_by(|a, b| {
+            a.bits.cmp(&b.bits).then_with(|| match a.is_long() {
+                true => keys[a.at as usize].cmp(&keys[b.at as usize]),
+                false => std::cmp::Ordering::Equal,
+            })
+        });
         let keys: Vec<Option<K>> = keys.into_iter().map(Some).collect();
         Drained(Box::new(Gather { order, keys, values, next: 0, batch: Vec::with_capacity(GATHER) }))
-    }
-}
-
-/// Most records a slice has that is sorted by comparisons alone: a larger partition is
-/// first spread into buckets by its keys' two first bytes.
-const BUCKETED: usize = 1 << 16;
-
-/// Sorts `order` by partition and key: in place, by partition (when there are fewer
-/// partitions than records) and then, within a partition of more than [`BUCKETED`]
-/// records, by the two first bytes, each a pass of an American flag sort (McIlroy,
-/// Bostic and McIlroy, 1993); then each bucket by comparisons. Text spreads over a few
-/// hundred two-byte prefixes, so a bucket is a few hundred records sorted in the cache,
-/// with half the comparisons of one sort of the whole.
-fn sort_order<K: Ord>(order: &mut [SortKey], keys: &[K]) {
-    let cmp = |a: &SortKey, b: &SortKey| {
-        a.bits.cmp(&b.bits).then_with(|| match a.is_long() {
-            true => keys[a.at as usize].cmp(&keys[b.at as usize]),
-            false => std::cmp::Ordering::Equal,
-        })
-    };
-    let partitions = order.iter().map(|o| o.partition() as usize + 1).max().unwrap_or(0);
-    if order.len() <= BUCKETED || partitions > order.len() {
-        order.sort_unstable_by(cmp);
-        return;
-    }
-    let mut parts = Vec::new();
-    spread(order, partitions, |o| o.partition() as usize, &mut parts);
-    let mut heads = Vec::new();
-    for p in parts.windows(2) {
-        let part = &mut order[p[0] as usize..p[1] as usize];
-        if part.len() <= BUCKETED {
-            part.sort_unstable_by(cmp);
-            continue;
-        }
-        spread(part, 1 << 16, |o| (o.bits[0] >> 16) as u16 as usize, &mut heads);
-        for h in heads.windows(2).filter(|h| h[1] - h[0] > 1) {
-            part[h[0] as usize..h[1] as usize].sort_unstable_by(cmp);
-        }
-    }
-}
-
-/// Moves `slice`'s records into `buckets` groups in place, in the order of `bucket` (each
-/// below `buckets`), and leaves in `starts` where each group starts (and, last, the
-/// length): one American flag sort pass, each record moved once into its place.
-fn spread(slice: &mut [SortKey], buckets: usize, bucket: impl Fn(&SortKey) -> usize, starts: &mut Vec<u32>) {
-    starts.clear();
-    starts.resize(buckets + 1, 0);
-    for o in slice.iter() {
-        starts[bucket(o) + 1] += 1;
-    }
-    for b in 1..=buckets {
-        starts[b] += starts[b - 1];
-    }
-    // The next place of each group not yet holding one of its records.
-    let mut next = starts[..buckets].to_vec();
-    for b in 0..buckets {
-        while next[b] < starts[b + 1] {
-            // Follow the cycle from this place until a record of group `b` comes back.
-            let mut o = slice[next[b] as usize];
-            loop {
-                let d = bucket(&o);
-                if d == b {
-                    break;
-                }
-                let at = next[d] as usize;
-                next[d] += 1;
-                std::mem::swap(&mut o, &mut slice[at]);
-            }
-            slice[next[b] as usize] = o;
-            next[b] += 1;
-        }
     }
 }
 
@@ -242,7 +176,6 @@ impl SortKey {
 #[cfg(test)]
 mod tests {
     use super::super::MapBuffer;
-    use super::SortKey;
 
     proptest::proptest! {
         /// Whatever the keys (NUL bytes, a shared 16-byte head, multibyte characters,
@@ -274,61 +207,6 @@ mod tests {
             }
             proptest::prop_assert_eq!(sums, want);
         }
-    }
-
-    proptest::proptest! {
-        /// One pass of the American flag sort groups any records by any bucket, in bucket
-        /// order, moving each record (none lost, none twice), and says where groups start.
-        #[test]
-        fn spreading_groups_every_record_by_its_bucket(
-            buckets in proptest::collection::vec(0usize..7, 0..200),
-        ) {
-            let mut order: Vec<SortKey> =
-                buckets.iter().enumerate().map(|(i, &b)| SortKey::new(b as u32, b"", i)).collect();
-            let mut starts = Vec::new();
-            super::spread(&mut order, 7, |o| o.partition() as usize, &mut starts);
-            proptest::prop_assert!(order.windows(2).all(|w| w[0].partition() <= w[1].partition()));
-            for b in 0..7 {
-                let group = &order[starts[b] as usize..starts[b + 1] as usize];
-                proptest::prop_assert!(group.iter().all(|o| o.partition() as usize == b));
-            }
-            let mut at: Vec<u32> = order.iter().map(|o| o.at).collect();
-            at.sort_unstable();
-            proptest::prop_assert_eq!(at, (0..buckets.len() as u32).collect::<Vec<_>>());
-        }
-    }
-
-    /// Enough distinct keys for the bucket passes (a partition above `BUCKETED`): shared
-    /// two-byte heads, keys that are prefixes of others, long keys equal in their first 16
-    /// bytes, bytes above 0x7f, and an empty key.
-    #[test]
-    fn a_large_drain_is_sorted_through_the_bucket_passes() {
-        let mut b: MapBuffer<String, u64> = MapBuffer::new();
-        let combine = |_: &String, acc: &mut u64, v: u64| {
-            *acc += v;
-            None
-        };
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut want = std::collections::BTreeMap::new();
-        for i in 0..300_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = (x % 24) as usize;
-            let alphabet = ["a", "b", "é", "z", "ab", "\u{0}"];
-            let mut key: String = (0..len).map(|j| alphabet[((x >> (j * 2 + 8)) % 6) as usize]).collect();
-            if i % 7 == 0 {
-                key = format!("abcdefghijklmnop{key}");
-            }
-            *want.entry(key.clone()).or_insert(0) += i;
-            b.insert_str(&key, i, combine);
-        }
-        assert!(want.len() > 2 * super::BUCKETED, "{} distinct keys", want.len());
-        let got = b.drain_sorted(combine, |k| (k.len() % 2) as u32);
-        assert!(got.windows(2).all(|w| (w[0].0, &w[0].1) < (w[1].0, &w[1].1)), "sorted by partition, key");
-        assert!(got.iter().all(|(p, k, _)| *p == (k.len() % 2) as u32));
-        let sums: std::collections::BTreeMap<String, u64> = got.into_iter().map(|(_, k, v)| (k, v)).collect();
-        assert_eq!(sums, want);
     }
 
     #[test]
