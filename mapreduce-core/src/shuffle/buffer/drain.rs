@@ -209,6 +209,39 @@ mod tests {
         }
     }
 
+    /// A drain of many distinct keys (several tables' growth, a sort larger than the
+    /// cache): shared heads, keys that are prefixes of others, long keys equal in their
+    /// first 16 bytes, bytes above 0x7f, NUL bytes, and an empty key.
+    #[test]
+    fn a_large_drain_of_string_keys_is_sorted_and_loses_nothing() {
+        let mut b: MapBuffer<String, u64> = MapBuffer::new();
+        let combine = |_: &String, acc: &mut u64, v: u64| {
+            *acc += v;
+            None
+        };
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut want = std::collections::BTreeMap::new();
+        for i in 0..300_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 24) as usize;
+            let alphabet = ["a", "b", "é", "z", "ab", "\u{0}"];
+            let mut key: String = (0..len).map(|j| alphabet[((x >> (j * 2 + 8)) % 6) as usize]).collect();
+            if i % 7 == 0 {
+                key = format!("abcdefghijklmnop{key}");
+            }
+            *want.entry(key.clone()).or_insert(0) += i;
+            b.insert_str(&key, i, combine);
+        }
+        assert!(want.len() > 100_000, "{} distinct keys", want.len());
+        let got = b.drain_sorted(combine, |k| (k.len() % 2) as u32);
+        assert!(got.windows(2).all(|w| (w[0].0, &w[0].1) < (w[1].0, &w[1].1)), "sorted by partition, key");
+        assert!(got.iter().all(|(p, k, _)| *p == (k.len() % 2) as u32));
+        let sums: std::collections::BTreeMap<String, u64> = got.into_iter().map(|(_, k, v)| (k, v)).collect();
+        assert_eq!(sums, want);
+    }
+
     #[test]
     fn large_values_stay_with_their_keys_through_the_drain() {
         type Big = [u64; 8];
