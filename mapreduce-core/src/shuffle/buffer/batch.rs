@@ -66,7 +66,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         // emptied only by a drain: one test covers both.
         if self.short.is_empty() {
             self.str_keys = Some(StrKeys::new());
-            self.short = empty_short_slots(INITIAL_SLOTS, V::default);
+            self.short = empty_short_slots(INITIAL_SLOTS);
         }
         self.pending.len() >= BATCH
     }
@@ -167,7 +167,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
                 Found::Vacant(i) => {
                     let key = (keys.make)(queued_str(&bytes[..len]));
                     let place = Place { lo: p.lo, hi: p.hi, meta: short_meta(len) };
-                    self.add_short(i, place, key, p.value, keys.fill);
+                    self.add_short(i, place, key, p.value, keys.empty);
                 }
             }
             return;
@@ -190,7 +190,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
 
     /// Puts a new short string key in the empty slot `i` of the short-key table.
     #[inline(always)]
-    fn add_short(&mut self, i: usize, place: Place, key: K, value: V, fill: fn() -> V) {
+    fn add_short(&mut self, i: usize, place: Place, key: K, value: V, empty: fn(usize) -> Vec<ShortSlot<V>>) {
         // As in `settle`, with this table's slots.
         let inline = std::mem::size_of::<K>() + 4 * std::mem::size_of::<ShortSlot<V>>() / 3;
         self.bytes += estimate(&key, &value) + inline as u64;
@@ -199,7 +199,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         self.keys.push(key);
         self.short_len += 1;
         if self.short_len * 4 > self.short.len() * 3 {
-            self.grow_short(fill);
+            self.grow_short(empty);
         }
         if self.records_in >= PROBE && self.hits == 0 {
             self.no_combiner = true;
@@ -207,9 +207,9 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     }
 
     /// Doubles the short-key table and places every slot again from what it holds.
-    fn grow_short(&mut self, fill: fn() -> V) {
+    fn grow_short(&mut self, empty: fn(usize) -> Vec<ShortSlot<V>>) {
         let n = self.short.len() * 2;
-        let old = std::mem::replace(&mut self.short, empty_short_slots(n, fill));
+        let old = std::mem::replace(&mut self.short, empty(n));
         let mask = n - 1;
         for s in old.into_iter().filter(|s| s.meta != 0) {
             let mut i = short_start(&self.short, short_hash(s.lo, s.hi, ((s.meta >> 32) & 0xff) as usize));

@@ -14,8 +14,10 @@ pub(super) struct StrKeys<K, V> {
     pub(super) make: fn(&str) -> K,
     /// Whether a key's `str` is these bytes.
     pub(super) equals: fn(&K, &[u8]) -> bool,
-    /// `V::default()`, for the empty slots of the short-key table.
-    pub(super) fill: fn() -> V,
+    /// A short-key table of this many empty slots, each value `V::default()`: made where
+    /// `V::default` is known, so that filling a table is a loop of stores, not a call a
+    /// slot.
+    pub(super) empty: fn(usize) -> Vec<ShortSlot<V>>,
     /// A key's `str`, as bytes.
     pub(super) bytes: fn(&K) -> &[u8],
 }
@@ -34,7 +36,7 @@ impl<K: Borrow<str> + for<'q> From<&'q str>, V: Default> StrKeys<K, V> {
         StrKeys {
             make: |s| K::from(s),
             equals: |k, b| Borrow::<str>::borrow(k).as_bytes() == b,
-            fill: V::default,
+            empty: empty_short_slots::<V>,
             bytes: |k| Borrow::<str>::borrow(k).as_bytes(),
         }
     }
@@ -88,8 +90,8 @@ pub(super) fn short_mask<V>(slots: &[ShortSlot<V>]) -> (usize, usize) {
     ((slots.len() - 1) & !1, phase)
 }
 
-pub(super) fn empty_short_slots<V>(n: usize, fill: fn() -> V) -> Vec<ShortSlot<V>> {
-    std::iter::repeat_with(|| ShortSlot { lo: 0, hi: 0, meta: 0, value: fill() }).take(n).collect()
+pub(super) fn empty_short_slots<V: Default>(n: usize) -> Vec<ShortSlot<V>> {
+    std::iter::repeat_with(|| ShortSlot { lo: 0, hi: 0, meta: 0, value: V::default() }).take(n).collect()
 }
 
 /// Where a key goes, before it has a position and a value.
