@@ -14,7 +14,8 @@
 //! cargo bench --bench process -- [--size-mb 256] [--runs 3] [--corpus bench,english,real] [--keep DIR]
 //! ```
 //! Each corpus: one untimed run of each contender (the outputs must be equal), then
-//! `--runs` rounds, the two in turn (alternating who goes first); the best time of each.
+//! `--runs` rounds, the two in turn (alternating who goes first); the best time of each,
+//! and the median and range of each round's own ratio.
 //! `process --compare FILE...` times the baseline in process beside a plain
 //! `FxHashMap<&str, u64>` count over the whole file read at once.
 
@@ -55,6 +56,7 @@ fn args() -> anyhow::Result<Args> {
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
+    anyhow::ensure!(a.runs > 0, "--runs must be at least 1");
     Ok(a)
 }
 
@@ -122,8 +124,10 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let bytes = a.size_mb << 20;
     println!("whole processes, {} MiB per corpus, best of {} rounds", a.size_mb, a.runs);
-    println!("| corpus | distinct words | best single thread | mapreduce-rs, whole process | ratio | steal per run |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| corpus | distinct words | best single thread | mapreduce-rs, whole process | ratio | per round: median (range) | steal per run |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for corpus in &a.corpora {
         let input = dir.join(format!("{corpus}.txt"));
         if !input.exists() || std::fs::metadata(&input)?.len() < bytes {
@@ -164,22 +168,32 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(got == want, "{corpus}: the job's output differs from the baseline's");
         let none = Best { time: Duration::MAX, stolen: Duration::ZERO };
         let (mut base, mut mr) = (none, none);
+        // Each round's own ratio too: its two runs are next to each other in time, so a
+        // slow minute weighs on both.
+        let mut ratios = Vec::with_capacity(a.runs);
         for round in 0..a.runs {
-            if round % 2 == 0 {
-                base.add(timed(&mut baseline())?);
-                mr.add(timed(&mut job())?);
+            let (b, m) = if round % 2 == 0 {
+                let b = timed(&mut baseline())?;
+                (b, timed(&mut job())?)
             } else {
-                mr.add(timed(&mut job())?);
-                base.add(timed(&mut baseline())?);
-            }
+                let m = timed(&mut job())?;
+                (timed(&mut baseline())?, m)
+            };
+            ratios.push(b.0.as_secs_f64() / m.0.as_secs_f64());
+            base.add(b);
+            mr.add(m);
         }
+        ratios.sort_by(f64::total_cmp);
         let per_run = |b: Best| b.stolen.as_secs_f64() / a.runs as f64;
         println!(
-            "| {corpus} | {} | {:.2} s | {:.2} s | **{:.2}x** | {:.2} s / {:.2} s |",
+            "| {corpus} | {} | {:.2} s | {:.2} s | **{:.2}x** | {:.2}x ({:.2}x-{:.2}x) | {:.2} s / {:.2} s |",
             want.len(),
             base.time.as_secs_f64(),
             mr.time.as_secs_f64(),
             base.time.as_secs_f64() / mr.time.as_secs_f64(),
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1],
             per_run(base),
             per_run(mr)
         );
