@@ -34,7 +34,7 @@ fn sum(_: &Word, acc: &mut u64, v: u64) -> Option<u64> {
 fn map_loop(path: &Path) -> anyhow::Result<MapBuffer<Word, u64>> {
     let mut file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
     let mut buf = vec![0u8; BLOCK];
-    let (mut kept, mut b) = (0, MapBuffer::<Word, u64>::new());
+    let (mut kept, mut b) = (0, MapBuffer::<Word, u64>::with_budget(mapreduce_core::DEFAULT_SORT_BUFFER));
     loop {
         if kept == buf.len() {
             buf.resize(2 * buf.len(), 0); // a line longer than the block

@@ -84,7 +84,7 @@ impl<J: Reducer, S: Scratch, W: Write> MapSide<J, S, W> {
     /// A map side writing the attempt's output into `output`, spilling into `scratch`.
     pub fn new(settings: MapSettings, scratch: S, output: W) -> Self {
         MapSide {
-            buffer: MapBuffer::new(),
+            buffer: MapBuffer::with_budget(settings.sort_buffer),
             settings,
             scratch,
             output: Runs { out: output, ranges: Vec::new(), offset: 0 },

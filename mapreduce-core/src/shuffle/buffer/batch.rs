@@ -65,8 +65,16 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         // Both are set here, where `K` and `V` are known to allow it, and `short` is
         // emptied only by a drain: one test covers both.
         if self.short.is_empty() {
-            self.str_keys = Some(StrKeys::new());
-            self.short = empty_short_slots(INITIAL_SLOTS);
+            let keys = StrKeys::new();
+            self.str_keys = Some(keys);
+            // Room for the largest table the budget allows, if the address space has it:
+            // its pages are backed only once touched, and the table then grows in place.
+            let mut short = Vec::new();
+            if self.short_reserve <= INITIAL_SLOTS || short.try_reserve_exact(self.short_reserve).is_err() {
+                short.reserve_exact(INITIAL_SLOTS);
+            }
+            (keys.fill)(&mut short, INITIAL_SLOTS);
+            self.short = short;
         }
         self.pending.len() >= BATCH
     }
@@ -167,7 +175,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
                 Found::Vacant(i) => {
                     let key = (keys.make)(queued_str(&bytes[..len]));
                     let place = Place { lo: p.lo, hi: p.hi, meta: short_meta(len) };
-                    self.add_short(i, place, key, p.value, keys.empty);
+                    self.add_short(i, place, key, p.value, keys.fill);
                 }
             }
             return;
@@ -190,7 +198,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
 
     /// Puts a new short string key in the empty slot `i` of the short-key table.
     #[inline(always)]
-    fn add_short(&mut self, i: usize, place: Place, key: K, value: V, empty: fn(usize) -> Vec<ShortSlot<V>>) {
+    fn add_short(&mut self, i: usize, place: Place, key: K, value: V, fill: fn(&mut Vec<ShortSlot<V>>, usize)) {
         // As in `settle`, with this table's slots.
         let inline = std::mem::size_of::<K>() + 4 * std::mem::size_of::<ShortSlot<V>>() / 3;
         self.bytes += estimate(&key, &value) + inline as u64;
@@ -199,17 +207,29 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         self.keys.push(key);
         self.short_len += 1;
         if self.short_len * 4 > self.short.len() * 3 {
-            self.grow_short(empty);
+            self.grow_short(fill);
         }
         if self.records_in >= PROBE && self.hits == 0 {
             self.no_combiner = true;
         }
     }
 
-    /// Doubles the short-key table and places every slot again from what it holds.
-    fn grow_short(&mut self, empty: fn(usize) -> Vec<ShortSlot<V>>) {
+    /// Doubles the short-key table and places every slot again from what it holds: in
+    /// place when the table has the room (its pages stay, only the new half is touched
+    /// for the first time), else into a new table.
+    fn grow_short(&mut self, fill: fn(&mut Vec<ShortSlot<V>>, usize)) {
         let n = self.short.len() * 2;
-        let old = std::mem::replace(&mut self.short, empty(n));
+        if self.short.capacity() >= n {
+            for s in self.short.iter_mut().filter(|s| s.meta != 0) {
+                s.meta |= MOVING;
+            }
+            fill(&mut self.short, n);
+            self.place_moving(n / 2);
+            return;
+        }
+        let mut grown = Vec::with_capacity(n);
+        fill(&mut grown, n);
+        let old = std::mem::replace(&mut self.short, grown);
         let mask = n - 1;
         for s in old.into_iter().filter(|s| s.meta != 0) {
             let mut i = short_start(&self.short, short_hash(s.lo, s.hi, ((s.meta >> 32) & 0xff) as usize));
@@ -217,6 +237,34 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
                 i = (i + 1) & mask;
             }
             self.short[i] = s;
+        }
+    }
+
+    /// Places again, in the doubled table, the entries of its first `old` slots marked
+    /// [`MOVING`]. Each goes to the first slot of its probe sequence that is empty or
+    /// still holds a marked entry (or stays, if that is its own): so no placed entry's
+    /// sequence ever crosses an empty slot or a marked one, and a marked entry it
+    /// displaces is placed next, from the same slot.
+    fn place_moving(&mut self, old: usize) {
+        let wrap = self.short.len() - 1;
+        for i in 0..old {
+            while self.short[i].meta & MOVING != 0 {
+                let meta = self.short[i].meta & !MOVING;
+                let s = &self.short[i];
+                let mut j = short_start(&self.short, short_hash(s.lo, s.hi, ((meta >> 32) & 0xff) as usize));
+                while j != i && self.short[j].meta != 0 && self.short[j].meta & MOVING == 0 {
+                    j = (j + 1) & wrap;
+                }
+                self.short[i].meta = meta;
+                if j == i {
+                    break;
+                }
+                let vacant = self.short[j].meta == 0;
+                self.short.swap(i, j);
+                if vacant {
+                    break;
+                }
+            }
         }
     }
 

@@ -186,9 +186,10 @@ mod tests {
             records in proptest::collection::vec(
                 ("(abcdefghijklmnop)?[a\u{0}\u{e9}z]{0,20}", 0u64..1000, 0u8..3), 0..300),
             decline in proptest::bool::ANY,
+            budget in proptest::option::of(0u64..1 << 16),
         ) {
             let combine = |_: &String, acc: &mut u64, v: u64| if decline && v.is_multiple_of(5) { Some(v) } else { *acc += v; None };
-            let mut b: MapBuffer<String, u64> = MapBuffer::new();
+            let mut b: MapBuffer<String, u64> = budget.map_or_else(MapBuffer::new, MapBuffer::with_budget);
             let mut want = std::collections::BTreeMap::new();
             for (key, v, how) in &records {
                 *want.entry(key.clone()).or_insert(0) += v;
@@ -209,37 +210,41 @@ mod tests {
         }
     }
 
-    /// A drain of many distinct keys (several tables' growth, a sort larger than the
-    /// cache): shared heads, keys that are prefixes of others, long keys equal in their
-    /// first 16 bytes, bytes above 0x7f, NUL bytes, and an empty key.
+    /// A drain of many distinct keys (several tables' growth, in place or not, a sort
+    /// larger than the cache): shared heads, keys that are prefixes of others, long keys
+    /// equal in their first 16 bytes, bytes above 0x7f, NUL bytes, and an empty key.
     #[test]
     fn a_large_drain_of_string_keys_is_sorted_and_loses_nothing() {
-        let mut b: MapBuffer<String, u64> = MapBuffer::new();
         let combine = |_: &String, acc: &mut u64, v: u64| {
             *acc += v;
             None
         };
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut want = std::collections::BTreeMap::new();
-        for i in 0..300_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = (x % 24) as usize;
-            let alphabet = ["a", "b", "é", "z", "ab", "\u{0}"];
-            let mut key: String = (0..len).map(|j| alphabet[((x >> (j * 2 + 8)) % 6) as usize]).collect();
-            if i % 7 == 0 {
-                key = format!("abcdefghijklmnop{key}");
+        // No room reserved (every growth into a new table), room for the whole table (every
+        // growth in place), and room for part of it (in place, then into a new table).
+        for budget in [None, Some(64 << 20), Some(1 << 20)] {
+            let mut b: MapBuffer<String, u64> = budget.map_or_else(MapBuffer::new, MapBuffer::with_budget);
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let mut want = std::collections::BTreeMap::new();
+            for i in 0..300_000u64 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let len = (x % 24) as usize;
+                let alphabet = ["a", "b", "é", "z", "ab", "\u{0}"];
+                let mut key: String = (0..len).map(|j| alphabet[((x >> (j * 2 + 8)) % 6) as usize]).collect();
+                if i % 7 == 0 {
+                    key = format!("abcdefghijklmnop{key}");
+                }
+                *want.entry(key.clone()).or_insert(0) += i;
+                b.insert_str(&key, i, combine);
             }
-            *want.entry(key.clone()).or_insert(0) += i;
-            b.insert_str(&key, i, combine);
+            assert!(want.len() > 100_000, "{} distinct keys", want.len());
+            let got = b.drain_sorted(combine, |k| (k.len() % 2) as u32);
+            assert!(got.windows(2).all(|w| (w[0].0, &w[0].1) < (w[1].0, &w[1].1)), "{budget:?}: sorted");
+            assert!(got.iter().all(|(p, k, _)| *p == (k.len() % 2) as u32));
+            let sums: std::collections::BTreeMap<String, u64> = got.into_iter().map(|(_, k, v)| (k, v)).collect();
+            assert_eq!(sums, want, "{budget:?}");
         }
-        assert!(want.len() > 100_000, "{} distinct keys", want.len());
-        let got = b.drain_sorted(combine, |k| (k.len() % 2) as u32);
-        assert!(got.windows(2).all(|w| (w[0].0, &w[0].1) < (w[1].0, &w[1].1)), "sorted by partition, key");
-        assert!(got.iter().all(|(p, k, _)| *p == (k.len() % 2) as u32));
-        let sums: std::collections::BTreeMap<String, u64> = got.into_iter().map(|(_, k, v)| (k, v)).collect();
-        assert_eq!(sums, want);
     }
 
     #[test]

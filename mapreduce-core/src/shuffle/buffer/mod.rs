@@ -51,6 +51,10 @@ const HASHER: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed
 /// Records after which a buffer that saw no repeated key stops looking keys up.
 const PROBE: u64 = 10_000;
 
+/// Most short-key slots [`MapBuffer::with_budget`] reserves (1 GiB of address space for
+/// a `u64` value).
+const MAX_RESERVE: usize = 1 << 25;
+
 /// String keys looked up together by [`MapBuffer::insert_str`].
 const BATCH: usize = 32;
 
@@ -85,6 +89,8 @@ pub struct MapBuffer<K, V> {
     short: Vec<ShortSlot<V>>,
     /// Keys in `short`.
     short_len: usize,
+    /// Slots to reserve for `short` when it is made ([`Self::with_budget`]; 0: none).
+    short_reserve: usize,
     /// Set by the first [`Self::queue_str`], where `K` is known to borrow as `str` and `V`
     /// to have a default.
     str_keys: Option<StrKeys<K, V>>,
@@ -123,12 +129,24 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             arena: String::new(),
             short: Vec::new(),
             short_len: 0,
+            short_reserve: 0,
             str_keys: None,
             no_combiner: false,
             hits: 0,
             bytes: 0,
             records_in: 0,
         }
+    }
+
+    /// An empty buffer that will spill at about `bytes`: its short-key table reserves the
+    /// address space of the largest table that many bytes of keys can need, and grows in
+    /// place, touching only each new half (a table grown into new memory faults in every
+    /// page of every size it passes through).
+    pub fn with_budget(bytes: u64) -> Self {
+        let per_key = (std::mem::size_of::<K>() + 4 * std::mem::size_of::<ShortSlot<V>>() / 3).max(1) as u64;
+        let slots = (bytes / per_key).saturating_mul(4) / 3 + 1;
+        let short_reserve = usize::try_from(slots).unwrap_or(usize::MAX).min(MAX_RESERVE).next_power_of_two();
+        MapBuffer { short_reserve, ..Self::new() }
     }
 
     /// Adds one record, folding it into the value already held for `key` with `combine`

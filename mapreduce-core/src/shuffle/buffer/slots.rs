@@ -14,10 +14,10 @@ pub(super) struct StrKeys<K, V> {
     pub(super) make: fn(&str) -> K,
     /// Whether a key's `str` is these bytes.
     pub(super) equals: fn(&K, &[u8]) -> bool,
-    /// A short-key table of this many empty slots, each value `V::default()`: made where
-    /// `V::default` is known, so that filling a table is a loop of stores, not a call a
-    /// slot.
-    pub(super) empty: fn(usize) -> Vec<ShortSlot<V>>,
+    /// Lengthens a short-key table to this many slots with empty ones, each value
+    /// `V::default()`: made where `V::default` is known, so that filling a table is a loop
+    /// of stores, not a call a slot.
+    pub(super) fill: fn(&mut Vec<ShortSlot<V>>, usize),
     /// A key's `str`, as bytes.
     pub(super) bytes: fn(&K) -> &[u8],
 }
@@ -36,7 +36,7 @@ impl<K: Borrow<str> + for<'q> From<&'q str>, V: Default> StrKeys<K, V> {
         StrKeys {
             make: |s| K::from(s),
             equals: |k, b| Borrow::<str>::borrow(k).as_bytes() == b,
-            empty: empty_short_slots::<V>,
+            fill: fill_short_slots::<V>,
             bytes: |k| Borrow::<str>::borrow(k).as_bytes(),
         }
     }
@@ -48,6 +48,8 @@ pub(super) const FULL: u64 = 1 << 63;
 pub(super) const SHORT: u64 = 1 << 62;
 /// The entry's position, in the low half of `meta`.
 pub(super) const ENTRY: u64 = 0xffff_ffff;
+/// `meta` bit of a slot whose entry a growth in place has yet to place again.
+pub(super) const MOVING: u64 = 1 << 61;
 
 /// A slot of the table of other keys: empty if `meta` is 0, else the key's hash in `lo`
 /// and `meta = FULL | tag << 32 | key`, `key` the key's position in `keys`. `value` is
@@ -90,8 +92,10 @@ pub(super) fn short_mask<V>(slots: &[ShortSlot<V>]) -> (usize, usize) {
     ((slots.len() - 1) & !1, phase)
 }
 
-pub(super) fn empty_short_slots<V: Default>(n: usize) -> Vec<ShortSlot<V>> {
-    std::iter::repeat_with(|| ShortSlot { lo: 0, hi: 0, meta: 0, value: V::default() }).take(n).collect()
+/// Lengthens `slots` to `n` with empty slots.
+pub(super) fn fill_short_slots<V: Default>(slots: &mut Vec<ShortSlot<V>>, n: usize) {
+    let more = n.saturating_sub(slots.len());
+    slots.extend(std::iter::repeat_with(|| ShortSlot { lo: 0, hi: 0, meta: 0, value: V::default() }).take(more));
 }
 
 /// Where a key goes, before it has a position and a value.
