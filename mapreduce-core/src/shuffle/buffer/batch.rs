@@ -164,7 +164,11 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         if short && !self.no_combiner {
             match self.find_short(p.hash, p.lo, p.hi, len) {
                 Found::Entry(i) => {
-                    // Not reached from `flush`, which folds held short keys itself.
+                    // Not reached: `flush`, the only caller, folds held short keys itself
+                    // and sends here only those it found no slot for. Kept so that this
+                    // function is right on its own; handing the empty slot over instead
+                    // (one probe, not two, for a new key) cost the batch's loop more
+                    // (+29 M instructions against -22 M on 128 MiB of english).
                     self.hits += 1;
                     let slot = &mut self.short[i];
                     if let Some(value) = combine(&self.keys[(slot.meta & ENTRY) as usize], &mut slot.value, p.value) {
