@@ -1,7 +1,15 @@
 //! Draining the buffer sorted by `(partition, key)`: string keys sort as integers of their
 //! first 16 bytes, other keys as records.
+//!
+//! A short string key's slot holds all of its record (the key's bytes and length, and the
+//! value), so those records are sorted as they are and the key is made again from its
+//! bytes as it is written out: no read of the key vector in sorted order, which for a
+//! table larger than the cache was a cache miss a record. The other records (long keys,
+//! keys of the other table, records kept aside) are sorted by position and gathered, and
+//! the two sorted runs merged.
 
-use super::slots::{ENTRY, empty_slots};
+use super::keys::queued_str;
+use super::slots::{ENTRY, StrKeys, empty_slots, unpack};
 use super::{INITIAL_SLOTS, INLINE, Key, MapBuffer, Value};
 
 impl<K: Key, V: Value> MapBuffer<K, V> {
@@ -30,20 +38,19 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         // The tables start small again: a buffer that spilled need not keep its peak.
         let slots = std::mem::replace(&mut self.slots, empty_slots(INITIAL_SLOTS));
         let short = std::mem::take(&mut self.short);
-        self.short_len = 0;
+        let short_len = std::mem::take(&mut self.short_len);
         self.bytes = 0;
-        let mut keys = std::mem::take(&mut self.keys);
-        // Each key's value, by the key's position.
-        let mut values: Vec<Option<V>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
-        for s in slots.into_iter().filter(|s| s.meta != 0) {
-            values[(s.meta & ENTRY) as usize] = s.value;
-        }
-        for s in short.into_iter().filter(|s| s.meta != 0) {
-            values[(s.meta & ENTRY) as usize] = Some(s.value);
-        }
+        let keys = std::mem::take(&mut self.keys);
+        let held = (slots.into_iter().filter(|s| s.meta != 0))
+            .map(|s| ((s.meta & ENTRY) as usize, s.value.expect("a full slot has a value")));
         let Some(str_keys) = self.str_keys else {
-            let held = keys.into_iter().zip(values).map(|(k, v)| (0, k, v.expect("every key has a slot")));
-            self.extra.extend(held);
+            // Every key is in the table: each key's value, by the key's position.
+            let mut values: Vec<Option<V>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
+            for (at, v) in held {
+                values[at] = Some(v);
+            }
+            let values = values.into_iter().map(|v| v.expect("every key has a slot"));
+            self.extra.extend(keys.into_iter().zip(values).map(|(k, v)| (0, k, v)));
             // In place: a fresh vector for the records, each drain, costs a copy of them
             // and the page faults of memory the size of the buffer.
             for r in self.extra.iter_mut() {
@@ -54,41 +61,121 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             self.extra.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
             return Drained(Box::new(self.extra.drain(..)));
         };
-        for (_, k, v) in self.extra.drain(..) {
-            keys.push(k);
-            values.push(Some(v));
+        // The other table's values with their keys' positions, in the keys' order.
+        let mut held: Vec<(usize, V)> = held.collect();
+        held.sort_unstable_by_key(|h| h.0);
+        // Each key's partition, by position: computed over the keys in their order, since
+        // a partitioner called on keys read in the table's order waits for each read.
+        let parts: Vec<u32> = keys.iter().map(&mut partition).collect();
+        // The short keys' records, from their slots.
+        let mut shorts: Vec<ShortRecord<V>> = Vec::with_capacity(short_len);
+        for s in short.into_iter().filter(|s| s.meta != 0) {
+            let len = (s.meta >> 32) & 0xff;
+            let head = (u128::from(s.lo) | (u128::from(s.hi) << 64)).swap_bytes();
+            let p = parts[(s.meta & ENTRY) as usize];
+            shorts.push(ShortRecord { bits: SortKey::bits(p, head, len), value: s.value });
         }
+        // Their keys are made again from the records: only the other table's keys stay.
+        let mut records: Vec<Option<(K, V)>> = Vec::with_capacity(held.len() + self.extra.len());
+        let (held_len, mut held_at) = (held.len(), Vec::with_capacity(held.len()));
+        let mut keys = keys.into_iter();
+        let mut at = 0;
+        for (i, v) in held {
+            let k = keys.nth(i - at).expect("every held key is in the key vector");
+            at = i + 1;
+            held_at.push(i);
+            records.push(Some((k, v)));
+        }
+        drop(keys);
+        records.extend(self.extra.drain(..).map(|(_, k, v)| Some((k, v))));
         // String keys sort by the partition and their first 16 bytes, as integers; keys
         // longer than that by the whole key where those are equal. `Borrow<str>` promises
         // that `K` orders as its `str` does, so this is `K`'s order.
-        let mut order: Vec<SortKey> =
-            keys.iter().enumerate().map(|(i, k)| SortKey::new(partition(k), (str_keys.bytes)(k), i)).collect();
+        let mut part_of = |i: usize, k: &K| if i < held_len { parts[held_at[i]] } else { partition(k) };
+        let mut order: Vec<SortKey> = (records.iter().enumerate())
+            .map(|(i, r)| {
+                let k = &r.as_ref().expect("not gathered yet").0;
+                SortKey::new(part_of(i, k), (str_keys.bytes)(k), i)
+            })
+            .collect();
+        let key = |o: &SortKey| &records[o.at as usize].as_ref().expect("not gathered yet").0;
         order.sort_unstable_by(|a, b| {
             a.bits.cmp(&b.bits).then_with(|| match a.is_long() {
-                true => keys[a.at as usize].cmp(&keys[b.at as usize]),
+                true => key(a).cmp(key(b)),
                 false => std::cmp::Ordering::Equal,
             })
         });
-        let keys: Vec<Option<K>> = keys.into_iter().map(Some).collect();
-        Drained(Box::new(Gather { order, keys, values, next: 0, batch: Vec::with_capacity(GATHER) }))
+        shorts.sort_unstable_by_key(|a| a.bits);
+        let others = Gather { order, records, next: 0, batch: Vec::with_capacity(GATHER) };
+        Drained(Box::new(Sorted { shorts: shorts.into_iter().peekable(), others, keys: str_keys }))
     }
 }
+
+/// A short string key's record, as its slot held it: the sort bits of [`SortKey`] (which
+/// hold the whole key), and the value.
+struct ShortRecord<V> {
+    bits: [u64; 3],
+    value: V,
+}
+
+/// The drained records of a buffer of string keys: the short keys' records and the
+/// others, each sorted, merged.
+struct Sorted<K, V> {
+    shorts: std::iter::Peekable<std::vec::IntoIter<ShortRecord<V>>>,
+    others: Gather<K, V>,
+    keys: StrKeys<K, V>,
+}
+
+impl<K, V> Iterator for Sorted<K, V> {
+    type Item = (u32, K, V);
+
+    fn next(&mut self) -> Option<(u32, K, V)> {
+        // Equal bits are equal short keys (one from each table): either may go first.
+        let short = match (self.shorts.peek(), self.others.peek_bits()) {
+            (Some(s), Some(o)) => s.bits <= *o,
+            (s, _) => s.is_some(),
+        };
+        if !short {
+            return self.others.next();
+        }
+        let ShortRecord { bits, value } = self.shorts.next()?;
+        // The packed bytes, from the big-endian head the bits hold.
+        let packed =
+            ((u128::from(bits[0] as u32) << 96) | (u128::from(bits[1]) << 32) | u128::from(bits[2] >> 32)).swap_bytes();
+        let len = ((bits[2] >> 24) & 0xff) as usize;
+        let bytes = unpack(packed as u64, (packed >> 64) as u64);
+        Some(((bits[0] >> 32) as u32, (self.keys.make)(queued_str(&bytes[..len])), value))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.shorts.len() + self.others.len();
+        (n, Some(n))
+    }
+}
+
+impl<K, V> ExactSizeIterator for Sorted<K, V> {}
 
 /// Records [`Gather`] moves out of the buffer at a time.
 const GATHER: usize = 64;
 
-/// Moves the keys and values out of the buffer in their sorted order, [`GATHER`] records
-/// at a time: in a loop that does nothing else the reads, each to a place in a table
-/// larger than the cache, are independent and their misses overlap, where one record at
-/// a time between the writes of the records before it they would queue.
+/// Moves the records out of the buffer in their sorted order, [`GATHER`] records at a
+/// time: in a loop that does nothing else the reads, each to a place in a vector larger
+/// than the cache, are independent and their misses overlap, where one record at a time
+/// between the writes of the records before it they would queue.
 struct Gather<K, V> {
     order: Vec<SortKey>,
-    keys: Vec<Option<K>>,
-    values: Vec<Option<V>>,
+    records: Vec<Option<(K, V)>>,
     /// The next entry of `order` to gather.
     next: usize,
     /// Gathered records, the next one last.
     batch: Vec<(u32, K, V)>,
+}
+
+impl<K, V> Gather<K, V> {
+    /// The sort bits of the next record.
+    fn peek_bits(&self) -> Option<&[u64; 3]> {
+        self.order.get(self.next - self.batch.len()).map(|o| &o.bits)
+    }
 }
 
 impl<K, V> Iterator for Gather<K, V> {
@@ -98,9 +185,8 @@ impl<K, V> Iterator for Gather<K, V> {
         if self.batch.is_empty() {
             let end = self.order.len().min(self.next + GATHER);
             for o in self.order[self.next..end].iter().rev() {
-                let at = o.at as usize;
-                let key = self.keys[at].take().expect("each key drained once");
-                self.batch.push((o.partition(), key, self.values[at].take().expect("every key has a value")));
+                let (key, value) = self.records[o.at as usize].take().expect("each record drained once");
+                self.batch.push((o.partition(), key, value));
             }
             self.next = end;
         }
@@ -153,14 +239,16 @@ impl SortKey {
         let n = bytes.len().min(INLINE);
         let mut head = [0u8; INLINE];
         head[..n].copy_from_slice(&bytes[..n]);
-        let head = u128::from_be_bytes(head);
         let len = bytes.len().min(INLINE + 1) as u64;
-        let bits = [
-            (u64::from(partition) << 32) | (head >> 96) as u64,
-            (head >> 32) as u64,
-            ((head as u64) << 32) | (len << 24),
-        ];
+        let bits = Self::bits(partition, u128::from_be_bytes(head), len);
         SortKey { bits, at: u32::try_from(at).expect("fewer than 2^32 records") }
+    }
+
+    /// The bits of a key in `partition` whose first 16 bytes, zero-padded, are `head`
+    /// big-endian, and whose length capped at 17 is `len`.
+    #[inline(always)]
+    fn bits(partition: u32, head: u128, len: u64) -> [u64; 3] {
+        [(u64::from(partition) << 32) | (head >> 96) as u64, (head >> 32) as u64, ((head as u64) << 32) | (len << 24)]
     }
 
     fn partition(&self) -> u32 {
