@@ -25,14 +25,19 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         // splitter's, say): a short key, read with one load, looked up, into a table
         // already made.
         if key.len() <= INLINE
-            && !self.no_combiner
-            && !self.short.is_empty()
+            && self.queue_fast
             && let Some((lo, hi)) = pack_loaded(text.as_bytes(), key.as_bytes())
         {
-            self.records_in += 1;
+            // Counted by `flush`, a batch at a time.
             let hash = short_hash(lo, hi, key.len());
-            self.pending.push(Pending { hash, lo, hi, len: key.len() as u32, start: 0, value });
-            return self.pending.len() >= BATCH;
+            let p = Pending { hash, lo, hi, len: key.len() as u32, start: 0, value };
+            // The queue has room for a batch, so this never grows it; said here, so the
+            // loop holds no call to grow it (and keeps the key in registers around it).
+            if self.pending.len() < self.pending.capacity() {
+                self.pending.push(p);
+                return self.pending.len() >= BATCH;
+            }
+            return self.queue_str_other(text, key, p.value);
         }
         self.queue_str_other(text, key, value)
     }
@@ -51,7 +56,6 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             self.keep_aside(K::from(key), value);
             return false;
         }
-        self.records_in += 1;
         let len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
         let p = if key.len() <= INLINE {
             let (lo, hi) = pack_in(text.as_bytes(), key.as_bytes());
@@ -75,6 +79,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             }
             (keys.fill)(&mut short, INITIAL_SLOTS);
             self.short = short;
+            self.queue_fast = !self.no_combiner;
         }
         self.pending.len() >= BATCH
     }
@@ -84,6 +89,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
     pub fn flush(&mut self, combine: impl Fn(&K, &mut V, V) -> Option<V>) {
         let Some(keys) = self.str_keys.filter(|_| !self.pending.is_empty()) else { return };
         let mut pending = std::mem::take(&mut self.pending);
+        self.records_in += pending.len() as u64;
         // As few instructions a key as can be (nine), so that the whole batch's loads fit
         // in the core's out-of-order window (~250 instructions) and are in flight at once.
         // A long key loads a slot it does not need: cheaper than the branch to skip it.
@@ -104,7 +110,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
                 None => break,
                 Some(Next::Other(p)) => self.flush_other(p, &arena, keys, &combine),
                 Some(Next::Declined { lo, hi, len, value }) => {
-                    self.no_combiner = true;
+                    self.stop_combining();
                     self.keep_aside((keys.make)(queued_str(&unpack(lo, hi)[..len])), value);
                 }
             }
@@ -172,7 +178,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
                     self.hits += 1;
                     let slot = &mut self.short[i];
                     if let Some(value) = combine(&self.keys[(slot.meta & ENTRY) as usize], &mut slot.value, p.value) {
-                        self.no_combiner = true;
+                        self.stop_combining();
                         self.keep_aside((keys.make)(queued_str(&bytes[..len])), value);
                     }
                 }
@@ -214,7 +220,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             self.grow_short(fill);
         }
         if self.records_in >= PROBE && self.hits == 0 {
-            self.no_combiner = true;
+            self.stop_combining();
         }
     }
 

@@ -38,6 +38,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         // The tables start small again: a buffer that spilled need not keep its peak.
         let slots = std::mem::replace(&mut self.slots, empty_slots(INITIAL_SLOTS));
         let short = std::mem::take(&mut self.short);
+        self.queue_fast = false;
         let short_len = std::mem::take(&mut self.short_len);
         self.bytes = 0;
         let keys = std::mem::take(&mut self.keys);

@@ -98,9 +98,13 @@ pub struct MapBuffer<K, V> {
     /// (a sort, say, where combining cannot help): from then on every record goes to
     /// `extra` without a hash lookup, so such a job pays nothing for the table.
     no_combiner: bool,
+    /// `!no_combiner` and `short` made: [`Self::queue_str`]'s common case may queue a
+    /// short key (one test in the map loop, not two).
+    queue_fast: bool,
     /// Records that found their key in the table.
     hits: u64,
     bytes: u64,
+    /// Records inserted, but for the queued ones in `pending`.
     records_in: u64,
 }
 
@@ -132,6 +136,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             short_reserve: 0,
             str_keys: None,
             no_combiner: false,
+            queue_fast: false,
             hits: 0,
             bytes: 0,
             records_in: 0,
@@ -217,6 +222,12 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         self.settle(found, Place { lo: hash, hi: 0, meta: tag(hash) }, source, value, combine);
     }
 
+    /// Stops looking keys up (see `no_combiner`).
+    fn stop_combining(&mut self) {
+        self.no_combiner = true;
+        self.queue_fast = false;
+    }
+
     fn keep_aside(&mut self, key: K, value: V) {
         self.bytes += estimate(&key, &value) + std::mem::size_of::<(u32, K, V)>() as u64;
         self.extra.push((0, key, value));
@@ -239,7 +250,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
                 let slot = &mut self.slots[i];
                 let acc = slot.value.as_mut().expect("a full slot has a value");
                 if let Some(value) = combine(&self.keys[(slot.meta & ENTRY) as usize], acc, value) {
-                    self.no_combiner = true;
+                    self.stop_combining();
                     self.keep_aside(source.into_key(), value);
                 }
             }
@@ -257,7 +268,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
                     self.grow();
                 }
                 if self.records_in >= PROBE && self.hits == 0 {
-                    self.no_combiner = true;
+                    self.stop_combining();
                 }
             }
         }
@@ -303,7 +314,8 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
 
     /// Records inserted since the buffer was created (before combining).
     pub fn records_in(&self) -> u64 {
-        self.records_in
+        // Queued string keys are counted when they are looked up.
+        self.records_in + self.pending.len() as u64
     }
 
     /// Whether records are still looked up and folded: `false` once the combiner

@@ -168,11 +168,21 @@ pub(super) fn pack_loaded(text: &[u8], key: &[u8]) -> Option<(u64, u64)> {
     // Where the key starts in `text`, if it is a part of it (else this is out of range).
     let at = (key.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
     let word = text.get(at..at.checked_add(INLINE)?)?;
-    let raw = u128::from_le_bytes(word.try_into().expect("16 bytes"));
-    let lo_mask = u64::MAX.checked_shr(8 * (8 - n.min(8)) as u32).unwrap_or(0);
-    let hi_mask = u64::MAX.checked_shr(8 * (16 - n.max(8)) as u32).unwrap_or(0);
-    Some((raw as u64 & lo_mask, (raw >> 64) as u64 & hi_mask))
+    let raw = u128::from_le_bytes(word.try_into().expect("16 bytes")) & *KEEP.get(n)?;
+    Some((raw as u64, (raw >> 64) as u64))
 }
+
+/// `KEEP[n]` keeps the low `n` bytes of a little-endian 16-byte load: a mask loaded, not
+/// computed from the length (a dozen instructions a key, in the map loop).
+const KEEP: [u128; INLINE + 1] = {
+    let mut keep = [0u128; INLINE + 1];
+    let mut n = 1;
+    while n <= INLINE {
+        keep[n] = u128::MAX >> (8 * (INLINE - n));
+        n += 1;
+    }
+    keep
+};
 
 /// The bytes of a packed short key.
 pub(super) fn unpack(lo: u64, hi: u64) -> [u8; INLINE] {
