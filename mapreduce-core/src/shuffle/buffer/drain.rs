@@ -8,7 +8,6 @@
 //! keys of the other table, records kept aside) are sorted by position and gathered, and
 //! the two sorted runs merged.
 
-use super::keys::queued_str;
 use super::slots::{ENTRY, StrKeys, empty_slots, unpack};
 use super::{INITIAL_SLOTS, INLINE, Key, MapBuffer, Value};
 
@@ -108,7 +107,9 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         });
         shorts.sort_unstable_by_key(|a| a.bits);
         let others = Gather { order, records, next: 0, batch: Vec::with_capacity(GATHER) };
-        Drained(Box::new(Sorted { shorts: shorts.into_iter().peekable(), others, keys: str_keys }))
+        let (text, bytes) = (String::new(), Vec::new());
+        let shorts = shorts.into_iter();
+        Drained(Box::new(Sorted { shorts, text, at: 0, bytes, others, keys: str_keys }))
     }
 }
 
@@ -122,9 +123,41 @@ struct ShortRecord<V> {
 /// The drained records of a buffer of string keys: the short keys' records and the
 /// others, each sorted, merged.
 struct Sorted<K, V> {
-    shorts: std::iter::Peekable<std::vec::IntoIter<ShortRecord<V>>>,
+    shorts: std::vec::IntoIter<ShortRecord<V>>,
+    /// The text of the next short keys, from `at`: [`GATHER`] keys' bytes checked as
+    /// UTF-8 at once, not a key at a time (each key is the bytes of a `str`, so the
+    /// text is too, and a key's end is a character's).
+    text: String,
+    at: usize,
+    bytes: Vec<u8>,
     others: Gather<K, V>,
     keys: StrKeys<K, V>,
+}
+
+impl<K, V> Sorted<K, V> {
+    /// Puts the next [`GATHER`] short keys' bytes in `text`.
+    fn refill(&mut self) {
+        self.bytes.clear();
+        for r in self.shorts.as_slice().iter().take(GATHER) {
+            self.bytes.extend_from_slice(&short_bytes(&r.bits)[..short_len(&r.bits)]);
+        }
+        self.text.clear();
+        self.text.push_str(simdutf8::basic::from_utf8(&self.bytes).expect("short keys are the bytes of strs"));
+        self.at = 0;
+    }
+}
+
+/// The packed bytes of the short key whose sort bits are `bits`, from the big-endian
+/// head they hold.
+fn short_bytes(bits: &[u64; 3]) -> [u8; INLINE] {
+    let packed =
+        ((u128::from(bits[0] as u32) << 96) | (u128::from(bits[1]) << 32) | u128::from(bits[2] >> 32)).swap_bytes();
+    unpack(packed as u64, (packed >> 64) as u64)
+}
+
+/// The length of the short key whose sort bits are `bits`.
+fn short_len(bits: &[u64; 3]) -> usize {
+    ((bits[2] >> 24) & 0xff) as usize
 }
 
 impl<K, V> Iterator for Sorted<K, V> {
@@ -132,20 +165,20 @@ impl<K, V> Iterator for Sorted<K, V> {
 
     fn next(&mut self) -> Option<(u32, K, V)> {
         // Equal bits are equal short keys (one from each table): either may go first.
-        let short = match (self.shorts.peek(), self.others.peek_bits()) {
+        let short = match (self.shorts.as_slice().first(), self.others.peek_bits()) {
             (Some(s), Some(o)) => s.bits <= *o,
             (s, _) => s.is_some(),
         };
         if !short {
             return self.others.next();
         }
+        if self.at == self.text.len() {
+            self.refill();
+        }
         let ShortRecord { bits, value } = self.shorts.next()?;
-        // The packed bytes, from the big-endian head the bits hold.
-        let packed =
-            ((u128::from(bits[0] as u32) << 96) | (u128::from(bits[1]) << 32) | u128::from(bits[2] >> 32)).swap_bytes();
-        let len = ((bits[2] >> 24) & 0xff) as usize;
-        let bytes = unpack(packed as u64, (packed >> 64) as u64);
-        Some(((bits[0] >> 32) as u32, (self.keys.make)(queued_str(&bytes[..len])), value))
+        let key = &self.text[self.at..self.at + short_len(&bits)];
+        self.at += key.len();
+        Some(((bits[0] >> 32) as u32, (self.keys.make)(key), value))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
