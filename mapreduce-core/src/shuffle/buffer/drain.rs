@@ -67,15 +67,8 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         // Each key's partition, by position: computed over the keys in their order, since
         // a partitioner called on keys read in the table's order waits for each read.
         let parts: Vec<u32> = keys.iter().map(&mut partition).collect();
-        // The short keys' records, from their slots.
-        let mut shorts: Vec<ShortRecord<V>> = Vec::with_capacity(short_len);
-        for s in short.into_iter().filter(|s| s.meta != 0) {
-            let len = (s.meta >> 32) & 0xff;
-            let head = (u128::from(s.lo) | (u128::from(s.hi) << 64)).swap_bytes();
-            let p = parts[(s.meta & ENTRY) as usize];
-            shorts.push(ShortRecord { bits: SortKey::bits(p, head, len), value: s.value });
-        }
-        // Their keys are made again from the records: only the other table's keys stay.
+        // The short keys are made again from their records: only the other table's keys
+        // stay, and the key vector goes before the short keys' records are made.
         let mut records: Vec<Option<(K, V)>> = Vec::with_capacity(held.len() + self.extra.len());
         let (held_len, mut held_at) = (held.len(), Vec::with_capacity(held.len()));
         let mut keys = keys.into_iter();
@@ -87,6 +80,14 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
             records.push(Some((k, v)));
         }
         drop(keys);
+        // The short keys' records, from their slots.
+        let mut shorts: Vec<ShortRecord<V>> = Vec::with_capacity(short_len);
+        for s in short.into_iter().filter(|s| s.meta != 0) {
+            let len = (s.meta >> 32) & 0xff;
+            let head = (u128::from(s.lo) | (u128::from(s.hi) << 64)).swap_bytes();
+            let p = parts[(s.meta & ENTRY) as usize];
+            shorts.push(ShortRecord { bits: SortKey::bits(p, head, len), value: s.value });
+        }
         records.extend(self.extra.drain(..).map(|(_, k, v)| Some((k, v))));
         // String keys sort by the partition and their first 16 bytes, as integers; keys
         // longer than that by the whole key where those are equal. `Borrow<str>` promises
