@@ -312,7 +312,7 @@ fn read_error(path: &str, e: &io::Error, line: Option<u64>) -> TaskError {
 pub(super) fn line_count(text: &str) -> u64 {
     // Sums of at most 255 bytes' worth fit a `u8`, and LLVM turns such a sum of compares
     // into vector compares and adds, 64 bytes a round: chunks of a multiple of that leave
-    // no bytes for the scalar loop after it (chunks of 255 left 63, a third of the work).
+    // no bytes for the scalar loop after it (chunks of 255 left it 63 bytes each).
     let newlines: u64 =
         text.as_bytes().chunks(192).map(|c| u64::from(c.iter().fold(0u8, |n, &b| n + u8::from(b == b'\n')))).sum();
     newlines + u64::from(!text.is_empty() && !text.ends_with('\n'))

@@ -70,13 +70,13 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         // The short keys are made again from their records: only the other table's keys
         // stay, and the key vector goes before the short keys' records are made.
         let mut records: Vec<Option<(K, V)>> = Vec::with_capacity(held.len() + self.extra.len());
-        let (held_len, mut held_at) = (held.len(), Vec::with_capacity(held.len()));
+        let mut held_parts = Vec::with_capacity(held.len());
         let mut keys = keys.into_iter();
         let mut at = 0;
         for (i, v) in held {
             let k = keys.nth(i - at).expect("every held key is in the key vector");
             at = i + 1;
-            held_at.push(i);
+            held_parts.push(parts[i]);
             records.push(Some((k, v)));
         }
         drop(keys);
@@ -92,7 +92,7 @@ impl<K: Key, V: Value> MapBuffer<K, V> {
         // String keys sort by the partition and their first 16 bytes, as integers; keys
         // longer than that by the whole key where those are equal. `Borrow<str>` promises
         // that `K` orders as its `str` does, so this is `K`'s order.
-        let mut part_of = |i: usize, k: &K| if i < held_len { parts[held_at[i]] } else { partition(k) };
+        let mut part_of = |i: usize, k: &K| held_parts.get(i).copied().unwrap_or_else(|| partition(k));
         let mut order: Vec<SortKey> = (records.iter().enumerate())
             .map(|(i, r)| {
                 let k = &r.as_ref().expect("not gathered yet").0;
